@@ -1,0 +1,374 @@
+"""The one audio I/O module: format checks, streamed decoding with soundfile, atomic writing.
+
+Decoding goes through libsndfile (``soundfile``) only; ``torchaudio.load`` is not used because it
+depends on FFmpeg builds that are often missing. Every problem a file can have is turned into an
+``AudioError`` subclass whose message names the file and says, in plain words, what is wrong.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import stat
+import struct
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from sere_core.audio.config import AudioConfig
+from sere_core.errors import (
+    EmptyAudioError,
+    FileTooLargeError,
+    InvalidSamplesError,
+    SampleRateError,
+    UnreadableAudioError,
+    UnsupportedFormatError,
+)
+
+log = logging.getLogger(__name__)
+
+#: File name extensions the pipeline decodes.
+SUPPORTED_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3")
+
+#: Extensions of audio formats the pipeline recognises but does not decode. Folder manifests
+#: still list such files so that the batch reports them instead of skipping them unnoticed.
+UNSUPPORTED_AUDIO_EXTENSIONS: tuple[str, ...] = (
+    ".aif", ".aiff", ".aifc", ".m4a", ".aac", ".wma", ".opus", ".amr", ".au", ".caf",
+    ".w64", ".webm", ".mka", ".ape", ".wv",
+)
+
+AUDIO_EXTENSIONS: tuple[str, ...] = SUPPORTED_EXTENSIONS + UNSUPPORTED_AUDIO_EXTENSIONS
+
+# libsndfile's major format name -> the name users know. Anything else is refused.
+_SUPPORTED_FORMATS = {"WAV": "WAV", "WAVEX": "WAV", "RF64": "WAV", "FLAC": "FLAC", "OGG": "OGG", "MP3": "MP3"}
+_FORMAT_NAMES = {
+    "AIFF": "AIFF", "AU": "Sun AU", "CAF": "Apple CAF", "W64": "Wave64", "RAW": "raw PCM",
+    "MAT4": "MATLAB", "MAT5": "MATLAB", "NIST": "NIST Sphere", "VOC": "Creative VOC",
+    "IRCAM": "IRCAM", "PAF": "PARIS", "SVX": "Amiga IFF", "SD2": "Sound Designer II",
+}
+# Lossy decoders may report a length estimate that differs by a frame or two from what they
+# decode; a bigger shortfall means the file was cut off.
+_LOSSY_LENGTH_TOLERANCE = 2304
+_EXT_NAMES = {".wav": "a WAV", ".flac": "a FLAC", ".ogg": "an Ogg", ".mp3": "an MP3"}
+_HEAD_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class AudioFileInfo:
+    """What a file's header says, after the checks that need no decoding."""
+
+    path: str
+    format: str  # "WAV", "FLAC", "OGG" or "MP3"
+    subtype: str  # e.g. "PCM_16", "FLOAT", "VORBIS"
+    sample_rate: int
+    channels: int
+    frames: int  # per channel, as announced by the header
+    size_bytes: int
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def probe(path: str | os.PathLike[str], config: AudioConfig = AudioConfig()) -> AudioFileInfo:
+    """Check a file without decoding its audio: extension, size, content type, header, integrity.
+
+    Size is checked before anything is decoded, so an oversized file costs nothing.
+    """
+    p = Path(path)
+    ext = p.suffix.lower()
+    if ext not in SUPPORTED_EXTENSIONS:
+        what = f"'{p.suffix}' files are" if p.suffix else "files without an extension are"
+        raise UnsupportedFormatError(
+            p, f"{what} not supported; please use WAV, FLAC, OGG (Vorbis) or MP3 recordings"
+        )
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise UnreadableAudioError(p, "the file does not exist (check the path or the manifest)") from None
+    except OSError as exc:
+        raise UnreadableAudioError(p, f"the file cannot be opened ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise UnreadableAudioError(p, "this is a folder, not an audio file")
+    if not stat.S_ISREG(st.st_mode):  # a pipe or device would block or never end
+        raise UnreadableAudioError(p, "this is not a regular file (it is a pipe, socket or device)")
+    size = st.st_size
+    if size == 0:
+        raise EmptyAudioError(p, "the file is empty (0 bytes)")
+    if size > config.max_file_bytes:
+        raise FileTooLargeError(
+            p,
+            f"the file is {size / 1e6:.1f} MB, larger than the {config.max_file_mb:g} MB allowed; "
+            "please cut it into shorter recordings",
+        )
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(_HEAD_BYTES)
+    except OSError as exc:
+        raise UnreadableAudioError(p, f"the file cannot be opened ({exc.strerror or exc})") from None
+
+    if ext == ".mp3" and not mp3_supported():
+        raise UnsupportedFormatError(
+            p, "MP3 files cannot be read on this computer (libsndfile 1.1 or newer is needed); "
+            "please convert the recording to WAV or FLAC"
+        )
+    kind = sniff_format(head)
+    if kind is not None and kind not in _SUPPORTED_FORMATS.values():
+        raise UnsupportedFormatError(
+            p, f"this is {kind} audio, which is not supported; please convert it to WAV or FLAC"
+        )
+    if kind is None and _looks_like_text(head):
+        raise UnsupportedFormatError(
+            p, f"the file contains text, not audio (it is not a real {ext[1:].upper()} recording)"
+        )
+
+    try:
+        raw = sf.info(str(p))
+    except Exception as exc:  # libsndfile reports damage with several exception types
+        log.debug("libsndfile could not open %s: %s", p, exc)
+        name = _EXT_NAMES[ext]
+        raise UnreadableAudioError(
+            p, f"the file could not be decoded; it is damaged, incomplete or not really {name} file"
+        ) from None
+    fmt = _SUPPORTED_FORMATS.get(raw.format)
+    if fmt is None:
+        name = _FORMAT_NAMES.get(raw.format, raw.format)
+        raise UnsupportedFormatError(
+            p, f"this is {name} audio, which is not supported; please convert it to WAV or FLAC"
+        )
+    rate = int(raw.samplerate)
+    if not config.min_sample_rate <= rate <= config.max_sample_rate:
+        raise SampleRateError(
+            p,
+            f"the sample rate is {rate} Hz, outside the {config.min_sample_rate}-"
+            f"{config.max_sample_rate} Hz that real recordings use; the file header is probably damaged",
+        )
+    if raw.channels < 1:
+        raise UnreadableAudioError(p, "the file header announces no audio channels")
+    if raw.frames <= 0:
+        raise EmptyAudioError(p, "the file contains no sound (its header is there but no samples follow)")
+    info = AudioFileInfo(
+        path=str(p), format=fmt, subtype=str(raw.subtype), sample_rate=rate,
+        channels=int(raw.channels), frames=int(raw.frames), size_bytes=size,
+    )
+    if fmt == "WAV":
+        _check_wav_complete(p, info)
+    elif fmt == "OGG":
+        _check_ogg_complete(p, size)
+    return info
+
+
+def iter_blocks(info: AudioFileInfo, block_frames: int) -> Iterator[np.ndarray]:
+    """Yield the decoded samples as float32 blocks of shape ``[n, channels]``.
+
+    Raises ``InvalidSamplesError`` at the first NaN or infinite sample and
+    ``UnreadableAudioError`` when decoding fails or the file ends early.
+    """
+    p = Path(info.path)
+    done = 0
+    try:
+        fh = sf.SoundFile(info.path)
+    except Exception as exc:
+        log.debug("libsndfile could not open %s: %s", p, exc)
+        raise UnreadableAudioError(p, "the file could not be decoded; it is damaged or incomplete") from None
+    with fh:
+        while True:
+            try:
+                # Our own loop rather than SoundFile.blocks(): blocks() reuses its buffer and
+                # returns stale samples when a damaged file yields fewer frames than announced.
+                block = fh.read(block_frames, dtype="float32", always_2d=True)
+            except Exception as exc:
+                log.debug("libsndfile failed reading %s: %s", p, exc)
+                raise UnreadableAudioError(
+                    p,
+                    f"decoding stopped after {done / info.sample_rate:.2f} s; the file is damaged "
+                    "or incomplete (it was perhaps cut off while copying)",
+                ) from None
+            if len(block) == 0:
+                break
+            finite = np.isfinite(block)
+            if not finite.all():
+                first = int(np.argmin(finite.all(axis=1)))
+                raise InvalidSamplesError(
+                    p,
+                    "the file contains invalid sample values (NaN or infinity), the first at "
+                    f"{(done + first) / info.sample_rate:.2f} s; please re-export it from your audio editor",
+                )
+            done += len(block)
+            yield block
+    tolerance = _LOSSY_LENGTH_TOLERANCE if info.format in ("MP3", "OGG") else 0
+    if done < info.frames - tolerance:
+        raise UnreadableAudioError(
+            p,
+            f"the file is incomplete: it stops after {done / info.sample_rate:.2f} s of the "
+            f"{info.duration_s:.2f} s its header announces (it was probably cut off while copying)",
+        )
+
+
+@functools.cache
+def mp3_supported() -> bool:
+    """Whether this libsndfile decodes MP3 (it does from version 1.1)."""
+    return "MP3" in sf.available_formats()
+
+
+def sniff_format(head: bytes) -> str | None:
+    """Name the audio format that a file's first bytes announce, or None when unrecognised."""
+    if len(head) >= 12 and head[:4] in (b"RIFF", b"RIFX", b"RF64") and head[8:12] == b"WAVE":
+        return "WAV"
+    if head.startswith(b"fLaC"):
+        return "FLAC"
+    if head.startswith(b"OggS"):
+        return "OGG"
+    if head.startswith(b"ID3") or (len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
+        return "MP3"
+    if len(head) >= 12 and head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        return "AIFF"
+    if len(head) >= 8 and head[4:8] == b"ftyp":
+        return "MP4/M4A"
+    if head.startswith(b"\x1aE\xdf\xa3"):
+        return "WebM/Matroska"
+    if head.startswith(b"#!AMR"):
+        return "AMR"
+    if head.startswith(b".snd"):
+        return "Sun AU"
+    if head.startswith(b"caff"):
+        return "Apple CAF"
+    if head.startswith(b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"):
+        return "WMA"
+    return None
+
+
+def _looks_like_text(head: bytes) -> bool:
+    if not head or b"\x00" in head:
+        return False
+    try:
+        head.decode("utf-8")
+        return True
+    except UnicodeDecodeError as exc:
+        if exc.start >= len(head) - 3:  # a multi-byte character cut by the read
+            return True
+    printable = sum(32 <= b < 127 or b in (9, 10, 13) for b in head)
+    return printable / len(head) > 0.95
+
+
+def _check_wav_complete(p: Path, info: AudioFileInfo) -> None:
+    """libsndfile quietly shortens a truncated WAV; compare the data chunk's size with the file."""
+    try:
+        with open(p, "rb") as fh:
+            riff = fh.read(12)
+            endian = ">" if riff[:4] == b"RIFX" else "<"
+            is_rf64 = riff[:4] == b"RF64"
+            offset, block_align, rf64_data = 12, 0, None
+            for _ in range(256):
+                fh.seek(offset)
+                header = fh.read(8)
+                if len(header) < 8:
+                    return
+                chunk_id = header[:4]
+                (size,) = struct.unpack(endian + "I", header[4:])
+                if chunk_id == b"ds64" and is_rf64:
+                    body = fh.read(16)
+                    if len(body) == 16:
+                        rf64_data = struct.unpack("<Q", body[8:16])[0]
+                elif chunk_id == b"fmt ":
+                    body = fh.read(16)
+                    if len(body) >= 14:
+                        (block_align,) = struct.unpack(endian + "H", body[12:14])
+                elif chunk_id == b"data":
+                    if is_rf64 and size == 0xFFFFFFFF and rf64_data is not None:
+                        size = rf64_data
+                    if size in (0, 0xFFFFFFFF):  # streaming writers leave the size unset
+                        return
+                    available = info.size_bytes - (offset + 8)
+                    if size > available:
+                        if block_align:
+                            announced = size / block_align / info.sample_rate
+                            present = max(available, 0) / block_align / info.sample_rate
+                            detail = f"it stops after {present:.2f} s of the {announced:.2f} s its header announces"
+                        else:
+                            detail = "its audio data is shorter than its header announces"
+                        raise UnreadableAudioError(
+                            p, f"the file is incomplete: {detail} (it was probably cut off while copying)"
+                        )
+                    return
+                offset += 8 + size + (size & 1)
+    except OSError as exc:
+        raise UnreadableAudioError(p, f"the file cannot be read ({exc.strerror or exc})") from None
+
+
+def _check_ogg_complete(p: Path, size: int) -> None:
+    """An Ogg stream ends with a complete page flagged end-of-stream; a cut file does not."""
+    max_page = 27 + 255 + 255 * 255
+    try:
+        with open(p, "rb") as fh:
+            start = max(0, size - max_page - 1)
+            fh.seek(start)
+            tail = fh.read()
+    except OSError as exc:
+        raise UnreadableAudioError(p, f"the file cannot be read ({exc.strerror or exc})") from None
+    pos = tail.rfind(b"OggS")
+    while pos >= 0:
+        if len(tail) - pos >= 27:
+            header_type = tail[pos + 5]
+            nsegs = tail[pos + 26]
+            table = tail[pos + 27 : pos + 27 + nsegs]
+            if len(table) == nsegs and pos + 27 + nsegs + sum(table) == len(tail):
+                if header_type & 0x04:
+                    return
+                break
+        pos = tail.rfind(b"OggS", 0, pos)
+    raise UnreadableAudioError(
+        p, "the file is incomplete: its end is missing (it was probably cut off while copying)"
+    )
+
+
+_WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".mp3": "MP3"}
+
+
+def write_audio(
+    path: str | os.PathLike[str],
+    samples: np.ndarray,
+    sample_rate: int,
+    *,
+    subtype: str | None = None,
+) -> Path:
+    """Write samples (``[n]`` or ``[n, channels]``) atomically; the format follows the extension.
+
+    The file appears complete or not at all (temporary file in the same folder, then
+    ``os.replace``), so a crash never leaves a half-written recording behind.
+    """
+    p = Path(path)
+    fmt = _WRITE_FORMATS.get(p.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{p.name}: cannot write '{p.suffix}' files; use .wav, .flac, .ogg or .mp3")
+    data = np.asarray(samples)
+    if data.ndim not in (1, 2):
+        raise ValueError(f"{p.name}: samples must have shape [n] or [n, channels], got {data.shape}")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        sf.write(tmp, data, int(sample_rate), format=fmt, subtype=subtype)
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return p
+
+
+def write_wav(
+    path: str | os.PathLike[str], samples: np.ndarray, sample_rate: int, subtype: str = "FLOAT"
+) -> Path:
+    """Write a WAV file atomically; 32-bit float by default so processed audio round-trips exactly."""
+    p = Path(path)
+    if p.suffix.lower() != ".wav":
+        raise ValueError(f"{p.name}: write_wav writes .wav files")
+    return write_audio(p, samples, sample_rate, subtype=subtype)

@@ -1,0 +1,212 @@
+"""Read what to process from a CSV file, a folder of recordings or a zip archive.
+
+Folder rule for emotion labels (documented for users too):
+
+* Files directly in the chosen folder get no emotion.
+* Files in subfolders get the name of the folder that holds them as their emotion, provided all
+  of them sit at the same depth, one level down (``angry/a.wav``) or two levels down
+  (``speaker01/angry/a.wav``, ``german/angry/a.wav``).
+* When subfolder files sit at mixed depths, or deeper than two levels, the layout does not say
+  which folder is the emotion, so those files get none; use a CSV manifest to label them.
+
+Hidden files and folders (names starting with ".") and ``__MACOSX`` are ignored. Files with a
+recognised audio extension are listed even when their format is not supported (``.m4a``), so
+the audio stage reports them instead of skipping them unnoticed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from sere_core.audio.io import AUDIO_EXTENSIONS
+from sere_core.errors import ArchiveError, ManifestError
+from sere_core.manifests.archive import ArchiveLimits, extract_zip
+from sere_core.manifests.entry import ManifestEntry
+
+
+def read_manifest(
+    source: str | os.PathLike[str],
+    workdir: Path | None = None,
+    *,
+    limits: ArchiveLimits = ArchiveLimits(),
+) -> list[ManifestEntry]:
+    """List the recordings described by a CSV file, a folder or a ``.zip`` archive.
+
+    A zip is extracted (safely) into a new folder inside ``workdir``, or inside the system's
+    temporary folder when ``workdir`` is None; the entries point there, so the caller owns
+    that folder and removes it when done. Raises ``ManifestError`` (``ArchiveError`` for
+    unsafe archives) naming the file and, for a CSV, the row.
+    """
+    src = Path(source)
+    if not src.exists():
+        raise ManifestError(f"{src}: no such file or folder")
+    if src.is_dir():
+        return read_folder(src)
+    suffix = src.suffix.lower()
+    if suffix == ".csv":
+        return read_csv(src)
+    if suffix == ".zip":
+        return read_zip(src, workdir, limits=limits)
+    raise ManifestError(
+        f"{src.name}: a manifest must be a CSV file, a folder of recordings or a .zip archive"
+    )
+
+
+def _decode(src: Path, data: bytes) -> str:
+    if b"\x00" in data:
+        raise ManifestError(f"{src.name}: this is not a text CSV file")
+    for encoding in ("utf-8-sig", "cp1252"):  # Excel on Windows still writes cp1252
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    raise ManifestError(f"{src.name}: the file is not readable text; save it as UTF-8 CSV")
+
+
+def _delimiter(header_line: str) -> str:
+    """Comma, semicolon (European Excel) or tab, whichever splits the header most."""
+    counts = {d: header_line.count(d) for d in (",", ";", "\t")}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] > 0 else ","
+
+
+def read_csv(path: str | os.PathLike[str]) -> list[ManifestEntry]:
+    """Read a CSV manifest: column ``path`` (relative to the CSV's folder) plus optional
+    ``emotion``, ``language`` and ``speaker``; other columns are ignored.
+
+    Row numbers in messages are the spreadsheet's: the header is row 1 (unless blank lines
+    precede it) and blank lines are counted.
+    """
+    src = Path(path)
+    try:
+        data = src.read_bytes()
+    except OSError as exc:
+        raise ManifestError(f"{src.name}: cannot be read ({exc.strerror or exc})") from None
+    text = _decode(src, data)
+    if not text.strip():
+        raise ManifestError(f"{src.name}: the manifest is empty; row 1 should be a header with a 'path' column")
+    first_line = next(line for line in text.lstrip("\ufeff").splitlines() if line.strip())
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(first_line))
+    try:
+        rows = list(reader)
+    except csv.Error as exc:
+        raise ManifestError(f"{src.name}, row {reader.line_num}: the CSV is malformed ({exc})") from None
+    # Row numbers follow the file's lines, as a spreadsheet shows them; blank lines count.
+    header_at = next(i for i, cells in enumerate(rows) if any(c.strip() for c in cells))
+    header_row = header_at + 1
+    header = [h.strip().lstrip("\ufeff").lower() for h in rows[header_at]]
+    if "path" not in header:
+        found = ", ".join(repr(h) for h in header if h) or "none"
+        raise ManifestError(
+            f"{src.name}, row {header_row}: the header has no 'path' column (columns found: {found})"
+        )
+    for name in ("path", "emotion", "language", "speaker"):
+        if header.count(name) > 1:
+            raise ManifestError(f"{src.name}, row {header_row}: the column '{name}' appears more than once")
+    columns = {name: header.index(name) for name in ("path", "emotion", "language", "speaker") if name in header}
+    base = src.parent.resolve()
+    entries: list[ManifestEntry] = []
+    first_row: dict[Path, int] = {}
+    for number, cells in enumerate(rows[header_at + 1 :], start=header_row + 1):
+        if not any(c.strip() for c in cells):
+            continue  # blank line
+        row = {name: (cells[i] if i < len(cells) else None) for name, i in columns.items()}
+        try:
+            entry = ManifestEntry.from_row(row, base)
+        except ManifestError as exc:
+            raise ManifestError(f"{src.name}, row {number}: {exc}") from None
+        if entry.path in first_row:
+            raise ManifestError(
+                f"{src.name}, row {number}: '{row['path']}' is already listed in row {first_row[entry.path]}"
+            )
+        first_row[entry.path] = number
+        entries.append(entry)
+    if not entries:
+        raise ManifestError(f"{src.name}: the manifest has a header but lists no recordings")
+    return entries
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def read_folder(path: str | os.PathLike[str]) -> list[ManifestEntry]:
+    """List the audio files under a folder, labelled by the rule in this module's docstring."""
+    root = Path(path).resolve()
+    found: list[tuple[Path, Path]] = []  # (relative path, resolved path)
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
+        for name in sorted(filenames):
+            if _hidden(name) or Path(name).suffix.lower() not in AUDIO_EXTENSIONS:
+                continue
+            full = Path(dirpath) / name
+            rel = full.relative_to(root)
+            resolved = full.resolve()
+            if not resolved.is_relative_to(root):
+                raise ManifestError(
+                    f"{Path(path).name}: '{rel.as_posix()}' is a link to a file outside the folder; "
+                    "copy the recording into the folder instead"
+                )
+            found.append((rel, resolved))
+    if not found:
+        raise ManifestError(
+            f"{Path(path).name}: the folder contains no audio files "
+            f"(looked for {', '.join(sorted({'.wav', '.flac', '.ogg', '.mp3'}))})"
+        )
+    depths = {len(rel.parts) - 1 for rel, _ in found if len(rel.parts) > 1}
+    label_depth = depths.pop() if len(depths) == 1 and depths <= {1, 2} else None
+    found.sort(key=lambda item: item[0].as_posix())
+    return [
+        ManifestEntry(
+            path=resolved,
+            emotion=rel.parts[-2] if label_depth is not None and len(rel.parts) - 1 == label_depth else None,
+        )
+        for rel, resolved in found
+    ]
+
+
+def _visible(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if not _hidden(p.name))
+
+
+def read_zip(
+    path: str | os.PathLike[str], workdir: Path | None = None, *, limits: ArchiveLimits = ArchiveLimits()
+) -> list[ManifestEntry]:
+    """Extract an archive safely, then read it as a CSV manifest (exactly one ``*.csv`` at its
+    top level) or as a folder. A single folder wrapping everything is looked inside, because
+    zipping a folder usually produces one."""
+    src = Path(path)
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", src.stem)[:40] or "archive"
+    if workdir is not None:
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+    dest = Path(tempfile.mkdtemp(prefix=f"{stem}-", dir=workdir))
+    try:
+        extract_zip(src, dest, limits)
+        root = dest
+        while True:
+            visible = _visible(root)
+            if len(visible) == 1 and visible[0].is_dir():
+                root = visible[0]
+            else:
+                break
+        csvs = [p for p in _visible(root) if p.is_file() and p.suffix.lower() == ".csv"]
+        try:
+            if len(csvs) > 1:
+                names = ", ".join(p.name for p in csvs)
+                raise ManifestError(f"it holds several CSV manifests at its top level ({names}); keep only one")
+            if csvs:
+                return read_csv(csvs[0])
+            return read_folder(root)
+        except ArchiveError:
+            raise
+        except ManifestError as exc:
+            raise ManifestError(f"{src.name}: {exc}") from None
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)  # nothing half-extracted is left behind
+        raise
