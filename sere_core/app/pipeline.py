@@ -1,0 +1,292 @@
+"""The long steps behind the app, as plain functions a worker thread (or a test) calls.
+
+* :func:`embed_clips` - frame features of a project's clips, through the embedding cache;
+* :func:`run_training` - one training run from start to stored results: embed, fit SERE, predict,
+  project the snapshots to 2-D, save the model, mark the run finished.
+
+They talk to the database through short units of work (``ctx.session()``), so the page can read
+progress while they run, and they stop at the next progress update once the run is cancelled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sere_core.errors import RunStateError, SereError, TrainingCancelled, TrainingDataError
+
+log = logging.getLogger(__name__)
+
+#: Seconds between progress writes to the database during training (cancel is seen this fast).
+PROGRESS_EVERY_S = 0.5
+
+EmbedProgress = Callable[[int, int], Any]
+
+
+@dataclass(frozen=True)
+class ClipRecord:
+    """What the pipeline needs of a clip, read in one query (no ORM objects cross threads)."""
+
+    clip_id: int
+    audio_id: str
+    name: str
+    role: str
+    language: str | None
+    speaker: str | None
+    stored_path: str | None
+    start_s: float
+    end_s: float
+
+
+def clip_records(session: Any, project_id: int, clip_ids: Sequence[int] | None = None) -> list[ClipRecord]:
+    from sqlalchemy import select
+
+    from sere_core.storage import Clip, Recording
+
+    query = (
+        select(Clip, Recording.stored_path)
+        .outerjoin(Recording, Recording.id == Clip.recording_id)
+        .where(Clip.project_id == project_id)
+        .order_by(Clip.id)
+    )
+    if clip_ids is not None:
+        query = query.where(Clip.id.in_([int(c) for c in clip_ids]))
+    return [
+        ClipRecord(c.id, c.audio_id, c.original_name, c.role.value, c.language, c.speaker, path,
+                   float(c.start_s), float(c.end_s))
+        for c, path in session.execute(query).all()
+    ]
+
+
+def is_cached(ctx: Any, audio_id: str, info: Any) -> bool:
+    """Whether the cache holds a file for this clip (cheap: no read)."""
+    return ctx.cache.path(audio_id, info).is_file()
+
+
+def missing_features(ctx: Any, records: Sequence[ClipRecord], encoder: str) -> list[ClipRecord]:
+    info = ctx.encoders.info(encoder)
+    return [r for r in records if not is_cached(ctx, r.audio_id, info)]
+
+
+def embed_clips(
+    ctx: Any,
+    project_id: int,
+    encoder: str,
+    records: Sequence[ClipRecord],
+    progress: EmbedProgress | None = None,
+    keep: bool = True,
+) -> dict[int, np.ndarray]:
+    """Frames ``[T, D]`` of every record (by clip id), computing and caching the missing ones.
+
+    A missing clip is re-decoded from its uploaded recording with the same audio pipeline, so its
+    features are exactly those ``sere embed`` would compute. ``progress(done, total)`` may return
+    False to stop (raises :class:`TrainingCancelled`). With ``keep=False`` nothing is returned
+    (used to warm the cache in the background).
+    """
+    from sere_core.audio import load_audio
+
+    info = ctx.encoders.info(encoder)
+    out: dict[int, np.ndarray] = {}
+    total = len(records)
+    done = 0
+
+    def tick() -> None:
+        if progress is not None and progress(done, total) is False:
+            raise TrainingCancelled("stopped while computing features")
+
+    with ctx.project_lock(project_id):  # two jobs of one project never encode the same clip twice
+        todo: dict[str | None, list[ClipRecord]] = defaultdict(list)
+        for rec in records:
+            frames = ctx.cache.get(rec.audio_id, info) if keep else None
+            if frames is not None:
+                out[rec.clip_id] = frames
+                done += 1
+            elif not keep and is_cached(ctx, rec.audio_id, info):
+                done += 1
+            else:
+                todo[rec.stored_path].append(rec)
+        tick()
+        for stored_path, recs in todo.items():
+            by_id: dict[str, np.ndarray] = {}
+            if stored_path is not None:
+                try:
+                    for seg in load_audio(ctx.blobs.path_for(stored_path)):
+                        by_id[seg.audio_id] = seg.samples
+                except SereError as exc:
+                    log.warning("cannot re-decode %s: %s", stored_path, exc)
+            for rec in recs:
+                samples = by_id.get(rec.audio_id)
+                if samples is None:  # the recording is gone or decodes differently now
+                    stored = ctx.segments.get(rec.audio_id)
+                    if stored is None:
+                        raise TrainingDataError(
+                            f"{rec.name}: its audio is missing from the data folder; remove the clip "
+                            "and upload the file again.")
+                    samples = stored[0]
+                frames = ctx.encoders.encode(encoder, np.ascontiguousarray(samples, dtype=np.float32))
+                ctx.cache.put(rec.audio_id, info, frames)
+                if keep:
+                    out[rec.clip_id] = np.asarray(frames, dtype=np.float32)
+                done += 1
+                tick()
+    return out
+
+
+def demo_reference(ctx: Any, project_id: int) -> dict[str, str]:
+    """``{audio_id: emotion}`` the corpus gives for a demo project's clips (empty otherwise)."""
+    path = ctx.settings.data_dir / "projects" / f"project-{int(project_id)}" / "reference.json"
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def unweighted_recall(truth: Sequence[str], predicted: Sequence[str]) -> float | None:
+    """UAR: the mean over emotions of the share of that emotion's clips predicted as it."""
+    classes = sorted(set(truth))
+    if not classes:
+        return None
+    recalls = []
+    for c in classes:
+        idx = [i for i, t in enumerate(truth) if t == c]
+        recalls.append(sum(predicted[i] == c for i in idx) / len(idx))
+    return float(np.mean(recalls))
+
+
+def run_training(ctx: Any, project_id: int, run_id: int, stop: threading.Event | None = None,
+                 on_phase: Callable[[str], None] | None = None) -> None:
+    """Carry out training run ``run_id`` of ``project_id`` (already created, queued) to its end.
+
+    Every outcome is written to the run: succeeded with predictions, snapshots and a model; failed
+    with a message a user can act on; or left cancelled when the user cancelled it.
+    """
+    from sere_core import storage as st
+    from sere_core.method import SERE, ClipFeatures, SEREConfig
+    from sere_core.viz import project_snapshots
+
+    stop = stop or threading.Event()
+    phase = on_phase or (lambda text: None)
+    try:
+        with ctx.session() as s:
+            run = st.get_run(s, run_id)
+            project = st.get_project(s, project_id)
+            encoder = project.encoder
+            config = SEREConfig.from_dict(dict(run.config.get("sere", {})))
+            st.start_run(s, run_id, total_steps=config.steps)
+            phase("Reading the clips")
+            records = clip_records(s, project_id)
+            labels = st.labels_for_project(s, project_id)
+
+        last_beat = [0.0]
+
+        def embed_progress(done: int, total: int) -> bool:
+            phase(f"Computing speech features: {done} of {total} clips")
+            if stop.is_set():
+                return False
+            now = time.monotonic()
+            if now - last_beat[0] > 2.0:
+                last_beat[0] = now
+                with ctx.session() as s:
+                    return st.heartbeat(s, run_id)
+            return True
+
+        frames = embed_clips(ctx, project_id, encoder, records, embed_progress)
+        info = ctx.encoders.info(encoder)
+        rate = float(info.frame_rate)
+        labeled, unlabeled = [], []
+        for r in records:
+            clip = ClipFeatures(str(r.clip_id), frames[r.clip_id], rate, language=r.language,
+                                speaker=r.speaker, emotion=labels.get(r.clip_id))
+            (labeled if clip.emotion else unlabeled).append(clip)
+
+        phase("Training SERE")
+        last_write = [0.0]
+
+        def fit_progress(p: Any) -> bool:
+            if stop.is_set():
+                return False
+            now = time.monotonic()
+            if p.step != p.total_steps and now - last_write[0] < PROGRESS_EVERY_S:
+                return True
+            last_write[0] = now
+            phase(f"Training SERE: step {p.step} of {p.total_steps}")
+            with ctx.session() as s:
+                return st.update_progress(s, run_id, step=p.step, total_steps=p.total_steps, losses=p.losses)
+
+        model = SERE(config).fit(labeled, unlabeled, progress=fit_progress, encoder=info)
+
+        phase("Predicting every clip")
+        everything = labeled + unlabeled
+        predictions = model.predict(everything)
+        phase("Drawing the resonance field")
+        snaps = list(model.snapshots_)
+        frames_2d = None
+        if snaps:
+            frames_2d, protos_2d, projection = project_snapshots(snaps, model.classes_)
+        model_dir = ctx.blobs.model_dir(run_id)
+        model.save(model_dir)
+
+        reference = demo_reference(ctx, project_id)
+        metrics: dict[str, Any] = {
+            "classes": list(model.classes_),
+            "n_labeled": len(labeled),
+            "n_unlabeled": len(unlabeled),
+            "fit_time_s": round(float(model.fit_time_s_), 2),
+            "encoder": encoder,
+        }
+        if frames_2d is not None:
+            metrics["projection"] = projection.method
+        by_audio = {str(r.clip_id): r for r in records}
+        pairs = [(reference[by_audio[c.clip_id].audio_id], p.emotion)
+                 for c, p in zip(unlabeled, predictions[len(labeled):])
+                 if by_audio[c.clip_id].role == "target" and by_audio[c.clip_id].audio_id in reference]
+        if pairs:
+            truth, pred = zip(*pairs)
+            metrics["reference_clips"] = len(pairs)
+            metrics["reference_accuracy"] = round(float(np.mean([t == q for t, q in pairs])), 4)
+            metrics["reference_uar"] = round(unweighted_recall(truth, pred) or 0.0, 4)
+
+        with ctx.session() as s:
+            st.save_predictions(s, run_id, {int(c.clip_id): p for c, p in zip(everything, predictions)})
+            if frames_2d is not None:
+                for index, snap in enumerate(snaps):
+                    rows = frames_2d[frames_2d["step"] == snap.step]
+                    prow = protos_2d[protos_2d["step"] == snap.step]
+                    st.save_snapshot(s, run_id, index, int(snap.step), [int(c) for c in rows["clip_id"]],
+                                     rows[["x", "y"]].to_numpy(), prow[["x", "y"]].to_numpy() if len(prow) else None)
+            st.finish_run(s, run_id, metrics=metrics, model_path=ctx.blobs.relative(model_dir))
+        phase("Done")
+    except TrainingCancelled:
+        phase("Cancelled")
+        if stop.is_set():  # the app is shutting down, not the user: say so on the run
+            _fail(ctx, run_id, "The app was stopped during training; start the training again.")
+    except RunStateError:  # cancelled between the last progress update and the end
+        phase("Cancelled")
+    except SereError as exc:
+        phase("Failed")
+        _fail(ctx, run_id, str(exc))
+    except Exception as exc:  # a bug: keep the details in the log, give the user a clear line
+        log.exception("training run %s failed", run_id)
+        phase("Failed")
+        _fail(ctx, run_id, f"Training failed unexpectedly ({type(exc).__name__}: {exc}).")
+
+
+def _fail(ctx: Any, run_id: int, message: str) -> None:
+    from sere_core import storage as st
+
+    try:
+        with ctx.session() as s:
+            st.fail_run(s, run_id, message)
+    except Exception:  # the database itself is gone; nothing more to record
+        log.exception("could not record the failure of run %s", run_id)

@@ -1,0 +1,30 @@
+"""Pure plot functions (plotly) and the 2-D projection of the resonance space.
+
+Data in, figure out: nothing here touches Gradio, the database or files.
+"""
+
+from sere_core.viz.colors import KNOWN_EMOTION_COLORS, UNKNOWN_COLOR, emotion_colors
+from sere_core.viz.projection import (
+    Projection,
+    fit_projection,
+    project_snapshots,
+    start_umap_warm_up,
+    umap_is_warm,
+    warm_up_umap,
+)
+from sere_core.viz.resonance_plot import (
+    NO_EMOTION,
+    embed_frames_in_meta,
+    empty_figure,
+    probabilities_figure,
+    resonance_field_figure,
+    training_curve_figure,
+    waveform_figure,
+)
+
+__all__ = [
+    "KNOWN_EMOTION_COLORS", "NO_EMOTION", "Projection", "UNKNOWN_COLOR", "embed_frames_in_meta",
+    "emotion_colors", "empty_figure", "fit_projection", "probabilities_figure", "project_snapshots",
+    "resonance_field_figure", "start_umap_warm_up", "training_curve_figure", "umap_is_warm",
+    "warm_up_umap", "waveform_figure",
+]

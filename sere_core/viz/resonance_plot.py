@@ -1,0 +1,425 @@
+"""Plots of SERE's results: data in, plotly figure out. No Gradio, no database, no files.
+
+* :func:`resonance_field_figure` - the clips in the 2-D resonance map, coloured by emotion, with the
+  emotion prototypes and a replay of the training snapshots (plotly frames, slider, play/pause);
+* :func:`waveform_figure` - a clip's waveform envelope with its emotional highlights shaded;
+* :func:`probabilities_figure` - one bar per emotion;
+* :func:`training_curve_figure` - the loss terms over training steps.
+
+Some hosts (Gradio's ``gr.Plot`` among them) draw a figure with ``Plotly.react(data, layout)``
+and drop ``frames``; :func:`embed_frames_in_meta` moves the frames into ``layout.meta`` so a small
+page script can hand them back to plotly (see ``sere_core.app``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from sere_core.errors import ConfigError
+from sere_core.viz.colors import UNKNOWN_COLOR, emotion_colors
+
+#: Name shown for clips that have no emotion yet.
+NO_EMOTION = "not predicted yet"
+#: Above this many points the field is drawn with WebGL (``Scattergl``).
+WEBGL_THRESHOLD = 1000
+
+SYMBOLS = {"source": "diamond", "target": "circle"}
+ROLE_TEXT = {"source": "source language", "target": "target language"}
+_FONT = dict(family="Inter, Segoe UI, Helvetica, Arial, sans-serif")
+
+
+def _check_columns(df: pd.DataFrame, required: Sequence[str], what: str) -> None:
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise ConfigError(f"{what} is missing the column(s) {', '.join(missing)}.")
+
+
+def _normalise_points(points: pd.DataFrame) -> pd.DataFrame:
+    _check_columns(points, ["clip_id", "x", "y"], "The points table")
+    df = points.copy()
+    df["clip_id"] = df["clip_id"].astype(str)
+    if df["clip_id"].duplicated().any():
+        dup = df.loc[df["clip_id"].duplicated(), "clip_id"].iloc[0]
+        raise ConfigError(f"The points table lists clip {dup!r} twice.")
+    if "name" not in df.columns:
+        df["name"] = df["clip_id"]
+    df["name"] = df["name"].fillna(df["clip_id"]).astype(str)
+    if "emotion" not in df.columns:
+        df["emotion"] = None
+    df["emotion"] = df["emotion"].map(lambda e: NO_EMOTION if e is None or (isinstance(e, float) and math.isnan(e)) or str(e) == "" else str(e))
+    if "confidence" not in df.columns:
+        df["confidence"] = np.nan
+    df["confidence"] = pd.to_numeric(df["confidence"], errors="coerce").astype(float)
+    if "role" not in df.columns:
+        df["role"] = "target"
+    df["role"] = df["role"].fillna("target").astype(str)
+    bad = sorted(set(df["role"]) - set(SYMBOLS))
+    if bad:
+        raise ConfigError(f"role must be 'source' or 'target', not {bad[0]!r}.")
+    if "labeled" not in df.columns:
+        df["labeled"] = False
+    df["labeled"] = df["labeled"].fillna(False).astype(bool)
+    df["x"] = pd.to_numeric(df["x"], errors="coerce").astype(float)
+    df["y"] = pd.to_numeric(df["y"], errors="coerce").astype(float)
+    return df.reset_index(drop=True)
+
+
+def _hover_rows(df: pd.DataFrame) -> list[list[str]]:
+    rows = []
+    for r in df.itertuples(index=False):
+        if r.labeled:
+            conf = "labeled by you"
+        elif math.isnan(r.confidence):
+            conf = "-"
+        else:
+            conf = f"{r.confidence:.0%}"
+        rows.append([r.clip_id, r.name, r.emotion, conf, ROLE_TEXT[r.role]])
+    return rows
+
+
+_HOVER = ("<b>%{customdata[1]}</b><br>emotion: %{customdata[2]}<br>confidence: %{customdata[3]}"
+          "<br>%{customdata[4]}<extra></extra>")
+
+
+def _marker_arrays(df: pd.DataFrame, color: str) -> dict[str, Any]:
+    size = np.where(df["labeled"], 15, np.where(df["role"] == "source", 10, 9)).astype(float)
+    line_w = np.where(df["labeled"], 2.0, 0.5)
+    line_c = np.where(df["labeled"], "#111111", "#ffffff")
+    conf = df["confidence"].to_numpy()
+    opacity = np.where(np.isnan(conf) | df["labeled"].to_numpy(), 0.95, 0.45 + 0.5 * np.nan_to_num(conf))
+    return dict(
+        color=color,
+        size=size.tolist(),
+        symbol=[SYMBOLS[r] for r in df["role"]],
+        opacity=np.clip(opacity, 0.3, 1.0).round(3).tolist(),
+        line=dict(width=line_w.tolist(), color=line_c.tolist()),
+    )
+
+
+def _axis_range(values: np.ndarray) -> list[float]:
+    v = values[np.isfinite(values)]
+    if v.size == 0:
+        return [-1.0, 1.0]
+    lo, hi = float(v.min()), float(v.max())
+    pad = max((hi - lo) * 0.08, 0.5)
+    return [lo - pad, hi + pad]
+
+
+def empty_figure(message: str, height: int = 420) -> go.Figure:
+    """A blank figure that shows ``message`` in the middle (for "nothing to show yet" states)."""
+    fig = go.Figure()
+    fig.add_annotation(text=message, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
+                       font=dict(size=15, color="#666", **_FONT))
+    fig.update_layout(height=height, xaxis=dict(visible=False), yaxis=dict(visible=False),
+                      plot_bgcolor="white", paper_bgcolor="white", margin=dict(l=10, r=10, t=30, b=10))
+    return fig
+
+
+def resonance_field_figure(
+    points: pd.DataFrame,
+    prototypes: pd.DataFrame | None = None,
+    *,
+    snapshot_frames: pd.DataFrame | None = None,
+    prototype_frames: pd.DataFrame | None = None,
+    emotions: Sequence[str] | None = None,
+    selected_clip_id: str | None = None,
+    webgl: bool | None = None,
+    title: str | None = "Resonance field",
+    height: int = 560,
+    uirevision: str | None = None,
+) -> go.Figure:
+    """The clips in the resonance map, with a replay of training.
+
+    ``points``: one row per clip, columns ``clip_id, x, y`` (final position) and optionally ``name``
+    (shown on hover), ``emotion`` (predicted, or the label), ``confidence`` (0-1), ``role``
+    (``"source"``/``"target"``) and ``labeled`` (bool). ``prototypes``: columns ``emotion, x, y``.
+    ``snapshot_frames``: long table ``step, clip_id, x, y``; ``prototype_frames``: ``step, emotion, x, y``.
+    With snapshots the figure gets one plotly frame per step, a slider (starting at the last step)
+    and play/pause buttons. Colour is the final emotion so the replay shows each colour gathering.
+    ``customdata[0]`` of every clip point is its ``clip_id`` (for click-to-select).
+    """
+    df = _normalise_points(points)
+    if prototypes is not None and len(prototypes):
+        _check_columns(prototypes, ["emotion", "x", "y"], "The prototypes table")
+    order = list(emotions) if emotions is not None else []
+    for source in ((prototypes["emotion"] if prototypes is not None and len(prototypes) else []),
+                   df["emotion"]):
+        for e in source:
+            if str(e) != NO_EMOTION and str(e) not in order:
+                order.append(str(e))
+    colors = emotion_colors(order)
+    colors[NO_EMOTION] = UNKNOWN_COLOR
+    groups = order + ([NO_EMOTION] if (df["emotion"] == NO_EMOTION).any() else [])
+    if webgl is None:
+        webgl = len(df) >= WEBGL_THRESHOLD
+    Scatter = go.Scattergl if webgl else go.Scatter
+
+    fig = go.Figure()
+    point_traces: list[tuple[str, pd.DataFrame]] = []
+    for emo in groups:
+        sub = df[df["emotion"] == emo]
+        point_traces.append((emo, sub))
+        fig.add_trace(Scatter(
+            x=sub["x"].tolist(), y=sub["y"].tolist(), mode="markers", name=emo,
+            legendgroup=emo, marker=_marker_arrays(sub, colors[emo]),
+            customdata=_hover_rows(sub), hovertemplate=_HOVER,
+            meta={"kind": "clips", "emotion": emo},
+        ))
+    proto_index = None
+    if prototypes is not None and len(prototypes):
+        proto = prototypes.copy()
+        proto["emotion"] = proto["emotion"].astype(str)
+        proto_index = len(fig.data)
+        fig.add_trace(go.Scatter(
+            x=proto["x"].astype(float).tolist(), y=proto["y"].astype(float).tolist(),
+            mode="markers+text", name="emotion prototypes", text=proto["emotion"].tolist(),
+            textposition="top center", showlegend=False,
+            textfont=dict(size=14, color="#111", weight="bold", shadow="1px 1px 2px white", **_FONT),
+            marker=dict(symbol="star", size=22, color=[colors.get(e, UNKNOWN_COLOR) for e in proto["emotion"]],
+                        line=dict(width=1.5, color="#111")),
+            customdata=[[f"prototype:{e}", e] for e in proto["emotion"]],
+            hovertemplate="prototype of <b>%{customdata[1]}</b><extra></extra>",
+            meta={"kind": "prototypes"},
+        ))
+    # Legend entries that explain the symbols (no data).
+    if proto_index is not None:
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="emotion prototype",
+                                 marker=dict(symbol="star", size=14, color="#999", line=dict(width=1, color="#111")),
+                                 hoverinfo="skip", meta={"kind": "legend"}))
+    for role, symbol in SYMBOLS.items():
+        if (df["role"] == role).any():
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=ROLE_TEXT[role],
+                                     marker=dict(symbol=symbol, size=10, color="#999"),
+                                     hoverinfo="skip", meta={"kind": "legend"}))
+    if df["labeled"].any():
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="labeled by you",
+                                 marker=dict(symbol="diamond", size=13, color="#999",
+                                             line=dict(width=2, color="#111")),
+                                 hoverinfo="skip", meta={"kind": "legend"}))
+    if selected_clip_id is not None:
+        sel = df[df["clip_id"] == str(selected_clip_id)]
+        if len(sel):
+            fig.add_trace(go.Scatter(
+                x=sel["x"].tolist(), y=sel["y"].tolist(), mode="markers", name="selected",
+                marker=dict(symbol="circle-open", size=26, color="#111", line=dict(width=3)),
+                hoverinfo="skip", showlegend=False, meta={"kind": "selected"},
+            ))
+
+    all_x = [df["x"].to_numpy()]
+    all_y = [df["y"].to_numpy()]
+    if prototypes is not None and len(prototypes):
+        all_x.append(prototypes["x"].to_numpy(dtype=float))
+        all_y.append(prototypes["y"].to_numpy(dtype=float))
+
+    steps: list[int] = []
+    if snapshot_frames is not None and len(snapshot_frames):
+        _check_columns(snapshot_frames, ["step", "clip_id", "x", "y"], "The snapshot table")
+        snap = snapshot_frames.copy()
+        snap["clip_id"] = snap["clip_id"].astype(str)
+        all_x.append(snap["x"].to_numpy(dtype=float))
+        all_y.append(snap["y"].to_numpy(dtype=float))
+        pframes = None
+        if prototype_frames is not None and len(prototype_frames) and proto_index is not None:
+            _check_columns(prototype_frames, ["step", "emotion", "x", "y"], "The prototype snapshot table")
+            pframes = prototype_frames.copy()
+            pframes["emotion"] = pframes["emotion"].astype(str)
+            all_x.append(pframes["x"].to_numpy(dtype=float))
+            all_y.append(pframes["y"].to_numpy(dtype=float))
+        steps = sorted(int(s) for s in snap["step"].unique())
+        frames = []
+        by_step = {int(k): g.set_index("clip_id") for k, g in snap.groupby("step")}
+        pby_step = ({int(k): g.set_index("emotion") for k, g in pframes.groupby("step")}
+                    if pframes is not None else {})
+        for step in steps:
+            g = by_step[step]
+            data, idx = [], []
+            for i, (_emo, sub) in enumerate(point_traces):
+                xy = g.reindex(sub["clip_id"])
+                data.append(Scatter(x=xy["x"].tolist(), y=xy["y"].tolist()))
+                idx.append(i)
+            if proto_index is not None:
+                pg = pby_step.get(step)
+                if pg is not None:
+                    pxy = pg.reindex(prototypes["emotion"].astype(str))
+                    data.append(go.Scatter(x=pxy["x"].tolist(), y=pxy["y"].tolist()))
+                    idx.append(proto_index)
+            frames.append(go.Frame(name=str(step), data=data, traces=idx))
+        fig.frames = frames
+        anim = {"mode": "immediate", "frame": {"duration": 450, "redraw": True},
+                "transition": {"duration": 350, "easing": "cubic-in-out"}}
+        fig.update_layout(
+            sliders=[dict(
+                active=len(steps) - 1, pad=dict(t=30, l=0), len=0.8, x=0.2, xanchor="left",
+                y=0, yanchor="top",
+                currentvalue=dict(prefix="training step ", font=dict(size=13, **_FONT), xanchor="left"),
+                steps=[dict(label=str(s), method="animate",
+                            args=[[str(s)], {**anim, "frame": {"duration": 0, "redraw": True}}])
+                       for s in steps],
+            )],
+            updatemenus=[dict(
+                type="buttons", direction="left", x=0.0, y=0.0, xanchor="left", yanchor="top",
+                pad=dict(t=62, r=10), showactive=False,
+                buttons=[
+                    dict(label="▶ replay", method="animate",
+                         args=[[str(s) for s in steps], {**anim, "fromcurrent": False}]),
+                    dict(label="❚❚", method="animate",
+                         args=[[None], {"mode": "immediate", "frame": {"duration": 0, "redraw": False},
+                                        "transition": {"duration": 0}}]),
+                ],
+            )],
+        )
+
+    fig.update_layout(
+        title=dict(text=title, font=dict(size=17, **_FONT)) if title else None,
+        height=height,
+        plot_bgcolor="#fbfbfd",
+        paper_bgcolor="white",
+        font=_FONT,
+        hovermode="closest",
+        legend=dict(orientation="v", x=1.01, y=1, itemclick="toggle", itemdoubleclick="toggleothers"),
+        xaxis=dict(range=_axis_range(np.concatenate(all_x)), visible=False, fixedrange=False),
+        yaxis=dict(range=_axis_range(np.concatenate(all_y)), visible=False, scaleanchor=None),
+        margin=dict(l=10, r=10, t=50 if title else 20, b=100 if steps else 20),
+        uirevision=uirevision,
+        meta={"sere": "resonance-field", "steps": steps},
+    )
+    return fig
+
+
+def embed_frames_in_meta(fig: go.Figure) -> go.Figure:
+    """Return a copy whose ``frames`` also ride in ``layout.meta["frames"]``.
+
+    For hosts that draw only ``data`` and ``layout`` (Gradio's ``gr.Plot``): a page script can then
+    call ``Plotly.addFrames(div, div.layout.meta.frames)`` so the slider and replay buttons work.
+    """
+    out = go.Figure(fig)
+    if not fig.frames:
+        return out
+    meta = copy.deepcopy(fig.layout.meta) if isinstance(fig.layout.meta, dict) else {}
+    meta["frames"] = [f.to_plotly_json() for f in fig.frames]
+    out.update_layout(meta=meta)
+    out.frames = []
+    return out
+
+
+def waveform_figure(
+    samples: np.ndarray,
+    sample_rate: int,
+    highlights: Sequence[tuple[float, float]] = (),
+    *,
+    emotion: str | None = None,
+    color: str | None = None,
+    max_points: int = 1200,
+    title: str | None = None,
+    height: int = 200,
+) -> go.Figure:
+    """Waveform envelope (min/max per time bucket) with the emotional highlight spans shaded.
+
+    ``highlights`` are ``(start_s, end_s)`` pairs in seconds from the clip start. The shade takes the
+    emotion's colour (``color`` overrides).
+    """
+    x = np.asarray(samples, dtype=np.float64).reshape(-1)
+    if sample_rate <= 0:
+        raise ConfigError(f"sample_rate must be positive, got {sample_rate}.")
+    if max_points < 2:
+        raise ConfigError(f"max_points must be at least 2, got {max_points}.")
+    x = np.nan_to_num(x)
+    duration = len(x) / sample_rate
+    if len(x) == 0:
+        return empty_figure("This clip has no audio.", height=height)
+    n = min(max_points, len(x))
+    edges = np.linspace(0, len(x), n + 1).astype(int)
+    upper = np.array([x[a:b].max() if b > a else 0.0 for a, b in zip(edges[:-1], edges[1:])])
+    lower = np.array([x[a:b].min() if b > a else 0.0 for a, b in zip(edges[:-1], edges[1:])])
+    t = (edges[:-1] + edges[1:]) / 2 / sample_rate
+    shade = color or (emotion_colors([emotion])[emotion] if emotion else "#f0a30a")
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=t.tolist(), y=upper.round(4).tolist(), mode="lines",
+                             line=dict(width=0.6, color="#34495e"), hoverinfo="skip", showlegend=False))
+    fig.add_trace(go.Scatter(x=t.tolist(), y=lower.round(4).tolist(), mode="lines", fill="tonexty",
+                             fillcolor="rgba(52,73,94,0.55)", line=dict(width=0.6, color="#34495e"),
+                             hovertemplate="%{x:.2f} s<extra></extra>", showlegend=False))
+    shapes = []
+    for i, span in enumerate(highlights):
+        start, end = float(span[0]), float(span[1])
+        if not (math.isfinite(start) and math.isfinite(end)):
+            continue
+        start, end = max(0.0, min(start, end)), min(duration, max(start, end))
+        if end <= start:
+            continue
+        shapes.append(dict(type="rect", xref="x", yref="paper", x0=start, x1=end, y0=0, y1=1,
+                           fillcolor=shade, opacity=0.28, line=dict(width=0), layer="below",
+                           name=f"highlight {i + 1}"))
+    peak = float(max(np.abs(x).max(), 1e-3))
+    fig.update_layout(
+        shapes=shapes, height=height, showlegend=False, font=_FONT,
+        title=dict(text=title, font=dict(size=14, **_FONT)) if title else None,
+        margin=dict(l=40, r=10, t=34 if title else 10, b=36),
+        plot_bgcolor="white", paper_bgcolor="white",
+        xaxis=dict(title="time (s)", range=[0, duration], showgrid=False),
+        yaxis=dict(range=[-peak * 1.05, peak * 1.05], visible=False, fixedrange=True),
+        meta={"sere": "waveform", "highlights": [[s["x0"], s["x1"]] for s in shapes]},
+    )
+    return fig
+
+
+def probabilities_figure(
+    probabilities: Mapping[str, float],
+    *,
+    emotions: Sequence[str] | None = None,
+    title: str | None = None,
+    height: int | None = None,
+) -> go.Figure:
+    """One horizontal bar per emotion (in ``emotions`` order, top to bottom), coloured per emotion."""
+    if not probabilities:
+        return empty_figure("No prediction for this clip yet.", height=height or 180)
+    order = list(emotions) if emotions is not None else list(probabilities)
+    order += [e for e in probabilities if e not in order]
+    values = []
+    for e in order:
+        v = float(probabilities.get(e, 0.0))
+        if not math.isfinite(v) or v < -1e-6 or v > 1 + 1e-6:
+            raise ConfigError(f"The probability of {e!r} must be between 0 and 1, got {v}.")
+        values.append(min(max(v, 0.0), 1.0))
+    colors = emotion_colors(order)
+    fig = go.Figure(go.Bar(
+        x=values, y=order, orientation="h", marker=dict(color=[colors[e] for e in order]),
+        text=[f"{v:.0%}" for v in values], textposition="outside", cliponaxis=False,
+        hovertemplate="%{y}: %{x:.1%}<extra></extra>",
+    ))
+    fig.update_layout(
+        height=height or 70 + 34 * len(order), font=_FONT, showlegend=False,
+        title=dict(text=title, font=dict(size=14, **_FONT)) if title else None,
+        margin=dict(l=10, r=40, t=34 if title else 10, b=10),
+        plot_bgcolor="white", paper_bgcolor="white",
+        xaxis=dict(range=[0, 1.1], visible=False, fixedrange=True),
+        yaxis=dict(autorange="reversed", fixedrange=True),
+    )
+    return fig
+
+
+def training_curve_figure(history: pd.DataFrame, *, total_steps: int | None = None,
+                          height: int = 240) -> go.Figure:
+    """Loss terms over training steps; ``history`` has columns ``step, term, value``."""
+    if history is None or not len(history):
+        return empty_figure("Training has not reported any loss yet.", height=height)
+    _check_columns(history, ["step", "term", "value"], "The training history")
+    fig = go.Figure()
+    for term, g in history.groupby("term", sort=False):
+        g = g.sort_values("step")
+        fig.add_trace(go.Scatter(x=g["step"].tolist(), y=g["value"].astype(float).tolist(),
+                                 mode="lines", name=str(term)))
+    fig.update_layout(
+        height=height, font=_FONT, margin=dict(l=40, r=10, t=10, b=36),
+        plot_bgcolor="white", paper_bgcolor="white",
+        xaxis=dict(title="training step", range=[0, total_steps] if total_steps else None),
+        yaxis=dict(title="loss"), legend=dict(orientation="v", x=1.01, y=1),
+    )
+    return fig

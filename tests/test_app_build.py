@@ -1,0 +1,62 @@
+"""``app.py`` builds its page from a context without launching anything, and passes the page
+script and styles to ``launch`` (Gradio 6 takes them there, not in ``Blocks``)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+gr = pytest.importorskip("gradio")
+
+from sere_core.app import AppContext, AppSettings  # noqa: E402
+from sere_core.storage import MAX_EMOTIONS  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_app():
+    spec = importlib.util.spec_from_file_location("sere_app_module", REPO / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    c = AppContext.open(AppSettings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache"))
+    yield c
+    c.close()
+
+
+def test_build_app_makes_the_seven_steps_with_keyboard_targets(ctx):
+    app = load_app()
+    demo = app.build_app(ctx)
+    assert isinstance(demo, gr.Blocks)
+    ids = {c.get("props", {}).get("elem_id") for c in demo.config["components"]}
+    expected = {"sere-load-demo", "sere-label-panel", "sere-skip", "sere-undo", "sere-train", "sere-cancel",
+                "sere-field", "sere-clicked", "sere-review-table", "sere-confirm", "sere-export-file"}
+    assert expected <= ids
+    assert {f"sere-emo-{i}" for i in range(1, MAX_EMOTIONS + 1)} <= ids
+    labels = [c["props"].get("label") for c in demo.config["components"] if c.get("type") == "tabitem"]
+    assert [lab.split(" · ")[0] for lab in labels] == [str(i) for i in range(1, 8)]
+    assert demo.sere_context is ctx
+
+
+def test_launch_options_carry_the_page_script_and_serve_only_exports(ctx):
+    app = load_app()
+    options = app.launch_options(ctx)
+    head = options["head"]
+    assert head.startswith("<script>") and "keydown" in head and "plotly_click" in head
+    assert "addFrames" in head  # the replay frames gr.Plot drops are restored from layout.meta
+    assert "#sere-field" in options["css"] or ".sere-progress" in options["css"]
+    assert options["allowed_paths"] == [str(ctx.export_dir())]
+    assert isinstance(options["theme"], gr.themes.Base)
+
+
+def test_the_app_module_keeps_no_user_state_at_import():
+    app = load_app()
+    module_state = {k for k, v in vars(app).items()
+                    if not k.startswith("_") and isinstance(v, (dict, list, set)) and k.isupper() is False}
+    assert not module_state, module_state

@@ -1,0 +1,269 @@
+"""The demo, end to end, in a real Chromium: load the demo, label 5 clips with the keyboard, upload
+target audio, train, watch the resonance field, review, export, reload.
+
+Needs Debian's chromium (``apt-get install chromium``) and the playwright Python package; skipped
+otherwise. Screenshots go to ``tmp/test-artifacts/browser/``. By default the fast stand-in encoder
+is used so the test takes a couple of minutes; ``SERE_BROWSER_ENCODER=whisper-base`` runs the real
+one (``SERE_CACHE_DIR`` makes reruns fast), ``SERE_BROWSER_STEPS`` sets the training steps.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("SERE_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = REPO / "tmp" / "test-artifacts" / "browser"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+                 "--autoplay-policy=no-user-gesture-required"]
+
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+playwright_sync = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _load_app_module():
+    spec = importlib.util.spec_from_file_location("sere_app_under_test", REPO / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from sere_core.app import AppContext, AppSettings
+    from sere_core.app.testing import NAME, BandEnergyEncoder
+
+    tmp = tmp_path_factory.mktemp("browser")
+    encoder = os.environ.get("SERE_BROWSER_ENCODER", NAME)
+    cache = Path(os.environ["SERE_CACHE_DIR"]) if os.environ.get("SERE_CACHE_DIR") else tmp / "cache"
+    ctx = AppContext.open(AppSettings(data_dir=tmp / "data", cache_dir=cache, encoder=encoder,
+                                      train_steps=int(os.environ.get("SERE_BROWSER_STEPS", "30"))))
+    if encoder == NAME:
+        ctx.encoders.register(NAME, BandEnergyEncoder())
+    module = _load_app_module()
+    demo = module.build_app(ctx)
+    port = _free_port()
+    demo.queue(default_concurrency_limit=4).launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+        **module.launch_options(ctx))
+    yield f"http://127.0.0.1:{port}", ctx
+    demo.close()
+    ctx.close()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    if ARTIFACTS.exists():
+        shutil.rmtree(ARTIFACTS)
+    ARTIFACTS.mkdir(parents=True)
+    with playwright_sync.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        pg = context.new_page()
+        errors: list[str] = []
+        pg.on("pageerror", lambda exc: errors.append(str(exc)))
+        pg.goto(server[0])
+        pg.wait_for_selector("#sere-load-demo")
+        pg.sere_errors = errors
+        yield pg
+        context.close()
+        browser.close()
+
+
+def shot(pg, name: str) -> Path:
+    path = ARTIFACTS / f"{name}.png"
+    pg.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def tab(pg, name: str) -> None:
+    pg.get_by_role("tab", name=name).click()
+    pg.wait_for_timeout(400)
+
+
+def counted(pg) -> int:
+    return int(pg.get_attribute("#sere-counts", "data-total"))
+
+
+def wait_total(pg, n: int, timeout: float = 20000) -> None:
+    pg.wait_for_function(f"() => document.querySelector('#sere-counts')?.dataset.total === '{n}'", timeout=timeout)
+
+
+def press_hint_key(pg) -> None:
+    """Press the key the demo hint names for the clip on screen, and wait for the next clip."""
+    title = pg.inner_text("#sere-clip-title").split(" ·")[0]
+    hint = pg.inner_text("#sere-clip-hint")
+    key = hint.split("press")[1].strip()[0]
+    before = counted(pg)
+    pg.keyboard.press(key)
+    wait_total(pg, before + 1)
+    pg.wait_for_function("t => !document.querySelector('#sere-clip-title').innerText.startsWith(t)", arg=title)
+
+
+def make_uploads(folder: Path) -> list[Path]:
+    """A 40-second 'interview' of 14 demo utterances with pauses, and a file that is not audio."""
+    import soundfile as sf
+
+    from sere_core.audio import write_audio
+
+    parts = []
+    for f in sorted((REPO / "data" / "demo" / "target").glob("*.flac"))[-14:]:
+        x, sr = sf.read(f, dtype="float32")
+        parts += [x, np.zeros(int(1.2 * sr), np.float32)]
+    interview = write_audio(folder / "interview.wav", np.concatenate(parts), 16000)
+    broken = folder / "broken.wav"
+    broken.write_text("this is not a recording")
+    return [interview, broken]
+
+
+def test_the_demo_end_to_end(page, server, tmp_path):
+    try:
+        walk_the_demo(page, server, tmp_path)
+    except Exception:
+        shot(page, "failure")
+        raise
+
+
+def walk_the_demo(page, server, tmp_path):
+    pg, (_url, ctx) = page, server
+    # 1 Project: load the demo
+    shot(pg, "01-start")
+    pg.click("#sere-load-demo")
+    pg.wait_for_selector("#sere-clip-hint:has-text('corpus labels')", timeout=60000)
+    assert "Demo" in pg.inner_text("#sere-project-line")
+
+    # 2 Source clips: suggestions, then 5 labels with the keyboard (with an undo and a skip)
+    pg.click("#sere-suggest")
+    pg.wait_for_selector("text=suggested order", timeout=120000)
+    for _ in range(4):
+        press_hint_key(pg)
+    pg.keyboard.press("u")
+    wait_total(pg, 3)
+    press_hint_key(pg)
+    press_hint_key(pg)
+    assert counted(pg) == 5
+    title = pg.inner_text("#sere-clip-title").split(" ·")[0]
+    pg.keyboard.press("s")
+    pg.wait_for_function("t => !document.querySelector('#sere-clip-title').innerText.startsWith(t)", arg=title)
+    assert counted(pg) == 5
+    shot(pg, "02-labeling")
+    # the demo shortcut tops up to 5 per emotion, so the training has a full few-shot set
+    pg.click("#sere-demo-labels")
+    wait_total(pg, 20)
+
+    # 3 Target audio: a long recording is split, a broken file is reported
+    tab(pg, "3 · Target audio")
+    uploads = make_uploads(tmp_path)
+    pg.set_input_files("#sere-tgt-upload input[type=file]", [str(p) for p in uploads])
+    pg.wait_for_selector("#sere-tgt-report:has-text('rejected')", timeout=120000)
+    report = pg.inner_text("#sere-tgt-report")
+    assert "broken.wav" in report and "split at pauses" in report
+    shot(pg, "03-target-upload")
+
+    # 4 Train: progress while it runs, then the results
+    tab(pg, "4 · Train")
+    pg.click("#sere-train")
+    pg.wait_for_selector("#sere-progress-text[data-status=running]", timeout=60000)
+    pg.wait_for_timeout(1500)
+    shot(pg, "04-training")
+    pg.wait_for_selector("#sere-progress-text[data-status=succeeded]", timeout=900000)
+    pg.wait_for_selector("#sere-metrics:has-text('Demo check')", timeout=30000)
+    shot(pg, "05-trained")
+
+    # 5 Resonance field: replay frames restored, replay runs, a click selects a clip
+    tab(pg, "5 · Resonance field")
+    pg.wait_for_selector("#sere-field .js-plotly-plot", timeout=30000)
+    pg.wait_for_function("() => window.sereFieldFrames() > 1", timeout=30000)
+    n_frames = pg.evaluate("window.sereFieldFrames()")
+    gd = "document.querySelector('#sere-field .js-plotly-plot')"
+    pg.evaluate(f"() => Plotly.animate({gd}, ['0'], {{mode: 'immediate', frame: {{duration: 0}}, transition: {{duration: 0}}}})")
+    pg.wait_for_timeout(500)
+    shot(pg, "06-field-step-0")
+    pg.locator("#sere-field").get_by_text("▶ replay").click()
+    pg.wait_for_function(f"() => {gd}._fullLayout.sliders[0].active === {n_frames - 1}", timeout=60000)
+    pg.wait_for_timeout(1200)
+    field_png = ARTIFACTS / "resonance-field.png"
+    pg.locator("#sere-field").screenshot(path=str(field_png))
+    # click a target-language point
+    point = pg.evaluate(f"""() => {{
+        const gd = {gd};
+        for (const t of gd._fullData) {{
+            if (!t.customdata || t.meta?.kind !== 'clips') continue;
+            for (let i = 0; i < t.x.length; i++) {{
+                if (t.x[i] === null || t.marker.symbol[i] !== 'circle') continue;
+                const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, r = gd.getBoundingClientRect();
+                return {{x: r.left + xa._offset + xa.l2p(t.x[i]), y: r.top + ya._offset + ya.l2p(t.y[i]), name: t.customdata[i][1]}};
+            }}
+        }}
+    }}""")
+    pg.mouse.move(point["x"] - 3, point["y"] - 3)
+    pg.mouse.click(point["x"], point["y"])
+    pg.wait_for_selector("#sere-field-info:has-text('Predicted')", timeout=30000)
+    assert "target language" in pg.inner_text("#sere-field-info")
+    shot(pg, "07-field-selected")
+
+    # 6 Review: choose the least confident clip, confirm with Enter
+    tab(pg, "6 · Review")
+    pg.locator("#sere-review-table [data-testid='cell-0-1']").click()
+    pg.wait_for_selector("#sere-review-panel :text('Predicted')", timeout=30000)
+    pg.keyboard.press("Enter")
+    pg.wait_for_selector("text=Labeled", timeout=30000)
+    shot(pg, "08-review")
+    assert ctx is not None and sum(sv_counts(ctx).values()) >= 21
+
+    # Retrain, reload the page while it runs: the run is still shown (and can be cancelled)
+    pg.click("#sere-retrain")
+    pg.wait_for_selector("#sere-progress-text:has-text('Run 2')", timeout=30000)
+    pg.reload()
+    pg.wait_for_selector("#sere-project-line:has-text('Demo')", timeout=30000)
+    tab(pg, "4 · Train")
+    pg.wait_for_selector("#sere-progress-text:has-text('Run 2')", timeout=30000)
+    if pg.get_attribute("#sere-progress-text", "data-status") in ("queued", "running"):
+        pg.click("#sere-cancel")
+        pg.wait_for_selector("#sere-progress-text[data-status=cancelled], "
+                             "#sere-progress-text[data-status=succeeded]", timeout=60000)
+    shot(pg, "08b-after-reload")
+
+    # 7 Export: predictions, labels, model
+    tab(pg, "7 · Export")
+    for button, stem in (("#sere-exp-pred", "-predictions"), ("#sere-exp-labels", "-labels"),
+                         ("#sere-exp-model", "-model")):
+        pg.click(button)
+        pg.wait_for_function("s => document.querySelector('#sere-export-file').innerText.includes(s)",
+                             arg=stem, timeout=60000)
+    exported = sorted(p.name for p in ctx.export_dir().rglob("*") if p.is_file())
+    assert any(n.endswith("predictions.csv") for n in exported)
+    assert any(n.endswith("labels.csv") for n in exported)
+    assert any(n.endswith("model.zip") for n in exported)
+    shot(pg, "09-export")
+
+    # A reload keeps the project and its results
+    pg.reload()
+    pg.wait_for_selector("#sere-project-line:has-text('Demo')", timeout=30000)
+    tab(pg, "5 · Resonance field")
+    pg.wait_for_function("() => window.sereFieldFrames() > 1", timeout=30000)
+    assert not pg.sere_errors, pg.sere_errors
+
+
+def sv_counts(ctx) -> dict[str, int]:
+    from sere_core.app import services as sv
+
+    pid = sv.list_projects(ctx)[0].id
+    return sv.label_counts(ctx, pid, role=None)
