@@ -1,0 +1,238 @@
+"""``SERE``: the scikit-learn-style estimator around preprocessing, the model and the loop.
+
+>>> model = SERE(SEREConfig(steps=5))          # stores the config, nothing else
+>>> hasattr(model, "classes_")
+False
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sere_core.errors import ModelMismatchError, NotFittedError
+from sere_core.method.config import SEREConfig
+from sere_core.method.data import ClipFeatures, Prediction, Snapshot
+from sere_core.method.normalization import PreprocessConfig, Preprocessor, pool_factor
+from sere_core.method.training import ProgressFn, embed_clips, pad, train
+from sere_core.method.model import SEREModel, l2_normalize
+from sere_core.method.threads import limited_threads
+from sere_core.method.validation import check_fit_inputs, check_predict_inputs, spans_from_weights
+
+FORMAT = "sere-model"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "model.json"
+LEARNED = ("classes_", "preprocessor_", "model_", "snapshots_", "history_", "n_features_in_",
+           "frame_rate_", "encoder_", "fit_time_s_")
+
+
+def encoder_dict(info: Any) -> dict[str, Any] | None:
+    """An ``EncoderInfo`` (or a dict with the same fields) as plain JSON-able values."""
+    if info is None:
+        return None
+    data = asdict(info) if is_dataclass(info) else dict(info)
+    if "layers" in data and data["layers"] is not None:
+        data["layers"] = list(data["layers"])
+    return data
+
+
+def preprocess_config(cfg: SEREConfig) -> PreprocessConfig:
+    return PreprocessConfig(feature_range=cfg.feature_range, target_frame_rate=cfg.target_frame_rate,
+                            per_language=cfg.per_language_norm, per_speaker=cfg.per_speaker_norm,
+                            pca_dim=cfg.pca_dim, pca_whiten=cfg.pca_whiten,
+                            pca_max_frames=cfg.pca_max_frames, seed=cfg.seed)
+
+
+class SERE:
+    """Semantic-Emotional Resonance Embedding for few-shot cross-lingual emotion recognition.
+
+    ``fit(labeled, unlabeled)`` learns from a few labeled clips (any language, 2-10 emotions, as few
+    as one clip for an emotion) and any number of unlabeled clips (typically the target language).
+    """
+
+    def __init__(self, config: SEREConfig = SEREConfig()) -> None:
+        self.config = config
+
+    # --- fitting -----------------------------------------------------------------------------------
+    def fit(self, labeled: Sequence[ClipFeatures], unlabeled: Sequence[ClipFeatures] = (),
+            progress: ProgressFn | None = None, *, encoder: Any = None) -> SERE:
+        """Learn the emotion structure; forgets any earlier fit. ``encoder`` (an ``EncoderInfo``)
+        is stored so that a saved model refuses features of another encoder. Raises
+        ``TrainingCancelled`` when ``progress`` returns ``False``."""
+        for name in LEARNED:
+            self.__dict__.pop(name, None)
+        with limited_threads(self.config.num_threads):
+            return self._fit(labeled, unlabeled, progress, encoder)
+
+    def _fit(self, labeled, unlabeled, progress, encoder) -> SERE:
+        cfg = self.config
+        classes, dim, rate = check_fit_inputs(labeled, unlabeled)
+        labeled, unlabeled = list(labeled), list(unlabeled or [])
+        pre = Preprocessor(preprocess_config(cfg)).fit(labeled + unlabeled)
+        xl, xu = pre.transform(labeled), pre.transform(unlabeled) if unlabeled else []
+        index = {c: i for i, c in enumerate(classes)}
+        y = torch.tensor([index[c.emotion] for c in labeled], dtype=torch.long)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            model = self._build(pre.out_dim, len(classes))
+        padded_l = pad(xl)
+        padded_u = pad(xu) if xu else None
+        snap = None
+        if cfg.snapshot_every:
+            ids = tuple(c.clip_id for c in labeled + unlabeled)
+            snap = (pad(xl + xu), ids)
+        result = train(model, padded_l, y, padded_u, cfg, progress, snap)
+        self.classes_ = list(classes)
+        self.preprocessor_ = pre
+        self.model_ = model
+        self.snapshots_: list[Snapshot] = result.snapshots
+        self.history_: list[dict[str, float]] = result.history
+        self.n_features_in_ = dim
+        self.frame_rate_ = rate
+        self.encoder_ = encoder_dict(encoder)
+        self.fit_time_s_ = result.elapsed_s
+        return self
+
+    def _build(self, in_dim: int, n_classes: int) -> SEREModel:
+        c = self.config
+        return SEREModel(in_dim, n_classes, c.hidden_dim, c.embed_dim, c.context, c.dropout, c.tau,
+                         c.tau_a, c.pooling)
+
+    # --- inference -----------------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise NotFittedError("this SERE model is not trained yet: call fit() or SERE.load() first")
+
+    def _forward(self, clips: Sequence[ClipFeatures], chunk: int = 256) -> dict[str, list]:
+        """Per-clip ``z``, ``p`` and highlight weights, in the order of ``clips``."""
+        self._check_fitted()
+        clips = check_predict_inputs(clips, self.n_features_in_)
+        with limited_threads(self.config.num_threads):
+            return self._forward_arrays(self.preprocessor_.transform(clips) if clips else [], chunk)
+
+    def _forward_arrays(self, arrays: list[np.ndarray], chunk: int) -> dict[str, list]:
+        order = np.argsort([a.shape[0] for a in arrays], kind="stable")
+        z = [None] * len(arrays)
+        p = [None] * len(arrays)
+        a = [None] * len(arrays)
+        for s in range(0, len(order), chunk):
+            ids = order[s : s + chunk]
+            out = embed_clips(self.model_, pad([arrays[i] for i in ids]), chunk=chunk)
+            probs = torch.softmax(out["logits"], -1).numpy()
+            for j, i in enumerate(ids):
+                z[i], p[i] = out["z"][j].numpy(), probs[j]
+                a[i] = out["a"][j, : arrays[i].shape[0]].numpy()
+        return {"z": z, "p": p, "a": a}
+
+    def predict_proba(self, clips: Sequence[ClipFeatures]) -> np.ndarray:
+        """``[N, C]`` probabilities; columns follow ``classes_``."""
+        out = self._forward(clips)
+        return np.stack(out["p"]) if out["p"] else np.zeros((0, len(self.classes_)), np.float32)
+
+    def transform(self, clips: Sequence[ClipFeatures]) -> np.ndarray:
+        """``[N, d]`` unit-norm clip embeddings in the resonance space."""
+        out = self._forward(clips)
+        return np.stack(out["z"]) if out["z"] else np.zeros((0, self.config.embed_dim), np.float32)
+
+    def predict(self, clips: Sequence[ClipFeatures]) -> list[Prediction]:
+        clips = list(clips)
+        out = self._forward(clips)
+        preds = []
+        for clip, p, a in zip(clips, out["p"], out["a"]):
+            k = int(np.argmax(p))
+            factor = pool_factor(clip.frame_rate, self.config.target_frame_rate)
+            spans = spans_from_weights(a, clip.n_frames, factor, clip.frame_rate,
+                                       self.config.highlight_fraction)
+            preds.append(Prediction(self.classes_[k], float(p[k]),
+                                    {c: float(v) for c, v in zip(self.classes_, p)}, spans))
+        return preds
+
+    @property
+    def prototypes_(self) -> np.ndarray:
+        self._check_fitted()
+        return l2_normalize(self.model_.prototypes.detach()).numpy()
+
+    # --- persistence ---------------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """Write ``model.safetensors`` (weights, normalization, projection) and ``model.json``."""
+        from safetensors.torch import save_file
+
+        self._check_fitted()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        arrays, pre_meta = self.preprocessor_.state()
+        tensors = {f"model.{k}": v.detach().contiguous() for k, v in self.model_.state_dict().items()}
+        tensors.update({f"pre.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()})
+        save_file(tensors, str(directory / WEIGHTS_FILE))
+        meta = {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "config": self.config.to_dict(),
+            "classes": self.classes_, "encoder": self.encoder_, "n_features_in": self.n_features_in_,
+            "frame_rate": self.frame_rate_, "in_dim": self.preprocessor_.out_dim,
+            "preprocessor": pre_meta,
+        }
+        (directory / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, expected_encoder: Any = None,
+             expected_classes: Sequence[str] | None = None) -> SERE:
+        """Read a model written by :meth:`save`; with ``expected_encoder`` / ``expected_classes``
+        it raises ``ModelMismatchError`` unless they match (see :meth:`check_compatible`)."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        try:
+            meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+            tensors = load_file(str(directory / WEIGHTS_FILE))
+        except FileNotFoundError as err:
+            raise ModelMismatchError(f"{directory} is not a saved SERE model ({err.filename} is missing)") from err
+        except (json.JSONDecodeError, OSError) as err:
+            raise ModelMismatchError(f"{directory}: the saved model is damaged ({err})") from err
+        if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+            raise ModelMismatchError(
+                f"{directory / META_FILE}: not a SERE model of format version {FORMAT_VERSION}")
+        model = cls(SEREConfig.from_dict(meta["config"]))
+        arrays = {k[4:]: v.numpy() for k, v in tensors.items() if k.startswith("pre.")}
+        model.preprocessor_ = Preprocessor.from_state(preprocess_config(model.config), arrays,
+                                                      meta["preprocessor"])
+        net = model._build(meta["in_dim"], len(meta["classes"]))
+        net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        net.eval()
+        model.model_ = net
+        model.classes_ = list(meta["classes"])
+        model.n_features_in_ = int(meta["n_features_in"])
+        model.frame_rate_ = float(meta["frame_rate"])
+        model.encoder_ = meta.get("encoder")
+        model.snapshots_, model.history_, model.fit_time_s_ = [], [], 0.0
+        model.check_compatible(expected_encoder, expected_classes)
+        return model
+
+    def check_compatible(self, encoder_info: Any = None, classes: Sequence[str] | None = None) -> None:
+        """Raise ``ModelMismatchError`` when features of ``encoder_info`` or the emotion set
+        ``classes`` cannot be used with this model (``None`` skips a check)."""
+        self._check_fitted()
+        if encoder_info is not None:
+            want = encoder_dict(encoder_info)
+            have = self.encoder_
+            if int(want.get("dim", self.n_features_in_)) != self.n_features_in_:
+                raise ModelMismatchError(
+                    f"the model was trained on {self.n_features_in_}-dimensional features but encoder "
+                    f"{want.get('name')!r} gives {want.get('dim')}; re-embed with the model's encoder")
+            if have is not None:
+                for key in ("name", "version", "layers"):
+                    if key in want and key in have and want[key] != have[key]:
+                        raise ModelMismatchError(
+                            f"the model was trained with encoder {have.get('name')!r} "
+                            f"(version {have.get('version')}, layers {have.get('layers')}) but the features "
+                            f"come from {want.get('name')!r} (version {want.get('version')}, layers "
+                            f"{want.get('layers')}); re-embed the audio or train a new model")
+        if classes is not None and sorted(classes) != sorted(self.classes_):
+            raise ModelMismatchError(
+                f"the model knows the emotions {self.classes_} but {sorted(classes)} were expected")

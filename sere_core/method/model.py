@@ -1,0 +1,117 @@
+"""The resonance embedding, the Instantaneous Resonance Field and emotional-highlight pooling.
+
+Pure tensor functions first (shapes in their docstrings, tested directly), then the thin modules.
+Notation: B clips, T frames, D input features, d embedding size, C emotions. ``mask [B, T]`` is
+True on real frames and False on padding.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NEG = -1e9
+
+
+def l2_normalize(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    return F.normalize(x, dim=dim, eps=1e-8)
+
+
+def resonance_field(h: torch.Tensor, prototypes: torch.Tensor, tau: float) -> torch.Tensor:
+    """IRF: ``r[b, t, c] = cos(h[b, t], mu[c]) / tau``. ``h [B, T, d]``, ``prototypes [C, d]`` ->
+    ``[B, T, C]``."""
+    return l2_normalize(h) @ l2_normalize(prototypes).T / tau
+
+
+def highlight_weights(r: torch.Tensor, mask: torch.Tensor, tau_a: float) -> torch.Tensor:
+    """Emotional highlights: ``a[b, t] = softmax_t(max_c r[b, t, c] / tau_a)`` over real frames.
+
+    ``r [B, T, C]``, ``mask [B, T]`` -> ``a [B, T]`` (rows sum to 1, zero on padding). The peak
+    resonance is detached so the weights pick frames without being a shortcut to lower the loss.
+    """
+    score = r.detach().max(dim=-1).values / tau_a
+    score = score.masked_fill(~mask, NEG)
+    return torch.softmax(score, dim=-1) * mask
+
+
+def mean_weights(mask: torch.Tensor) -> torch.Tensor:
+    """Uniform weights over the real frames: ``mask [B, T]`` -> ``[B, T]`` (the ablation)."""
+    m = mask.float()
+    return m / m.sum(-1, keepdim=True).clamp_min(1.0)
+
+
+def weighted_pool(h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """Clip embedding ``z[b] = sum_t a[b, t] h[b, t]``: ``[B, T, d]``, ``[B, T]`` -> ``[B, d]``."""
+    return torch.einsum("bt,btd->bd", a, h)
+
+
+def clip_logits(z: torch.Tensor, prototypes: torch.Tensor, tau: float) -> torch.Tensor:
+    """``cos(z, mu_c) / tau``: ``[B, d]``, ``[C, d]`` -> ``[B, C]``; softmax gives p(c | x)."""
+    return l2_normalize(z) @ l2_normalize(prototypes).T / tau
+
+
+def balance_bias(logits: torch.Tensor, n_iters: int = 20) -> torch.Tensor:
+    """A per-emotion logit offset ``[C]`` that makes the mean of ``softmax(logits + b)`` over the
+    clips ``[N, C]`` uniform (prior correction, as in EM label-shift adjustment), centred to mean 0.
+
+    >>> b = balance_bias(torch.tensor([[2.0, 0.0], [1.0, 0.0], [3.0, 0.0]]))
+    >>> bool(torch.softmax(torch.tensor([[2.0, 0.0], [1.0, 0.0], [3.0, 0.0]]) + b, -1).mean(0).sub(0.5).abs().max() < 1e-3)
+    True
+    """
+    c = logits.shape[1]
+    b = torch.zeros(c, dtype=logits.dtype)
+    for _ in range(n_iters):
+        mean = torch.softmax(logits + b, dim=-1).mean(0)
+        b = b - torch.log(mean.clamp_min(1e-12) * c)
+    return b - b.mean()
+
+
+class ResonanceNet(nn.Module):
+    """g: frames ``[B, T, D]`` -> unit-norm frame embeddings ``[B, T, d]``.
+
+    A frame-wise MLP with one depth-wise temporal convolution (residual) so that each embedded frame
+    sees its neighbours' dynamics (pitch and loudness contours) without mixing in padding.
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int, embed_dim: int, context: int = 3,
+                 dropout: float = 0.1) -> None:
+        super().__init__()
+        self.drop = nn.Dropout(dropout)
+        self.inp = nn.Linear(in_dim, hidden_dim)
+        self.conv = (nn.Conv1d(hidden_dim, hidden_dim, context, padding=context // 2, groups=hidden_dim)
+                     if context > 1 else None)
+        self.out = nn.Linear(hidden_dim, embed_dim)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = mask.unsqueeze(-1).to(x.dtype)
+        u = F.gelu(self.inp(x)) * m
+        if self.conv is not None:
+            t = u.shape[1]
+            u = u + F.gelu(self.conv(u.transpose(1, 2))[..., :t].transpose(1, 2)) * m
+        return l2_normalize(self.out(self.drop(u)))
+
+
+class SEREModel(nn.Module):
+    """g plus the emotion prototypes; ``forward`` returns every intermediate the losses need.
+
+    ``class_bias [C]`` is added to the clip logits: zero while training, then set by
+    :func:`balance_bias` so the unlabeled pool is not swamped by one emotion.
+    """
+
+    def __init__(self, in_dim: int, n_classes: int, hidden_dim: int, embed_dim: int, context: int,
+                 dropout: float, tau: float, tau_a: float, pooling: str = "highlight") -> None:
+        super().__init__()
+        self.net = ResonanceNet(in_dim, hidden_dim, embed_dim, context, dropout)
+        self.prototypes = nn.Parameter(torch.zeros(n_classes, embed_dim))
+        # log-prior correction estimated on the unlabeled clips at the end of training (not trained)
+        self.register_buffer("class_bias", torch.zeros(n_classes))
+        self.tau, self.tau_a, self.pooling = tau, tau_a, pooling
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.net(x, mask)  # [B, T, d]
+        r = resonance_field(h, self.prototypes, self.tau)  # [B, T, C]
+        a = highlight_weights(r, mask, self.tau_a) if self.pooling == "highlight" else mean_weights(mask)
+        z = l2_normalize(weighted_pool(h, a))  # [B, d]
+        logits = clip_logits(z, self.prototypes, self.tau) + self.class_bias
+        return {"h": h, "r": r, "a": a, "z": z, "logits": logits}

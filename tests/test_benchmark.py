@@ -1,0 +1,120 @@
+"""The protocol, the runner and the report, on synthetic data (and the real manifests when present)."""
+
+import csv
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sere_core.benchmark import parse_seeds
+from sere_core.benchmark import protocol as P
+from sere_core.benchmark.protocol import BenchClip
+from sere_core.benchmark.synthetic import make_corpus
+from sere_core.method.data import ClipFeatures
+
+CORPORA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "corpora"
+
+
+def fake_corpora(n=8, emotions=P.COMMON4 + ("fear",)):
+    out = {}
+    for i, name in enumerate(P.CORPORA):
+        ems = emotions if name != "emodb" else emotions[:4] + ("boredom",)
+        clips = make_corpus(name, n, emotions=ems, dim=8, frames=(8, 12), seed=i, n_speakers=4)
+        out[name] = [BenchClip(name, c.clip_id, c) for c in clips]
+    return out
+
+
+def test_twelve_ordered_tasks():
+    tasks = P.tasks()
+    assert len(tasks) == 12 and len({(t.source, t.target) for t in tasks}) == 12
+    assert P.Task("emodb", "casia").code == "B->C"
+
+
+def test_episodes_follow_the_protocol():
+    by = fake_corpora()
+    task = P.Task("emodb", "casia")
+    assert P.task_classes(by, task, "pairwise") == ("angry", "happy", "neutral", "sad")
+    ep = P.make_episode(by, task, "common4", "5-per-class", seed=0)
+    assert Counter(c.emotion for c in ep.labeled) == {e: 5 for e in P.COMMON4}
+    assert all(c.language == "emodb" for c in ep.labeled)
+    assert all(c.emotion is None for c in ep.unlabeled)  # labels never seen
+    assert [c.clip_id for c in ep.unlabeled] == [c.clip_id for c in ep.test]
+    assert len(ep.test) == 4 * 8
+    again = P.make_episode(by, task, "common4", "5-per-class", seed=0)
+    assert [c.clip_id for c in again.labeled] == [c.clip_id for c in ep.labeled]
+    other = P.make_episode(by, task, "common4", "5-per-class", seed=1)
+    assert [c.clip_id for c in other.labeled] != [c.clip_id for c in ep.labeled]
+
+
+def test_five_in_total_covers_every_emotion_when_it_can():
+    by = fake_corpora()
+    for seed in range(5):
+        ep = P.make_episode(by, P.Task("casia", "emovo"), "common4", "5-total", seed)
+        counts = Counter(c.emotion for c in ep.labeled)
+        assert sum(counts.values()) == 5 and set(counts) == set(P.COMMON4)
+    emotions = tuple(f"e{i}" for i in range(7))
+    pool = [BenchClip("x", c.clip_id, c) for c in make_corpus("x", 3, emotions=emotions, dim=4)]
+    shots = P.sample_shots(pool, emotions, "5-total", np.random.default_rng(0))
+    assert len(shots) == 5 and len({b.clip.emotion for b in shots}) == 5
+
+
+def test_inductive_split_is_by_speaker():
+    by = fake_corpora()
+    ep = P.make_episode(by, P.Task("emodb", "ravdess"), "common4", "5-per-class", 0, inductive=True)
+    seen = {c.speaker for c in ep.unlabeled}
+    scored = {c.speaker for c in ep.test}
+    assert seen and scored and not seen & scored
+
+
+def test_metrics():
+    cm = P.confusion(["a", "a", "b", "b"], ["a", "b", "b", "b"], ["a", "b"])
+    assert cm.tolist() == [[1, 1], [0, 2]]
+    assert P.uar(cm) == 0.75 and P.accuracy(cm) == 0.75
+
+
+def test_parse_seeds():
+    assert parse_seeds("0-3") == [0, 1, 2, 3] and parse_seeds("100-101,7") == [100, 101, 7]
+
+
+def test_runner_and_reports(tmp_path):
+    from sere_core.benchmark import report as R
+    from sere_core.benchmark.runner import Plan, make_method, run_plan
+
+    by = fake_corpora()
+    tasks = P.tasks(["emodb", "casia"])
+    plan = Plan(tasks, ["common4"], ["5-per-class"], [0], ["nearest_prototype", "logreg_spk"])
+    results = run_plan(plan, by)
+    assert len(results) == 4 and all(0 <= r.uar <= 1 for r in results)
+    R.write_csv(results, "fake", tmp_path / "x.csv")
+    rows = list(csv.DictReader((tmp_path / "x.csv").open()))
+    assert list(rows[0])[:9] == ["method", "encoder", "class_set", "shots", "source", "target", "seed", "uar", "accuracy"]
+    R.write_markdown(tmp_path / "x.md", results=results, inductive=[], ceilings={}, methods=["nearest_prototype", "logreg_spk"],
+                     tasks=tasks, class_sets=["common4"], shots=["5-per-class"], seeds=[0], encoder="fake",
+                     wall_s=1.0, command="test", chance={"common4": "25%"})
+    text = (tmp_path / "x.md").read_text()
+    assert "47.75" in text and "B->C" in text and "mean of 12" in text
+    with pytest.raises(KeyError):
+        make_method("nope", 0)
+    assert make_method("sere_no_uu", 3).config.w_uu == 0 and make_method("sere_spk", 3).config.per_speaker_norm
+
+
+@pytest.mark.corpus
+@pytest.mark.skipif(not CORPORA_DIR.is_dir(), reason="../shared/corpora is absent (corpus-backed test)")
+def test_protocol_on_the_real_manifests():
+    """Class sets and shot draws on the real label distributions (dummy features, no audio)."""
+    by = {}
+    for name in P.CORPORA:
+        with (CORPORA_DIR / name / "manifest.csv").open(encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        by[name] = [BenchClip(name, r["path"], ClipFeatures(f"{name}/{r['path']}", np.zeros((2, 2), np.float32),
+                                                             12.5, r["language"], r["speaker"], r["emotion"]))
+                    for r in rows]
+    assert len(by["emodb"]) == 535 and len(by["ravdess"]) == 1439
+    sizes = {t.code: len(P.task_classes(by, t, "pairwise")) for t in P.tasks()}
+    assert sizes["B->C"] == 5 and sizes["E->O"] == 7 and sizes["C->E"] == 6
+    assert "calm" not in P.task_classes(by, P.Task("ravdess", "emodb"), "pairwise")
+    ep = P.make_episode(by, P.Task("ravdess", "emodb"), "common4", "5-per-class", 0)
+    assert len(ep.unlabeled) == 127 + 71 + 79 + 62
+    ep = P.make_episode(by, P.Task("emodb", "ravdess"), "common4", "5-per-class", 0, inductive=True)
+    assert len({c.speaker for c in ep.unlabeled}) == 12

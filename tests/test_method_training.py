@@ -1,0 +1,136 @@
+"""SERE end to end on synthetic features: learning, progress, cancel, snapshots, persistence."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from sere_core.benchmark.synthetic import make_task, unlabel
+from sere_core.errors import ModelMismatchError, NotFittedError, TrainingCancelled, TrainingDataError
+from sere_core.method import SERE, SEREConfig, Snapshot, TrainingProgress
+
+CFG = SEREConfig(steps=40, pca_dim=16, hidden_dim=32, embed_dim=16, batch_unlabeled=64, refresh_every=10,
+                 snapshot_every=20)
+
+
+@pytest.fixture(scope="module")
+def task():
+    return make_task(5, 15, seed=7, signal=1.5, speaker_offset=0.3)
+
+
+@pytest.fixture(scope="module")
+def model(task):
+    src, tgt = task
+    return SERE(CFG).fit(src, unlabel(tgt))
+
+
+def uar(model, clips):
+    pred = [p.emotion for p in model.predict(clips)]
+    return np.mean([np.mean([p == c.emotion for p, c in zip(pred, clips) if c.emotion == e])
+                    for e in model.classes_])
+
+
+def test_learns_a_cross_lingual_task(model, task):
+    assert uar(model, task[1]) > 0.5
+
+
+def test_predictions_carry_highlights_inside_the_clip(model, task):
+    clip = task[1][0]
+    pred = model.predict([clip])[0]
+    assert pred.highlights and all(0 <= a < b <= clip.duration_s + 1e-6 for a, b in pred.highlights)
+    assert pred.highlights == sorted(pred.highlights)
+
+
+def test_transform_gives_unit_embeddings(model, task):
+    z = model.transform(task[1][:5])
+    assert z.shape == (5, CFG.embed_dim) and np.allclose(np.linalg.norm(z, axis=1), 1, atol=1e-5)
+
+
+def test_progress_and_snapshots(task):
+    src, tgt = task
+    seen: list[TrainingProgress] = []
+    m = SERE(CFG).fit(src, unlabel(tgt), progress=seen.append)
+    assert [p.step for p in seen] == list(range(1, CFG.steps + 1))
+    assert all(p.total_steps == CFG.steps and "ll" in p.losses and p.elapsed_s >= 0 for p in seen)
+    assert "lu" in seen[-1].losses and "uu" in seen[-1].losses  # the chain has ramped up
+    assert "lu" not in seen[0].losses  # ... and was not there at the start
+    assert [s.step for s in m.snapshots_] == [0, 20, 40]
+    snap: Snapshot = m.snapshots_[-1]
+    assert snap.embeddings.shape == (len(src) + len(tgt), CFG.embed_dim)
+    assert snap.prototypes.shape == (4, CFG.embed_dim)
+    assert snap.clip_ids[0] == src[0].clip_id and snap.clip_ids[-1] == tgt[-1].clip_id
+
+
+def test_cancel_raises_and_leaves_no_model(task, model):
+    src, tgt = task
+    m = SERE(CFG).fit(src, unlabel(tgt))
+    with pytest.raises(TrainingCancelled):
+        m.fit(src, unlabel(tgt), progress=lambda p: p.step < 5)
+    with pytest.raises(NotFittedError):
+        m.predict(tgt[:1])
+
+
+def test_no_global_random_state_leaks(task):
+    src, tgt = task
+    torch.manual_seed(123)
+    np.random.seed(123)
+    expected_t, expected_n = torch.rand(1), np.random.rand()
+    torch.manual_seed(123)
+    np.random.seed(123)
+    SERE(replace(CFG, steps=5)).fit(src, unlabel(tgt))
+    assert torch.equal(torch.rand(1), expected_t) and np.random.rand() == expected_n
+
+
+def test_works_without_unlabeled_clips(task):
+    src, tgt = task
+    m = SERE(replace(CFG, steps=10)).fit(src)
+    assert m.predict_proba(tgt).shape == (len(tgt), 4)
+
+
+def test_ten_emotions_and_one_clip_for_some(task):
+    emotions = tuple(f"e{i}" for i in range(10))
+    src, tgt = make_task(2, 4, emotions=emotions, seed=1)
+    src = src[::2] + src[1:4:2]  # one clip each, two for a few
+    m = SERE(replace(CFG, steps=5)).fit(src, unlabel(tgt))
+    assert m.classes_ == sorted(emotions)
+    with pytest.raises(TrainingDataError, match="at most 10"):
+        more = make_task(1, 1, emotions=emotions + ("e10",), seed=1)[0]
+        SERE(CFG).fit(more)
+
+
+def test_rejects_mismatched_features(task):
+    src, tgt = task
+    from sere_core.method import ClipFeatures
+
+    odd = ClipFeatures("odd", np.zeros((5, 7), np.float32), 50.0)
+    with pytest.raises(TrainingDataError, match="features per frame"):
+        SERE(CFG).fit(src, [odd])
+    nan = ClipFeatures("nan", np.full((5, src[0].frames.shape[1]), np.nan, np.float32), 50.0)
+    with pytest.raises(TrainingDataError, match="NaN"):
+        SERE(CFG).fit(src, [nan])
+
+
+class Info:
+    def __init__(self, name="whisper-base", version="v1", dim=32, layers=(3, 6)):
+        self.name, self.version, self.dim, self.layers, self.frame_rate = name, version, dim, layers, 50.0
+
+
+def test_save_load_round_trip_and_mismatch(tmp_path, task):
+    src, tgt = task
+    info = {"name": "whisper-base", "version": "v1", "dim": 32, "layers": [3, 6], "frame_rate": 50.0}
+    m = SERE(CFG).fit(src, unlabel(tgt), encoder=info)
+    m.save(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.json", "model.safetensors"]
+    back = SERE.load(tmp_path / "m", expected_encoder=info, expected_classes=["sad", "angry", "happy", "neutral"])
+    assert back.classes_ == m.classes_ and back.config == m.config
+    assert np.allclose(back.predict_proba(tgt), m.predict_proba(tgt), atol=1e-5)
+    assert [p.highlights for p in back.predict(tgt[:3])] == [p.highlights for p in m.predict(tgt[:3])]
+    with pytest.raises(ModelMismatchError, match="hf:other"):
+        SERE.load(tmp_path / "m", expected_encoder={**info, "name": "hf:other"})
+    with pytest.raises(ModelMismatchError, match="dimensional"):
+        back.check_compatible({**info, "dim": 768})
+    with pytest.raises(ModelMismatchError, match="emotions"):
+        back.check_compatible(None, ["angry", "calm"])
+    with pytest.raises(ModelMismatchError, match="not a saved SERE model"):
+        SERE.load(tmp_path / "nothing")
