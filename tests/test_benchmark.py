@@ -118,3 +118,12 @@ def test_protocol_on_the_real_manifests():
     assert len(ep.unlabeled) == 127 + 71 + 79 + 62
     ep = P.make_episode(by, P.Task("emodb", "ravdess"), "common4", "5-per-class", 0, inductive=True)
     assert len({c.speaker for c in ep.unlabeled}) == 12
+
+
+def test_benchmarked_sere_is_the_recommended_whisper_base_config():
+    from sere_core.benchmark.runner import BENCH_SERE_CONFIG
+    from sere_core.method import recommended_config
+
+    info = {"name": "whisper-base", "version": "x", "dim": 1024, "layers": [3, 6], "frame_rate": 50.0}
+    assert recommended_config(info) == BENCH_SERE_CONFIG
+    assert recommended_config({"name": "hf:x", "dim": 768, "layers": [9]}).feature_range is None

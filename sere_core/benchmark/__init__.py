@@ -41,7 +41,8 @@ def run_benchmark(corpora_dir: Path, out_dir: Path, *, seeds: Sequence[int] = tu
                   shots: Sequence[str] | None = None, corpora: Sequence[str] | None = None,
                   encoder: str = "whisper-base", ablation: bool = True, inductive: bool = True,
                   ceiling: bool = True, ablation_seeds: int = 5, command: str = "",
-                  features_store: Path | None = None, progress: bool = True, workers: int = 1) -> dict:
+                  features_store: Path | None = None, progress: bool = True, workers: int = 1,
+                  ablation_only: bool = False) -> dict:
     """Run the protocol and write ``cross_lingual.{csv,md}`` (and ``ablation.{csv,md}``) to ``out_dir``.
     Returns the mean UAR per (class set, shots, method)."""
     from tqdm import tqdm
@@ -59,6 +60,9 @@ def run_benchmark(corpora_dir: Path, out_dir: Path, *, seeds: Sequence[int] = tu
     by_corpus, info = load_corpora(Path(corpora_dir), corpora, encoder)
     enc_name = f"{info.get('name', encoder)} (layers {info.get('layers')}, version {info.get('version')})"
     tasks = P.tasks(corpora)
+    if ablation_only:  # only the ablation table: its own 'sere' and best-baseline runs
+        methods, class_sets, shots, inductive, ceiling, ablation = ["sere", BEST_BASELINE], ["common4"], ["5-per-class"], False, False, True
+        seeds = list(seeds)[:ablation_seeds]
     main_plan = Plan(tasks, class_sets, shots, seeds, methods)
     ind_plan = None
     if inductive and "common4" in class_sets and "5-per-class" in shots:
@@ -85,11 +89,12 @@ def run_benchmark(corpora_dir: Path, out_dir: Path, *, seeds: Sequence[int] = tu
         if cs == "pairwise":
             sizes = sorted({len(P.task_classes(by_corpus, t, cs)) for t in tasks})
             chance["pairwise"] = ", ".join(f"{100 / n:.1f}% ({n} emotions)" for n in sizes)
-    R.write_csv(main + ind, enc_name, out_dir / "cross_lingual.csv")
-    R.write_markdown(out_dir / "cross_lingual.md", results=main, inductive=ind, ceilings=ceilings,
-                     methods=methods, tasks=tasks, class_sets=class_sets, shots=shots, seeds=seeds,
-                     encoder=enc_name, wall_s=time.perf_counter() - t0, command=command, chance=chance)
-    log.info("main table written after %.1f min", (time.perf_counter() - t0) / 60)
+    if not ablation_only:
+        R.write_csv(main + ind, enc_name, out_dir / "cross_lingual.csv")
+        R.write_markdown(out_dir / "cross_lingual.md", results=main, inductive=ind, ceilings=ceilings,
+                         methods=methods, tasks=tasks, class_sets=class_sets, shots=shots, seeds=seeds,
+                         encoder=enc_name, wall_s=time.perf_counter() - t0, command=command, chance=chance)
+        log.info("main table written after %.1f min", (time.perf_counter() - t0) / 60)
     if abl_plan is not None:
         t1 = time.perf_counter()
         run_plan(abl_plan, by_corpus, bar=bar, workers=workers)

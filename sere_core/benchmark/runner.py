@@ -21,6 +21,9 @@ from sere_core.benchmark.protocol import (
 )
 from sere_core.method import SERE, SEREConfig
 
+#: SERE as benchmarked: the defaults plus ``recommended_config`` for whisper-base (layers 3, 6).
+BENCH_SERE_CONFIG = SEREConfig(feature_range=(0, 512))
+
 log = logging.getLogger(__name__)
 
 #: Baseline settings chosen on the development seeds (see ``report.TUNING_NOTES``).
@@ -53,7 +56,7 @@ def make_method(name: str, seed: int, sere_config: SEREConfig | None = None,
     speaker = name.endswith(SPEAKER_SUFFIX)
     base = name[: -len(SPEAKER_SUFFIX)] if speaker else name
     if base in SERE_VARIANTS:
-        cfg = replace(sere_config or SEREConfig(), seed=seed, snapshot_every=0, **SERE_VARIANTS[base])
+        cfg = replace(sere_config or BENCH_SERE_CONFIG, seed=seed, snapshot_every=0, **SERE_VARIANTS[base])
         if speaker:
             cfg = replace(cfg, per_speaker_norm=True)
         return SERE(cfg)

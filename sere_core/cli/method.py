@@ -64,7 +64,10 @@ def _unique(clips):
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed of the training run.")
 @click.option("--per-speaker/--no-per-speaker", default=False, show_default=True,
               help="Normalize each speaker on its own (needs a speaker column).")
-def fit(labeled: Path, unlabeled: Path, out_dir: Path, encoder_name: str, seed: int, per_speaker: bool) -> None:
+@click.option("--steps", default=None, type=click.IntRange(1, 100000),
+              help="Training steps (default: the tuned configuration's).")
+def fit(labeled: Path, unlabeled: Path, out_dir: Path, encoder_name: str, seed: int, per_speaker: bool,
+        steps: int | None) -> None:
     """Train SERE on LABELED clips (a manifest with an emotion column) and UNLABELED clips."""
     from dataclasses import replace
 
@@ -72,7 +75,7 @@ def fit(labeled: Path, unlabeled: Path, out_dir: Path, encoder_name: str, seed: 
 
     from sere_core.encoders import get_encoder
     from sere_core.errors import SereError
-    from sere_core.method import SERE, SEREConfig
+    from sere_core.method import SERE, recommended_config
 
     try:
         encoder = get_encoder(encoder_name)
@@ -86,7 +89,8 @@ def fit(labeled: Path, unlabeled: Path, out_dir: Path, encoder_name: str, seed: 
         missing = [c for c in lab if not c.emotion]
         if missing:
             raise click.ClickException(f"{labeled}: {len(missing)} clips have no emotion label")
-        config = SEREConfig(seed=seed, per_speaker_norm=per_speaker)
+        config = recommended_config(encoder.info, seed=seed, per_speaker_norm=per_speaker,
+                                    **({"steps": steps} if steps else {}))
         bar = tqdm(total=config.steps, unit="step", desc="train SERE", file=sys.stderr)
 
         def progress(p) -> None:
@@ -149,10 +153,11 @@ def predict(model_dir: Path, input_path: Path, out_path: Path) -> None:
 @click.option("--encoder", "encoder_name", default="whisper-base", show_default=True)
 @click.option("--quick", is_flag=True, help="Two seeds, common4 only, no ablation: a smoke run.")
 @click.option("--no-ablation", is_flag=True, help="Skip the ablation table.")
+@click.option("--ablation-only", is_flag=True, help="Only the ablation table (common4, 5-per-class, 5 seeds).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 2),
               help="Episodes run in this many single-threaded processes (2 at most: two threads in all).")
 def benchmark(corpora_dir: Path, out_dir: Path, seeds: str, methods: str | None, encoder_name: str,
-              quick: bool, no_ablation: bool, workers: int) -> None:
+              quick: bool, no_ablation: bool, ablation_only: bool, workers: int) -> None:
     """Run the cross-lingual protocol and write cross_lingual.{md,csv} and ablation.{md,csv}."""
     import torch
 
@@ -174,7 +179,8 @@ def benchmark(corpora_dir: Path, out_dir: Path, seeds: str, methods: str | None,
         summary = run_benchmark(corpora_dir, out_dir, seeds=seed_list,
                                 methods=methods.split(",") if methods else None,
                                 class_sets=["common4"] if quick else None, encoder=encoder_name,
-                                ablation=not (quick or no_ablation), command=command, workers=workers)
+                                ablation=not (quick or no_ablation), command=command, workers=workers,
+                                ablation_only=ablation_only)
     except SereError as err:
         raise click.ClickException(str(err)) from err
     for (cs, sh), row in summary.items():

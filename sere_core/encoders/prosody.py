@@ -123,7 +123,7 @@ def prosody_features(samples: np.ndarray, n_mels: int = 40, f0_min: float = 60.0
     import torch
     import torchaudio
 
-    audio = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
+    audio = torch.tensor(np.asarray(samples, dtype=np.float32))  # a copy: segments are read-only views
     with torch.inference_mode():
         windows = _frames(audio, WIN)  # [T, 400]
         spec = torch.fft.rfft(windows * torch.hann_window(WIN, periodic=True), dim=1).abs() ** 2

@@ -1,0 +1,67 @@
+"""``sere fit`` / ``sere predict`` / ``sere benchmark`` through click, on synthetic audio."""
+
+import csv
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("sere_core.features")
+sf = pytest.importorskip("soundfile")
+
+from sere_core.cli.method import benchmark, fit, predict  # noqa: E402
+
+
+def _tone(freq: float, loud: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(1.5 * 16000)) / 16000
+    env = 0.5 + 0.5 * np.sin(2 * np.pi * (2 + seed % 3) * t)
+    return (loud * env * np.sin(2 * np.pi * freq * t) + 0.01 * rng.normal(size=t.size)).astype(np.float32)
+
+
+@pytest.fixture()
+def folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("SERE_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "audio").mkdir()
+    styles = {"angry": (300, 0.8), "happy": (260, 0.6), "neutral": (140, 0.2), "sad": (110, 0.1)}
+    rows = {"labeled.csv": [], "unlabeled.csv": []}
+    for e, (freq, loud) in styles.items():
+        for i in range(4):
+            name = f"audio/{e}{i}.wav"
+            sf.write(tmp_path / name, _tone(freq * (1 + 0.05 * i), loud, i), 16000)
+            rows["labeled.csv" if i < 2 else "unlabeled.csv"].append([name, e, "xx", f"s{i % 2}"])
+    for file, rs in rows.items():
+        with (tmp_path / file).open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["path", "emotion", "language", "speaker"])
+            w.writerows(rs)
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_fit_then_predict(folder):
+    runner = CliRunner()
+    res = runner.invoke(fit, [str(folder / "labeled.csv"), str(folder / "unlabeled.csv"), "--out",
+                              str(folder / "model"), "--encoder", "prosody", "--steps", "10"])
+    assert res.exit_code == 0, res.output
+    assert (folder / "model" / "model.json").is_file()
+    res = runner.invoke(predict, [str(folder / "model"), str(folder / "unlabeled.csv"), "--out",
+                                  str(folder / "pred.csv")])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader((folder / "pred.csv").open()))
+    assert len(rows) == 8
+    assert {"path", "emotion", "confidence", "p_angry", "p_sad", "highlights"} <= set(rows[0])
+    assert all(r["emotion"] in {"angry", "happy", "neutral", "sad"} for r in rows)
+
+
+@pytest.mark.slow
+def test_fit_refuses_unlabeled_training_clips(folder):
+    (folder / "nolabel.csv").write_text("path\naudio/angry0.wav\naudio/sad0.wav\n")
+    res = CliRunner().invoke(fit, [str(folder / "nolabel.csv"), str(folder / "labeled.csv"), "--out",
+                                   str(folder / "m2"), "--encoder", "prosody", "--steps", "2"])
+    assert res.exit_code != 0 and "emotion" in res.output
+
+
+def test_benchmark_reports_missing_corpora(tmp_path):
+    res = CliRunner().invoke(benchmark, ["--corpora", str(tmp_path), "--out", str(tmp_path / "r")])
+    assert res.exit_code != 0 and "missing corpora" in res.output
