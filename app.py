@@ -36,6 +36,8 @@ LICENCE_NOTE = (
     "non-commercial, share-alike**. See data/LICENSE-DEMO.md."
 )
 FIELD_HINT = "Click a point in the field, or choose a clip above, to listen to it."
+#: Most clips listed in the field's clip menu (a 100,000-clip list would weigh megabytes).
+MAX_CLIP_CHOICES = 2000
 KEYS = ("<span class='sere-keys'>Keys: <kbd>1</kbd>-<kbd>9</kbd> emotion · <kbd>S</kbd> skip · "
         "<kbd>U</kbd> undo · <kbd>P</kbd> play</span>")
 
@@ -233,6 +235,11 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
                         table = gr.Dataframe(interactive=False, max_height=520, elem_id="sere-review-table",
                                              column_widths=["56px", "200px", "90px", "100px", "96px", "220px",
                                                             "150px"])
+                        with gr.Row(elem_id="sere-review-pages"):
+                            prev_page_btn = gr.Button("◀ previous", size="sm", elem_id="sere-prev-page")
+                            page_no = gr.Number(value=1, precision=0, minimum=1, label="Page", elem_id="sere-page")
+                            next_page_btn = gr.Button("next ▶", size="sm", elem_id="sere-next-page")
+                        page_info = gr.Markdown("", elem_id="sere-page-info")
                         retrain_btn = gr.Button("Retrain with the confirmed labels", elem_id="sere-retrain")
                     with gr.Column(scale=2):
                         with gr.Column(elem_id="sere-review-panel"):
@@ -428,20 +435,31 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
             gr.Info("Training cancelled.")
             return show_training(pid)
 
-        result_outputs = [field_plot, clip_dd, table]
+        table_outputs = [table, page_no, page_info]
+        result_outputs = [field_plot, clip_dd, *table_outputs]
+
+        def show_table(pid, sort, page=1):
+            """One page of the review table (a large project is never sent whole)."""
+            pid = _pid(pid)
+            if pid is None:
+                return [None, 1, ""]
+            tp = sv.predictions_page(ctx, pid, sort=sort, page=int(page or 1))
+            return [tp.rows, tp.page, tp.caption()]
 
         @friendly
         def show_results(pid, sort="least confident first"):
             pid = _pid(pid)
             if pid is None:
-                return [fg.field_figure(None), gr.update(choices=[], value=None), None]
+                return [fg.field_figure(None), gr.update(choices=[], value=None), *show_table(None, sort)]
             data = sv.field_data(ctx, pid)
             choices = []
             if data is not None:
                 pts = data.points.sort_values(["role", "name"], ascending=[False, True])
-                choices = [(f"{r.name} ({r.role})", int(r.clip_id)) for r in pts.itertuples()]
-            return [fg.field_figure(data), gr.update(choices=choices, value=None),
-                    sv.predictions_table(ctx, pid, sort=sort)]
+                choices = [(f"{r.name} ({r.role})", int(r.clip_id)) for r in pts.head(MAX_CLIP_CHOICES).itertuples()]
+            label = ("Clip" if data is None or len(data.points) <= MAX_CLIP_CHOICES else
+                     f"Clip (the first {MAX_CLIP_CHOICES} by name; click the field for the others)")
+            return [fg.field_figure(data), gr.update(choices=choices, value=None, label=label),
+                    *show_table(pid, sort)]
 
         def poll(pid, seen, sort):
             """Timer tick: progress while a run is active; the results once when it ends."""
@@ -503,15 +521,9 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
             row = evt.row_value if evt is not None else None
             return show_review(pid, int(row[0]) if row else None)
 
-        def next_in_table(pid, sort, current):
-            df = sv.predictions_table(ctx, _pid(pid), sort=sort)
-            todo = df[df["your label"] == ""]["clip"].tolist()
-            after = [c for c in todo if c != current]
-            return df, (after[0] if after else None)
-
         def review_with(index):
             @friendly
-            def handler(pid, clip_id, sort, request: gr.Request):
+            def handler(pid, clip_id, sort, page, request: gr.Request):
                 pid = _pid(pid)
                 if pid is None or clip_id is None:
                     raise gr.Error("Choose a row first.")
@@ -519,8 +531,8 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
                 stored = sv.confirm_prediction(ctx, int(clip_id), emotion,
                                                session_id=request.session_hash if request else None)
                 gr.Info(f"Labeled {stored}.")
-                df, nxt = next_in_table(pid, sort, int(clip_id))
-                return [df, *show_review(pid, nxt)]
+                nxt = sv.next_to_review(ctx, pid, sort, int(clip_id))
+                return [*show_table(pid, sort, page), *show_review(pid, nxt)]
 
             return handler
 
@@ -586,12 +598,17 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
 
         clicked.change(on_click, [project, clicked], detail_outputs)
         clip_dd.input(show_detail, [project, clip_dd], detail_outputs)
-        sort_dd.input(lambda p, s: sv.predictions_table(ctx, _pid(p), sort=s) if _pid(p) else None,
-                      [project, sort_dd], table)
+        sort_dd.input(show_table, [project, sort_dd], table_outputs)
+        page_no.submit(show_table, [project, sort_dd, page_no], table_outputs)
+        prev_page_btn.click(lambda p, s, n: show_table(p, s, max(1, int(n or 1) - 1)), [project, sort_dd, page_no],
+                            table_outputs)
+        next_page_btn.click(lambda p, s, n: show_table(p, s, int(n or 1) + 1), [project, sort_dd, page_no],
+                            table_outputs)
         table.select(pick_row, project, review_outputs)
-        confirm_btn.click(review_with(None), [project, review_clip, sort_dd], [table, *review_outputs])
+        confirm_btn.click(review_with(None), [project, review_clip, sort_dd, page_no],
+                          [*table_outputs, *review_outputs])
         for i, b in enumerate(rev_btns):
-            b.click(review_with(i), [project, review_clip, sort_dd], [table, *review_outputs])
+            b.click(review_with(i), [project, review_clip, sort_dd, page_no], [*table_outputs, *review_outputs])
 
         exp_pred_btn.click(functools.partial(export, "predictions"), project, export_file)
         exp_labels_btn.click(functools.partial(export, "labels"), project, export_file)
@@ -606,6 +623,9 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     ctx = AppContext.open()
+    # Uploads and the audio the page plays go to the data folder, not to a /tmp/gradio shared with
+    # every Gradio app on the machine: the app then serves no file from outside its data folder.
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(ctx.settings.data_dir / "gradio"))
     demo = build_app(ctx)
     demo.queue(default_concurrency_limit=4).launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),

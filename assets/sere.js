@@ -1,8 +1,9 @@
 // SERE Studio page script (loaded in <head> by app.py).
 // 1. Keyboard shortcuts: 1-9 and 0 press the emotion buttons of the visible panel, S skips,
 //    U undoes, P plays/pauses the clip, Enter confirms in Review. Ignored while typing in a field.
-// 2. The resonance field: clicking a point sends its clip id to the app (a hidden textbox), and the
-//    training replay frames, which gr.Plot does not pass to plotly, are restored from layout.meta.
+// 2. The resonance field: clicking a point sends its clip id to the app (a hidden textbox) and marks
+//    it with an arrow; the training replay frames, which gr.Plot does not pass to plotly, are
+//    restored from layout.meta.
 (function () {
   if (window.__sereInstalled) return;
   window.__sereInstalled = true;
@@ -77,13 +78,28 @@
     if (names.length) window.Plotly.deleteFrames(gd).then(add); else add();
   }
 
+  // The chosen clip gets an arrow on the map, so the listener knows which point is playing.
+  function markChosen(gd, p) {
+    if (!window.Plotly) return;
+    const kept = (gd.layout.annotations || []).filter((a) => a.name !== "sere-chosen");
+    kept.push({
+      name: "sere-chosen", x: p.x, y: p.y, xref: "x", yref: "y", text: "selected",
+      showarrow: true, arrowhead: 2, arrowwidth: 2, ax: 28, ay: -28,
+      font: { size: 12 }, bgcolor: "rgba(255,255,255,0.85)", bordercolor: "#333",
+    });
+    window.Plotly.relayout(gd, { annotations: kept });
+  }
+
   function hook(gd) {
     if (gd.__sereHooked || typeof gd.on !== "function") return;
     gd.__sereHooked = true;
     gd.on("plotly_click", function (ev) {
       const p = ev && ev.points && ev.points[0];
       const id = p && p.customdata && p.customdata[0];
-      if (id && !String(id).startsWith("prototype:")) sendClip(id);
+      if (id && !String(id).startsWith("prototype:")) {
+        sendClip(id);
+        markChosen(gd, p);
+      }
     });
     gd.on("plotly_afterplot", function () { restoreFrames(gd); });
     restoreFrames(gd);

@@ -227,7 +227,6 @@ def pipeline(args: argparse.Namespace, work: Path) -> dict:
     ctx.segments.put = timer.wrap("listening copy (FLAC write)", ctx.segments.put)
     ctx.cache.put = timer.wrap("cache write", ctx.cache.put)
     try:
-        out["train_config"] = sv.training_config(ctx)
         # --- setup: project, source clips (features warmed in the background as in the app), labels
         t0 = time.perf_counter()
         summary = sv.create_project(ctx, "Benchmark: German -> English", list(EMOTIONS), source_language="de")
@@ -288,6 +287,7 @@ def pipeline(args: argparse.Namespace, work: Path) -> dict:
         run_id = sv.start_training(ctx, pid)
         queued = time.perf_counter() - t
         ctx.jobs.wait(timeout=1800)
+        out["train_config"] = sv.training_config(ctx, pid)  # what the run used (same inputs)
         train_end = time.perf_counter()
         status = sv.training_status(ctx, pid)
         if status is None or status.status != "succeeded":
@@ -642,7 +642,8 @@ def write_results(meta: dict, args: argparse.Namespace, part1: dict, part2: dict
         f"{part1['target_audio_s']:.0f} s of audio in all; source: the demo's {part1['setup']['source_clips']} German "
         f"EmoDB clips, {part1['setup']['labeled']} labeled (5 per emotion)",
         f"- training settings: the app's defaults (`training_config`: {part1['train_config']['steps']} steps, "
-        f"snapshot every {part1['train_config']['snapshot_every']}, num_threads {part1['train_config'].get('num_threads')})",
+        f"snapshot every {part1['train_config']['snapshot_every']}, num_threads {part1['train_config'].get('num_threads')}, "
+        f"per-speaker normalization {part1['train_config'].get('per_speaker_norm')})",
         f"- load average (1 min) before / after: {load[0]:.2f} / {load[1]:.2f}; other processes used "
         f"{part1['others_cores']:.2f} cores during the timed pipeline",
     ]

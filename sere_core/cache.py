@@ -20,11 +20,11 @@ import json
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from sere_core.atomic import atomic_write
 from sere_core.encoders.base import EncoderInfo, cache_key
 from sere_core.errors import ConfigError
 
@@ -111,38 +111,11 @@ class EmbeddingCache:
         half = np.ascontiguousarray(array, dtype=np.float16)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._write_info(info)
-        _atomic_write(path, lambda handle: np.save(handle, half, allow_pickle=False))
+        atomic_write(path, lambda handle: np.save(handle, half, allow_pickle=False))
 
     def _write_info(self, info: EncoderInfo) -> None:
         target = self.folder(info) / "info.json"
         if target.is_file():
             return
         text = json.dumps(dataclasses.asdict(info), indent=2, sort_keys=True) + "\n"
-        _atomic_write(target, lambda handle: handle.write(text.encode("utf-8")))
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write through a unique temp file in ``path``'s folder, fsync, then ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable where the platform allows it
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+        atomic_write(target, lambda handle: handle.write(text.encode("utf-8")))

@@ -76,6 +76,10 @@ class EncoderUnavailableError(EncoderError):
     """The encoder's weights or libraries are not reachable here (offline hub, missing package)."""
 
 
+class EngineError(SereError):
+    """A distributed engine (Ray) is not installed, cannot be reached or failed during a run."""
+
+
 class WeightsIntegrityError(EncoderError):
     """Weights on disk do not match their published hash or shapes."""
 

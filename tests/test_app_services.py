@@ -112,6 +112,26 @@ def test_parse_and_create_projects(ctx):
     assert sv.set_emotions(ctx, summary.id, "joy, anger, calm, fear").emotions[-1] == "fear"
 
 
+def test_load_demo_finishes_an_interrupted_build_and_keeps_labels(ctx):
+    """A crash in the middle of "Load demo" leaves a partial project; the next click completes it."""
+    def crash_after(n):
+        def progress(done, total, desc):
+            if done >= n:
+                raise KeyboardInterrupt("simulated crash")
+        return progress
+
+    with pytest.raises(KeyboardInterrupt):
+        sv.load_demo(ctx, warm=False, progress=crash_after(40))
+    (partial,) = sv.list_projects(ctx)
+    assert partial.name == sv.DEMO_PROJECT_NAME and partial.n_source + partial.n_target < 72
+    sv.label_clip(ctx, sv.next_clip_to_label(ctx, partial.id), "sad")
+    summary, report = sv.load_demo(ctx, warm=False)
+    assert summary.id == partial.id and (summary.n_source, summary.n_target) == (32, 40)
+    assert 0 < report.added < 72 and report.duplicates > 0 and not report.failures
+    assert summary.n_labeled == 1 and sv.label_counts(ctx, summary.id)["sad"] == 1
+    assert len(demo_reference(ctx, summary.id)) == 72
+
+
 def test_load_demo_builds_an_unlabeled_project_once(ctx):
     summary, report = sv.load_demo(ctx, warm=False)
     assert (summary.n_source, summary.n_target, summary.n_labeled) == (32, 40, 0)

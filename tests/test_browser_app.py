@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import socket
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,21 +21,14 @@ import pytest
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = os.environ.get("SERE_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = REPO / "tmp" / "test-artifacts" / "browser"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-                 "--autoplay-policy=no-user-gesture-required"]
+
+sys.path.insert(0, str(Path(__file__).parent))
+from app_server import CHROMIUM, CHROMIUM_ARGS, CLIP_TITLE, free_port  # noqa: E402
 
 if not Path(CHROMIUM).exists():
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
 playwright_sync = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _load_app_module():
@@ -59,7 +52,7 @@ def server(tmp_path_factory):
         ctx.encoders.register(NAME, BandEnergyEncoder())
     module = _load_app_module()
     demo = module.build_app(ctx)
-    port = _free_port()
+    port = free_port()
     demo.queue(default_concurrency_limit=4).launch(
         server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
         **module.launch_options(ctx))
@@ -108,13 +101,14 @@ def wait_total(pg, n: int, timeout: float = 20000) -> None:
 
 def press_hint_key(pg) -> None:
     """Press the key the demo hint names for the clip on screen, and wait for the next clip."""
-    title = pg.inner_text("#sere-clip-title").split(" ·")[0]
+    title = pg.inner_text(CLIP_TITLE).split(" ·")[0]
     hint = pg.inner_text("#sere-clip-hint")
     key = hint.split("press")[1].strip()[0]
     before = counted(pg)
     pg.keyboard.press(key)
     wait_total(pg, before + 1)
-    pg.wait_for_function("t => !document.querySelector('#sere-clip-title').innerText.startsWith(t)", arg=title)
+    pg.wait_for_function("([sel, t]) => !document.querySelector(sel).innerText.startsWith(t)",
+                     arg=[CLIP_TITLE, title])
 
 
 def make_uploads(folder: Path) -> list[Path]:
@@ -159,9 +153,10 @@ def walk_the_demo(page, server, tmp_path):
     press_hint_key(pg)
     press_hint_key(pg)
     assert counted(pg) == 5
-    title = pg.inner_text("#sere-clip-title").split(" ·")[0]
+    title = pg.inner_text(CLIP_TITLE).split(" ·")[0]
     pg.keyboard.press("s")
-    pg.wait_for_function("t => !document.querySelector('#sere-clip-title').innerText.startsWith(t)", arg=title)
+    pg.wait_for_function("([sel, t]) => !document.querySelector(sel).innerText.startsWith(t)",
+                     arg=[CLIP_TITLE, title])
     assert counted(pg) == 5
     shot(pg, "02-labeling")
     # the demo shortcut tops up to 5 per emotion, so the training has a full few-shot set
@@ -217,6 +212,9 @@ def walk_the_demo(page, server, tmp_path):
     pg.mouse.click(point["x"], point["y"])
     pg.wait_for_selector("#sere-field-info:has-text('Predicted')", timeout=30000)
     assert "target language" in pg.inner_text("#sere-field-info")
+    chosen = pg.evaluate(f"() => ({gd}.layout.annotations || []).filter(a => a.name === 'sere-chosen')"
+                         ".map(a => [a.x, a.y])")
+    assert len(chosen) == 1  # the chosen point is marked on the map
     shot(pg, "07-field-selected")
 
     # 6 Review: choose the least confident clip, confirm with Enter

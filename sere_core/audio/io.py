@@ -12,7 +12,7 @@ import logging
 import os
 import stat
 import struct
-import tempfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from sere_core.atomic import atomic_write
 from sere_core.audio.config import AudioConfig
 from sere_core.errors import (
     EmptyAudioError,
@@ -150,6 +151,14 @@ def probe(path: str | os.PathLike[str], config: AudioConfig = AudioConfig()) -> 
         )
     if raw.channels < 1:
         raise UnreadableAudioError(p, "the file header announces no audio channels")
+    if fmt == "OGG":  # before the length check: libsndfile reports a cut Ogg file as empty
+        _check_ogg_pages(p, size)
+    if fmt == "MP3" and sniff_format(head.lstrip(b"\x00")) != "MP3":
+        # The decoder skips garbage until it finds a frame; a damaged start would go unnoticed.
+        raise UnreadableAudioError(
+            p, "the beginning of the file is damaged (it does not start like an MP3 recording); "
+            "please copy or export it again"
+        )
     if raw.frames <= 0:
         raise EmptyAudioError(p, "the file contains no sound (its header is there but no samples follow)")
     info = AudioFileInfo(
@@ -158,8 +167,6 @@ def probe(path: str | os.PathLike[str], config: AudioConfig = AudioConfig()) -> 
     )
     if fmt == "WAV":
         _check_wav_complete(p, info)
-    elif fmt == "OGG":
-        _check_ogg_complete(p, size)
     return info
 
 
@@ -184,10 +191,11 @@ def iter_blocks(info: AudioFileInfo, block_frames: int) -> Iterator[np.ndarray]:
                 block = fh.read(block_frames, dtype="float32", always_2d=True)
             except Exception as exc:
                 log.debug("libsndfile failed reading %s: %s", p, exc)
+                where = f" beyond {done / info.sample_rate:.2f} s" if done else ""
                 raise UnreadableAudioError(
                     p,
-                    f"decoding stopped after {done / info.sample_rate:.2f} s; the file is damaged "
-                    "or incomplete (it was perhaps cut off while copying)",
+                    f"the audio could not be decoded{where}; the file is damaged or incomplete "
+                    "(it was perhaps cut off while copying); please copy or export it again",
                 ) from None
             if len(block) == 0:
                 break
@@ -301,30 +309,56 @@ def _check_wav_complete(p: Path, info: AudioFileInfo) -> None:
         raise UnreadableAudioError(p, f"the file cannot be read ({exc.strerror or exc})") from None
 
 
-def _check_ogg_complete(p: Path, size: int) -> None:
-    """An Ogg stream ends with a complete page flagged end-of-stream; a cut file does not."""
-    max_page = 27 + 255 + 255 * 255
-    try:
-        with open(p, "rb") as fh:
-            start = max(0, size - max_page - 1)
-            fh.seek(start)
-            tail = fh.read()
-    except OSError as exc:
-        raise UnreadableAudioError(p, f"the file cannot be read ({exc.strerror or exc})") from None
-    pos = tail.rfind(b"OggS")
-    while pos >= 0:
-        if len(tail) - pos >= 27:
-            header_type = tail[pos + 5]
-            nsegs = tail[pos + 26]
-            table = tail[pos + 27 : pos + 27 + nsegs]
-            if len(table) == nsegs and pos + 27 + nsegs + sum(table) == len(tail):
-                if header_type & 0x04:
-                    return
-                break
-        pos = tail.rfind(b"OggS", 0, pos)
-    raise UnreadableAudioError(
+_BIT_REVERSED = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))
+
+
+def _ogg_crc(page: bytes) -> int:
+    """Ogg's page checksum (CRC-32, polynomial 0x04C11DB7, not reflected, no inversion).
+
+    zlib's CRC-32 is the reflected variant, so the bytes go in bit-reversed and the result comes
+    out bit-reversed; ``crc32(data, 0xFFFFFFFF)`` cancels zlib's initial and final inversion.
+    """
+    reflected = ~zlib.crc32(page.translate(_BIT_REVERSED), 0xFFFFFFFF) & 0xFFFFFFFF
+    return int(f"{reflected:032b}"[::-1], 2)
+
+
+def _check_ogg_pages(p: Path, size: int) -> None:
+    """Walk every Ogg page: each checksum must match and the last page must end the stream.
+
+    libsndfile quietly stops at a damaged page and quietly reports a cut file as empty, so
+    without this a damaged recording would come out shorter than it is, unnoticed.
+    """
+    incomplete = UnreadableAudioError(
         p, "the file is incomplete: its end is missing (it was probably cut off while copying)"
     )
+    try:
+        with open(p, "rb") as fh:
+            offset, last_flags = 0, 0
+            while offset < size:
+                header = fh.read(27)
+                if len(header) < 27:
+                    raise incomplete
+                if not header.startswith(b"OggS"):
+                    raise UnreadableAudioError(
+                        p, f"the file is damaged about {100 * offset // size} % of the way in (the "
+                        "audio data is out of order); please copy or export it again"
+                    )
+                table = fh.read(header[26])
+                body = fh.read(sum(table))
+                if len(table) < header[26] or len(body) < sum(table):
+                    raise incomplete
+                page = header[:22] + b"\0\0\0\0" + header[26:] + table + body
+                if _ogg_crc(page) != struct.unpack("<I", header[22:26])[0]:
+                    raise UnreadableAudioError(
+                        p, f"the file is damaged about {100 * offset // size} % of the way in (a "
+                        "checksum does not match); please copy or export it again"
+                    )
+                last_flags = header[5]
+                offset += 27 + len(table) + len(body)
+    except OSError as exc:
+        raise UnreadableAudioError(p, f"the file cannot be read ({exc.strerror or exc})") from None
+    if not last_flags & 0x04:  # the end-of-stream flag
+        raise incomplete
 
 
 _WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".mp3": "MP3"}
@@ -350,18 +384,7 @@ def write_audio(
     if data.ndim not in (1, 2):
         raise ValueError(f"{p.name}: samples must have shape [n] or [n, channels], got {data.shape}")
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        sf.write(tmp, data, int(sample_rate), format=fmt, subtype=subtype)
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return p
+    return atomic_write(p, lambda handle: sf.write(handle, data, int(sample_rate), format=fmt, subtype=subtype))
 
 
 def write_wav(

@@ -63,7 +63,9 @@ def _embed(corpus_dir: Path, rows: list[dict[str, str]], encoder_name: str, prog
 def load_corpus(corpus_dir: Path, encoder_name: str = "whisper-base", pool: int = 4,
                 store: Path | None = None, progress=None) -> tuple[list[BenchClip], dict]:
     """All clips of one corpus folder; returns the clips and the encoder's info as a dict."""
-    from safetensors.numpy import load_file, save_file
+    from safetensors.numpy import load_file, save
+
+    from sere_core.atomic import atomic_write_bytes
 
     corpus_dir = Path(corpus_dir)
     rows = _rows(corpus_dir)
@@ -89,9 +91,10 @@ def load_corpus(corpus_dir: Path, encoder_name: str = "whisper-base", pool: int 
         frames = {p: pool_frames(f, pool) for p, f in raw.items()}
         store.mkdir(parents=True, exist_ok=True)
         paths = sorted(frames)
-        save_file({f"c{i}": frames[p].astype(np.float16) for i, p in enumerate(paths)}, str(data_path))
-        meta_path.write_text(json.dumps({"format": BENCH_FORMAT, "paths": paths, "encoder": info,
-                                         "pool": pool}), encoding="utf-8")
+        # the data first, the metadata (which marks the entry complete) last, each atomically
+        atomic_write_bytes(data_path, save({f"c{i}": frames[p].astype(np.float16) for i, p in enumerate(paths)}))
+        atomic_write_bytes(meta_path, json.dumps({"format": BENCH_FORMAT, "paths": paths, "encoder": info,
+                                                  "pool": pool}).encode("utf-8"))
     rate = float(info["frame_rate"]) / pool
     clips = []
     for r in rows:

@@ -6,7 +6,6 @@ tqdm on stderr; user errors become ``click.ClickException`` with the library's m
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import shlex
@@ -15,8 +14,6 @@ import tempfile
 from pathlib import Path
 
 import click
-
-log = logging.getLogger(__name__)
 
 
 def _embed(source: Path, encoder, workdir: Path, desc: str):
@@ -38,8 +35,10 @@ def _embed(source: Path, encoder, workdir: Path, desc: str):
 
     result = embed_manifest(entries, encoder, EmbeddingCache(), progress=progress)
     bar.close()
-    for failure in result.failures:
-        log.warning("skipped %s: %s", failure.path, failure.message)
+    if result.failures:  # every skipped file is named with its reason; the others go on
+        click.echo(f"{len(result.failures)} of {len(entries)} files in {source.name} could not be used:", err=True)
+        for failure in result.failures:
+            click.echo(f"  {failure.path}: {failure.message}", err=True)
     rate = float(result.encoder.frame_rate)
     feats = [ClipFeatures(c.clip_id, c.frames, rate, c.language, c.speaker, c.emotion) for c in result.clips]
     return feats, result.clips
@@ -116,6 +115,7 @@ def predict(model_dir: Path, input_path: Path, out_path: Path) -> None:
     from sere_core.encoders import get_encoder
     from sere_core.errors import SereError
     from sere_core.method import SERE
+    from sere_core.storage.export import write_csv
 
     try:
         model = SERE.load(model_dir)
@@ -129,16 +129,14 @@ def predict(model_dir: Path, input_path: Path, out_path: Path) -> None:
         preds = model.predict(feats)
     except SereError as err:
         raise click.ClickException(str(err)) from err
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with out_path.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "emotion", "confidence", *(f"p_{c}" for c in model.classes_),
-                         "highlights", "start_s", "end_s"])
-        for clip, pred in zip(embedded, preds):
-            spans = ";".join(f"{clip.start_s + a:.2f}-{clip.start_s + b:.2f}" for a, b in pred.highlights)
-            writer.writerow([clip.path, pred.emotion, f"{pred.confidence:.4f}",
-                             *(f"{pred.probabilities[c]:.4f}" for c in model.classes_), spans,
-                             f"{clip.start_s:.2f}", f"{clip.end_s:.2f}"])
+    columns = ["path", "emotion", "confidence", *(f"p_{c}" for c in model.classes_), "highlights",
+               "start_s", "end_s"]
+    rows = [{"path": clip.path, "emotion": pred.emotion, "confidence": f"{pred.confidence:.4f}",
+             **{f"p_{c}": f"{pred.probabilities[c]:.4f}" for c in model.classes_},
+             "highlights": ";".join(f"{clip.start_s + a:.2f}-{clip.start_s + b:.2f}" for a, b in pred.highlights),
+             "start_s": f"{clip.start_s:.2f}", "end_s": f"{clip.end_s:.2f}"}
+            for clip, pred in zip(embedded, preds)]
+    write_csv(out_path, rows, columns)  # cells a spreadsheet would run as formulas are neutralized
     click.echo(f"{len(preds)} predictions written to {out_path}")
 
 

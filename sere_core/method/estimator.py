@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sere_core.atomic import atomic_write_bytes
 from sere_core.errors import ModelMismatchError, NotFittedError
 from sere_core.method.config import SEREConfig
 from sere_core.method.data import ClipFeatures, Prediction, Snapshot
@@ -41,6 +42,19 @@ def encoder_dict(info: Any) -> dict[str, Any] | None:
     if "layers" in data and data["layers"] is not None:
         data["layers"] = list(data["layers"])
     return data
+
+
+def _not_safetensors(path: Path) -> str:
+    """Why ``path`` was refused; pickles are named as such because loading one can run code."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+    except OSError:
+        head = b""
+    if head[:1] == b"\x80" or head == b"PK":  # pickle protocol 2+, or torch.save's zipped pickle
+        return (f"{path} is a Python pickle, not a safetensors file; SERE never opens pickles "
+                "because they can run code. Use a model folder written by `sere fit` or the app")
+    return f"{path} is damaged or not a safetensors file; use a model folder written by `sere fit` or the app"
 
 
 def preprocess_config(cfg: SEREConfig) -> PreprocessConfig:
@@ -125,7 +139,7 @@ class SERE:
         for s in range(0, len(order), chunk):
             ids = order[s : s + chunk]
             out = embed_clips(self.model_, pad([arrays[i] for i in ids]), chunk=chunk)
-            probs = torch.softmax(out["logits"], -1).numpy()
+            probs = torch.softmax(out["logits"] / self.config.confidence_temperature, -1).numpy()
             for j, i in enumerate(ids):
                 z[i], p[i] = out["z"][j].numpy(), probs[j]
                 a[i] = out["a"][j, : arrays[i].shape[0]].numpy()
@@ -161,8 +175,13 @@ class SERE:
 
     # --- persistence ---------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
-        """Write ``model.safetensors`` (weights, normalization, projection) and ``model.json``."""
-        from safetensors.torch import save_file
+        """Write ``model.safetensors`` (weights, normalization, projection) and ``model.json``.
+
+        Each file is written atomically and ``model.json`` goes last (an older one is removed
+        first), so a crash mid-save leaves a folder that :meth:`load` refuses, never a model
+        mixing new weights with old settings.
+        """
+        from safetensors.torch import save as tensors_to_bytes
 
         self._check_fitted()
         directory = Path(directory)
@@ -170,14 +189,15 @@ class SERE:
         arrays, pre_meta = self.preprocessor_.state()
         tensors = {f"model.{k}": v.detach().contiguous() for k, v in self.model_.state_dict().items()}
         tensors.update({f"pre.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()})
-        save_file(tensors, str(directory / WEIGHTS_FILE))
+        (directory / META_FILE).unlink(missing_ok=True)
+        atomic_write_bytes(directory / WEIGHTS_FILE, tensors_to_bytes(tensors))
         meta = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "config": self.config.to_dict(),
             "classes": self.classes_, "encoder": self.encoder_, "n_features_in": self.n_features_in_,
             "frame_rate": self.frame_rate_, "in_dim": self.preprocessor_.out_dim,
             "preprocessor": pre_meta,
         }
-        (directory / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        atomic_write_bytes(directory / META_FILE, json.dumps(meta, indent=2).encode("utf-8"))
         return directory
 
     @classmethod
@@ -185,6 +205,7 @@ class SERE:
              expected_classes: Sequence[str] | None = None) -> SERE:
         """Read a model written by :meth:`save`; with ``expected_encoder`` / ``expected_classes``
         it raises ``ModelMismatchError`` unless they match (see :meth:`check_compatible`)."""
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         directory = Path(directory)
@@ -193,22 +214,29 @@ class SERE:
             tensors = load_file(str(directory / WEIGHTS_FILE))
         except FileNotFoundError as err:
             raise ModelMismatchError(f"{directory} is not a saved SERE model ({err.filename} is missing)") from err
-        except (json.JSONDecodeError, OSError) as err:
+        except SafetensorError as err:
+            raise ModelMismatchError(_not_safetensors(directory / WEIGHTS_FILE)) from err
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
             raise ModelMismatchError(f"{directory}: the saved model is damaged ({err})") from err
-        if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
             raise ModelMismatchError(
                 f"{directory / META_FILE}: not a SERE model of format version {FORMAT_VERSION}")
-        model = cls(SEREConfig.from_dict(meta["config"]))
-        arrays = {k[4:]: v.numpy() for k, v in tensors.items() if k.startswith("pre.")}
-        model.preprocessor_ = Preprocessor.from_state(preprocess_config(model.config), arrays,
-                                                      meta["preprocessor"])
-        net = model._build(meta["in_dim"], len(meta["classes"]))
-        net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        try:
+            model = cls(SEREConfig.from_dict(meta["config"]))
+            arrays = {k[4:]: v.numpy() for k, v in tensors.items() if k.startswith("pre.")}
+            model.preprocessor_ = Preprocessor.from_state(preprocess_config(model.config), arrays,
+                                                          meta["preprocessor"])
+            net = model._build(meta["in_dim"], len(meta["classes"]))
+            net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            model.classes_ = [str(c) for c in meta["classes"]]
+            model.n_features_in_ = int(meta["n_features_in"])
+            model.frame_rate_ = float(meta["frame_rate"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:  # RuntimeError: shape mismatch
+            raise ModelMismatchError(
+                f"{directory}: {META_FILE} and {WEIGHTS_FILE} do not belong to the same trained model "
+                f"(for example a different set of emotions); copy both files from one model folder") from err
         net.eval()
         model.model_ = net
-        model.classes_ = list(meta["classes"])
-        model.n_features_in_ = int(meta["n_features_in"])
-        model.frame_rate_ = float(meta["frame_rate"])
         model.encoder_ = meta.get("encoder")
         model.snapshots_, model.history_, model.fit_time_s_ = [], [], 0.0
         model.check_compatible(expected_encoder, expected_classes)

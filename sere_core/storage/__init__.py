@@ -63,6 +63,8 @@ from .projects import (
 )
 from .runs import (
     DEFAULT_STALE_AFTER_S,
+    PREDICTION_ORDERS,
+    PredictionRow,
     SnapshotData,
     active_run,
     cancel_run,
@@ -74,6 +76,7 @@ from .runs import (
     latest_run,
     list_runs,
     mark_stale_runs_failed,
+    prediction_page,
     predictions_for_run,
     save_predictions,
     save_snapshot,
@@ -131,6 +134,9 @@ __all__ = [
     "Migration",
     "open_database",
     "Prediction",
+    "PREDICTION_ORDERS",
+    "PredictionRow",
+    "prediction_page",
     "predictions_for_run",
     "Project",
     "Recording",

@@ -9,17 +9,17 @@ again, so an export followed by an import is lossless.
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
+import io
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ..atomic import atomic_write
 from ..errors import InvalidDataError
 from .labels import set_label
 from .models import Clip, ClipRole, Label, Recording
@@ -62,21 +62,20 @@ def write_csv(path: str | Path, rows: Iterable[Mapping[str, Any]], columns: Sequ
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow([safe_csv_cell(c) for c in columns])
-            for row in rows:
-                writer.writerow([safe_csv_cell(row.get(c)) for c in columns])
-                count += 1
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+
+    def write(raw: BinaryIO) -> None:
+        nonlocal count
+        handle = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        writer = csv.writer(handle)
+        writer.writerow([safe_csv_cell(c) for c in columns])
+        for row in rows:
+            writer.writerow([safe_csv_cell(row.get(c)) for c in columns])
+            count += 1
+        handle.flush()
+        handle.detach()  # atomic_write owns and closes the file
+
+    atomic_write(path, write)
     return count
 
 

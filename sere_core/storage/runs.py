@@ -30,8 +30,8 @@ from sqlalchemy.orm import Session
 
 from ..errors import ActiveRunError, InvalidDataError, NotFoundError, RunStateError
 from ._util import clean_text, finite_float, json_safe
-from .models import ACTIVE_STATUSES, Clip, Prediction, RunStatus, Snapshot, TrainingRun, utcnow
-from .projects import get_project
+from .models import ACTIVE_STATUSES, Clip, ClipRole, Label, Prediction, RunStatus, Snapshot, TrainingRun, utcnow
+from .projects import get_project, parse_role
 
 #: Seconds without a heartbeat after which an active run counts as abandoned.
 DEFAULT_STALE_AFTER_S = 600.0
@@ -87,9 +87,20 @@ def list_runs(session: Session, project_id: int) -> list[TrainingRun]:
 
 
 def create_run(
-    session: Session, project_id: int, config: Mapping[str, Any] | None = None, *, now: datetime | None = None
+    session: Session,
+    project_id: int,
+    config: Mapping[str, Any] | None = None,
+    *,
+    worker_pid: int | None = None,
+    worker_host: str | None = None,
+    now: datetime | None = None,
 ) -> TrainingRun:
-    """Queue a training run; raises :class:`ActiveRunError` if the project has one queued/running."""
+    """Queue a training run; raises :class:`ActiveRunError` if the project has one queued/running.
+
+    ``worker_pid`` names the process that will start the run (on ``worker_host``, default this
+    host): if it dies before :func:`start_run`, the next :func:`mark_stale_runs_failed` fails the
+    queued run at once instead of letting it block the project until it goes stale.
+    """
     project = get_project(session, project_id)
     busy = ActiveRunError(
         f"Project {project.name!r} is already training; wait for that run to end or cancel it first."
@@ -107,6 +118,8 @@ def create_run(
         metrics={},
         created_at=now,
         heartbeat_at=now,
+        worker_pid=worker_pid,
+        worker_host=(worker_host or socket.gethostname()) if worker_pid is not None else None,
     )
     try:
         with session.begin_nested():
@@ -375,6 +388,63 @@ def predictions_for_run(session: Session, run_id: int) -> dict[int, Prediction]:
     """``{clip_id: Prediction}`` of a run, in clip order."""
     rows = session.scalars(select(Prediction).where(Prediction.run_id == run_id).order_by(Prediction.clip_id))
     return {row.clip_id: row for row in rows}
+
+
+@dataclass(frozen=True)
+class PredictionRow:
+    """A clip of a run's project with the run's prediction (None when it has none) and its label."""
+
+    clip_id: int
+    name: str
+    speaker: str | None
+    emotion: str | None
+    confidence: float | None
+    highlights: list[list[float]]
+    label: str | None
+
+
+#: What :func:`prediction_page` can sort by.
+PREDICTION_ORDERS = {"confidence": Prediction.confidence, "emotion": Prediction.emotion, "name": Clip.original_name}
+
+
+def prediction_page(
+    session: Session,
+    run_id: int,
+    *,
+    role: ClipRole | str | None = None,
+    order: str = "confidence",
+    descending: bool = False,
+    offset: int = 0,
+    limit: int | None = None,
+    unlabeled_only: bool = False,
+) -> tuple[list[PredictionRow], int]:
+    """One page of the run's project's clips (of ``role``) with prediction and label, and how many
+    there are in all.
+
+    Sorted and cut in the database, so a 100,000-clip project sends the page only; clips without a
+    prediction come last, ties go by clip id.
+    """
+    if order not in PREDICTION_ORDERS:
+        raise InvalidDataError(f"order must be one of {', '.join(PREDICTION_ORDERS)}, not {order!r}.")
+    run = get_run(session, run_id)
+    query = (
+        select(Clip.id, Clip.original_name, Clip.speaker, Prediction.emotion, Prediction.confidence,
+               Prediction.highlights, Label.emotion)
+        .outerjoin(Prediction, (Prediction.clip_id == Clip.id) & (Prediction.run_id == run_id))
+        .outerjoin(Label, Label.clip_id == Clip.id)
+        .where(Clip.project_id == run.project_id)
+    )
+    if role is not None:
+        query = query.where(Clip.role == parse_role(role))
+    if unlabeled_only:
+        query = query.where(Label.id.is_(None))
+    total = int(session.scalar(select(func.count()).select_from(query.subquery())) or 0)
+    key = PREDICTION_ORDERS[order]
+    query = query.order_by((key.desc() if descending else key.asc()).nulls_last(), Clip.id)
+    query = query.offset(max(0, int(offset))).limit(limit)
+    rows = [PredictionRow(c, n, sp, e, None if conf is None else float(conf), list(h or []), lab)
+            for c, n, sp, e, conf, h, lab in session.execute(query)]
+    return rows, total
 
 
 # --------------------------------------------------------------------------------------------

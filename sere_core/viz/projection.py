@@ -15,8 +15,19 @@ The replay must show motion, not a picture re-arranging itself, so every snapsho
 
 Small sets (fewer than ``min_umap_points`` points, where UMAP's neighbour graph is meaningless and
 ``n_neighbors`` must stay below the number of points) fall back to PCA fitted on the same rows, so
-the replay stays consistent. Large sets fit on a seeded sample of ``max_fit_points`` rows and place
-the rest with ``transform``. Everything uses a fixed ``random_state``.
+the replay stays consistent. Large sets fit on a seeded sample of ``max_fit_points`` rows (the
+final snapshot gets at most half of it when earlier snapshots compete for it) and place every other
+row at the distance-weighted mean of its ``n_neighbors`` nearest fitted rows: that is where UMAP's
+own ``transform`` starts before its extra optimisation, and the one way this module extends a fit
+(a 100,000-clip project costs seconds, see ``benchmarks/results/scale.md``). Everything uses a
+fixed ``random_state``.
+
+Speed: the nearest neighbours are computed here with one matrix product per block of rows and
+handed to UMAP (``precomputed_knn``). UMAP's own search for fewer than 4096 rows calls a Python
+distance function once per pair through scikit-learn, which took a minute for the app's 532 clips
+x 13 snapshots (``benchmarks/results/app_pipeline.md``); with the neighbours given it takes seconds.
+:func:`project_snapshots` also keeps at most ``max_replay_points`` clips in the snapshots before
+the final one, so the replay of a huge project animates a seeded sample.
 
 ``umap-learn`` compiles its numba kernels on first use (10-20 s, longer on a busy machine): call
 ``start_umap_warm_up()`` once when the app starts, never per request.
@@ -38,6 +49,12 @@ from sere_core.errors import ConfigError
 
 Method = Literal["auto", "umap", "pca"]
 Reference = Literal["final", "stacked"]
+Metric = Literal["cosine", "euclidean"]
+
+#: Clips kept per snapshot before the final one (the replay of a larger project animates a sample).
+MAX_REPLAY_POINTS = 3000
+#: Rows per block of the neighbour search (a block's distances take rows x fitted rows x 4 bytes).
+_BLOCK_ROWS = 1024
 
 
 @dataclass(frozen=True)
@@ -79,22 +96,77 @@ def _pca_2d(fit_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, basis
 
 
-def _make_umap(n_fit: int, n_neighbors: int, min_dist: float, metric: str, random_state: int,
-               n_epochs: int | None) -> Any:
+def nearest_neighbors(query: np.ndarray, base: np.ndarray, k: int, metric: Metric = "cosine",
+                      *, self_first: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``[n, k]`` (int64) and distances ``[n, k]`` (float32) of the ``k`` nearest ``base`` rows.
+
+    Exact, in blocks of rows (one matrix product each), sorted nearest first. ``self_first`` (when
+    ``query`` is ``base``) puts each row itself first at distance 0, as UMAP expects.
+
+    >>> x = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    >>> nearest_neighbors(x, x, 2, self_first=True)[0].tolist()
+    [[0, 1], [1, 0], [2, 1]]
+    """
+    if metric not in ("cosine", "euclidean"):
+        raise ConfigError(f"metric must be 'cosine' or 'euclidean', not {metric!r}.")
+    q = np.asarray(query, dtype=np.float32)
+    b = np.asarray(base, dtype=np.float32)
+    k = min(k, len(b))
+    if metric == "cosine":
+        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+        b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    b_sq = (b * b).sum(axis=1)
+    index = np.empty((len(q), k), dtype=np.int64)
+    dist = np.empty((len(q), k), dtype=np.float32)
+    for start in range(0, len(q), _BLOCK_ROWS):
+        block = q[start : start + _BLOCK_ROWS]
+        if metric == "cosine":
+            d = 1.0 - block @ b.T
+        else:
+            d = np.sqrt(np.maximum((block * block).sum(axis=1)[:, None] + b_sq[None, :] - 2.0 * block @ b.T, 0.0))
+        if self_first:
+            d[np.arange(len(block)), np.arange(start, start + len(block))] = -np.inf
+        part = np.argpartition(d, k - 1, axis=1)[:, :k]
+        part_d = np.take_along_axis(d, part, axis=1)
+        order = np.lexsort((part, part_d), axis=1)  # by distance, ties by index: deterministic
+        index[start : start + len(block)] = np.take_along_axis(part, order, axis=1)
+        dist[start : start + len(block)] = np.maximum(np.take_along_axis(part_d, order, axis=1), 0.0)
+    return index, dist
+
+
+def extend_embedding(query: np.ndarray, base: np.ndarray, base_xy: np.ndarray, k: int = 15,
+                     metric: Metric = "cosine") -> np.ndarray:
+    """Place ``query`` rows at the distance-weighted mean 2-D position of their ``k`` nearest ``base`` rows.
+
+    Deterministic and linear in the number of rows; a row equal to a base row lands on it.
+    """
+    index, dist = nearest_neighbors(query, base, k, metric)
+    weights = 1.0 / (dist.astype(np.float64) + 1e-6)
+    weights /= weights.sum(axis=1, keepdims=True)
+    return np.einsum("nk,nkc->nc", weights, np.asarray(base_xy, dtype=np.float64)[index])
+
+
+def _umap_fit(fit_rows: np.ndarray, n_neighbors: int, min_dist: float, metric: Metric, random_state: int,
+              n_epochs: int | None) -> np.ndarray:
+    """UMAP of ``fit_rows`` with exact neighbours computed here (see the module docstring)."""
     import umap  # optional heavy import, only where it is needed
 
-    return umap.UMAP(
+    k = max(2, min(n_neighbors, len(fit_rows) - 1))
+    knn = nearest_neighbors(fit_rows, fit_rows, k, metric, self_first=True)
+    reducer = umap.UMAP(
         n_components=2,
-        n_neighbors=max(2, min(n_neighbors, n_fit - 1)),
+        n_neighbors=k,
         min_dist=min_dist,
         metric=metric,
         init="pca",  # deterministic and robust when the graph has several components
         random_state=random_state,
-        transform_seed=random_state,
         n_jobs=1,
         n_epochs=n_epochs,
-        low_memory=True,
+        precomputed_knn=knn,
     )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module="umap")
+        return np.asarray(reducer.fit_transform(fit_rows.astype(np.float32)), dtype=np.float64)
 
 
 def fit_projection(
@@ -105,11 +177,11 @@ def fit_projection(
     reference: Reference = "stacked",
     n_neighbors: int = 15,
     min_dist: float = 0.1,
-    metric: str = "cosine",
+    metric: Metric = "cosine",
     random_state: int = 0,
-    max_fit_points: int = 3000,
+    max_fit_points: int = 5000,
     min_umap_points: int = 15,
-    n_epochs: int | None = None,
+    n_epochs: int | None = 200,
 ) -> Projection:
     """Project every snapshot's clip embeddings (and prototypes) into one shared 2-D map.
 
@@ -134,7 +206,7 @@ def fit_projection(
         raise ConfigError("fit_projection needs at least one snapshot of embeddings.")
     first = _as_matrix(snaps[-1], "the final snapshot's embeddings")
     dim = first.shape[1]
-    xs = [_as_matrix(x, f"snapshot {i}'s embeddings", dim) for i, x in enumerate(snaps)]
+    xs = [_as_matrix(x, f"snapshot {i}'s embeddings", dim).reshape(-1, dim) for i, x in enumerate(snaps)]
     if prototypes_per_snapshot is None:
         protos: list[np.ndarray | None] = [None] * len(xs)
     else:
@@ -146,33 +218,31 @@ def fit_projection(
         protos = [None if p is None else _as_matrix(p, f"snapshot {i}'s prototypes", dim)
                   for i, p in enumerate(protos)]
 
-    # Every row of every block, as (block index, kind, row index): kind 0 = clips, 1 = prototypes.
-    rng = np.random.default_rng(random_state)
+    # All rows in one matrix: the clip blocks of every snapshot, then the prototype blocks.
+    blocks = xs + [p for p in protos if p is not None]
+    offsets = np.cumsum([0] + [len(b) for b in blocks])
+    all_rows = np.concatenate(blocks) if offsets[-1] else np.zeros((0, dim))
     last = len(xs) - 1
-    final_rows = [(last, 0, i) for i in range(len(xs[last]))]
-    if len(final_rows) > max_fit_points:
-        keep = np.sort(rng.choice(len(final_rows), size=max_fit_points, replace=False))
-        final_rows = [final_rows[k] for k in keep]
+    final = np.arange(offsets[last], offsets[last + 1])
+    earlier = np.arange(0, offsets[last])
+    proto_ids = [s for s, p in enumerate(protos) if p is not None]
+    proto_block = {s: len(xs) + j for j, s in enumerate(proto_ids)}
+    rng = np.random.default_rng(random_state)
+
+    def sample(rows: np.ndarray, n: int) -> np.ndarray:
+        return rows if len(rows) <= n else np.sort(rng.choice(rows, size=n, replace=False))
+
     if reference == "final":
-        candidates = final_rows
-        proto_rows = [(last, 1, i) for i in range(0 if protos[last] is None else len(protos[last]))]
-    else:  # the final snapshot always, earlier snapshots sampled into the remaining budget
-        earlier = [(s, 0, i) for s, x in enumerate(xs[:-1]) for i in range(len(x))]
-        budget = max_fit_points - len(final_rows)
-        if len(earlier) > budget:
-            keep = np.sort(rng.choice(len(earlier), size=max(budget, 0), replace=False))
-            earlier = [earlier[k] for k in keep]
-        candidates = earlier + final_rows
-        proto_rows = [(s, 1, i) for s, p in enumerate(protos) if p is not None for i in range(len(p))]
-    fit_keys = candidates + proto_rows
-
-    def row(key: tuple[int, int, int]) -> np.ndarray:
-        s, kind, i = key
-        block = xs[s] if kind == 0 else protos[s]
-        assert block is not None  # internal invariant: keys only name existing rows
-        return block[i]
-
-    fit_matrix = np.stack([row(k) for k in fit_keys]) if fit_keys else np.zeros((0, dim))
+        fit_clips = sample(final, max_fit_points)
+        fit_protos = [last] if last in proto_block else []
+    else:  # every snapshot, the final one with at most half of the budget when earlier ones compete
+        n_final = min(len(final), max(max_fit_points // 2, max_fit_points - len(earlier)))
+        fit_clips = np.concatenate([sample(earlier, max_fit_points - n_final), sample(final, n_final)])
+        fit_protos = proto_ids
+    fit_index = np.concatenate(
+        [fit_clips] + [np.arange(offsets[proto_block[s]], offsets[proto_block[s] + 1]) for s in fit_protos]
+    ).astype(np.int64)
+    fit_matrix = all_rows[fit_index]
     n_fit = len(fit_matrix)
 
     # The size that matters for UMAP's neighbour graph is one snapshot's, not the stacked total.
@@ -186,56 +256,41 @@ def fit_projection(
     else:
         chosen = "umap"
 
-    fitted: dict[tuple[int, int, int], np.ndarray] = {}
+    placed = np.zeros((len(all_rows), 2))
     if chosen == "identity":
-        def transform(m: np.ndarray) -> np.ndarray:
-            out = np.zeros((len(m), 2))
-            out[:, :dim] = m
-            return out
+        placed[:, :dim] = all_rows
     elif chosen == "pca":
         mean, basis = _pca_2d(fit_matrix if n_fit else np.zeros((1, dim)))
-
-        def transform(m: np.ndarray) -> np.ndarray:
-            return (m - mean) @ basis
+        placed = (all_rows - mean) @ basis
     else:
-        reducer = _make_umap(n_fit, n_neighbors, min_dist, metric, random_state, n_epochs)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=UserWarning, module="umap")
-            emb = reducer.fit_transform(fit_matrix.astype(np.float32))
-        fitted = {k: emb[j] for j, k in enumerate(fit_keys)}
+        fitted_xy = _umap_fit(fit_matrix, n_neighbors, min_dist, metric, random_state, n_epochs)
+        placed[fit_index] = fitted_xy
+        rest = np.setdiff1d(np.arange(len(all_rows)), fit_index, assume_unique=True)
+        if len(rest):
+            placed[rest] = extend_embedding(all_rows[rest], fit_matrix, fitted_xy, n_neighbors, metric)
 
-        def transform(m: np.ndarray) -> np.ndarray:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", category=UserWarning, module="umap")
-                return np.asarray(reducer.transform(m.astype(np.float32)), dtype=np.float64)
-
-    # Place every row: fitted rows keep their fitted position, all others go through one transform.
-    all_keys = [(s, 0, i) for s, x in enumerate(xs) for i in range(len(x))]
-    all_keys += [(s, 1, i) for s, p in enumerate(protos) if p is not None for i in range(len(p))]
-    rest = [k for k in all_keys if k not in fitted]
-    if rest:
-        placed = transform(np.stack([row(k) for k in rest]))
-        fitted.update({k: placed[j] for j, k in enumerate(rest)})
-
-    coords = tuple(
-        np.array([fitted[(s, 0, i)] for i in range(len(x))]).reshape(len(x), 2) for s, x in enumerate(xs)
-    )
+    coords = tuple(placed[offsets[s] : offsets[s + 1]] for s in range(len(xs)))
     pcoords = tuple(
-        None if p is None else np.array([fitted[(s, 1, i)] for i in range(len(p))]).reshape(len(p), 2)
-        for s, p in enumerate(protos)
+        None if s not in proto_block else placed[offsets[proto_block[s]] : offsets[proto_block[s] + 1]]
+        for s in range(len(xs))
     )
     return Projection(method=chosen, coords=coords, prototype_coords=pcoords)
 
 
 def project_snapshots(
-    snapshots: Sequence[Any], emotions: Sequence[str], **options: Any
+    snapshots: Sequence[Any], emotions: Sequence[str], *, max_replay_points: int | None = MAX_REPLAY_POINTS,
+    **options: Any,
 ) -> tuple[pd.DataFrame, pd.DataFrame, Projection]:
     """Project the method's training snapshots and return long tables ready for plotting.
 
     ``snapshots`` are objects with ``.step``, ``.clip_ids``, ``.embeddings [N, d]`` and
     ``.prototypes [C, d]`` (``sere_core.method.Snapshot``); ``emotions`` names the prototype rows.
     Returns ``(snapshot_frames, prototype_frames, projection)`` where ``snapshot_frames`` has columns
-    ``step, clip_id, x, y`` and ``prototype_frames`` has ``step, emotion, x, y``.
+    ``step, clip_id, x, y`` and ``prototype_frames`` has ``step, emotion, x, y``. The final snapshot
+    keeps every clip; when an earlier one holds more than ``max_replay_points`` clips, the earlier
+    ones keep the same seeded sample of the final snapshot's clips (``None`` keeps everything), so
+    a 100,000-clip replay stays affordable to compute, store and draw. ``options`` go to
+    :func:`fit_projection`.
     """
     snaps = list(snapshots)
     if not snaps:
@@ -246,13 +301,21 @@ def project_snapshots(
             raise ConfigError(
                 f"Snapshot at step {s.step} has {len(p)} prototypes for {len(emotions)} emotions."
             )
-    projection = fit_projection([s.embeddings for s in snaps], protos, **options)
-    rows = []
-    for s, xy in zip(snaps, projection.coords):
-        ids = [str(c) for c in s.clip_ids]
-        if len(ids) != len(xy):
-            raise ConfigError(f"Snapshot at step {s.step} has {len(ids)} clip ids for {len(xy)} embeddings.")
-        rows.append(pd.DataFrame({"step": int(s.step), "clip_id": ids, "x": xy[:, 0], "y": xy[:, 1]}))
+    ids = [[str(c) for c in s.clip_ids] for s in snaps]
+    embeddings = [np.asarray(s.embeddings) for s in snaps]
+    for s, i, x in zip(snaps, ids, embeddings):
+        if len(i) != len(x):
+            raise ConfigError(f"Snapshot at step {s.step} has {len(i)} clip ids for {len(x)} embeddings.")
+    if max_replay_points is not None and any(len(i) > max_replay_points for i in ids[:-1]):
+        rng = np.random.default_rng(options.get("random_state", 0))
+        pick = rng.choice(len(ids[-1]), size=min(max_replay_points, len(ids[-1])), replace=False)
+        keep = {ids[-1][j] for j in pick}
+        for n in range(len(snaps) - 1):
+            rows = [j for j, c in enumerate(ids[n]) if c in keep]
+            ids[n], embeddings[n] = [ids[n][j] for j in rows], embeddings[n][rows]
+    projection = fit_projection(embeddings, protos, **options)
+    rows = [pd.DataFrame({"step": int(s.step), "clip_id": i, "x": xy[:, 0], "y": xy[:, 1]})
+            for s, i, xy in zip(snaps, ids, projection.coords)]
     prow = []
     for s, pxy in zip(snaps, projection.prototype_coords):
         if pxy is not None:
@@ -270,7 +333,7 @@ _WARMED = threading.Event()
 
 
 def warm_up_umap() -> float:
-    """Run a tiny UMAP fit and transform so numba compiles its kernels; returns the seconds it took.
+    """Run a tiny UMAP fit so numba compiles its kernels; returns the seconds it took.
 
     Uses the same settings as :func:`fit_projection`, so the compiled kernels are the ones it needs.
     """

@@ -14,6 +14,7 @@ page script can hand them back to plotly (see ``sere_core.app``).
 from __future__ import annotations
 
 import copy
+import html
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -24,6 +25,7 @@ import plotly.graph_objects as go
 
 from sere_core.errors import ConfigError
 from sere_core.viz.colors import UNKNOWN_COLOR, emotion_colors
+from sere_core.viz.projection import MAX_REPLAY_POINTS
 
 #: Name shown for clips that have no emotion yet.
 NO_EMOTION = "not predicted yet"
@@ -72,20 +74,22 @@ def _normalise_points(points: pd.DataFrame) -> pd.DataFrame:
 
 
 def _hover_rows(df: pd.DataFrame) -> list[list[str]]:
-    rows = []
-    for r in df.itertuples(index=False):
-        if r.labeled:
-            conf = "labeled by you"
-        elif math.isnan(r.confidence):
-            conf = "-"
-        else:
-            conf = f"{r.confidence:.0%}"
-        rows.append([r.clip_id, r.name, r.emotion, conf, ROLE_TEXT[r.role]])
-    return rows
+    """``[clip_id, name, confidence text, role]`` per clip; the emotion is the trace's (kept short
+    because a 100,000-clip figure carries one row per clip)."""
+    conf = df["confidence"].to_numpy()
+    text = np.where(df["labeled"].to_numpy(), "labeled by you",
+                    np.where(np.isnan(conf), "-", [f"{c:.0%}" for c in np.nan_to_num(conf)]))
+    return [list(row) for row in zip(df["clip_id"], df["name"], text.tolist(), df["role"])]
 
 
-_HOVER = ("<b>%{customdata[1]}</b><br>emotion: %{customdata[2]}<br>confidence: %{customdata[3]}"
-          "<br>%{customdata[4]}<extra></extra>")
+def _hover(emotion: str) -> str:
+    return (f"<b>%{{customdata[1]}}</b><br>emotion: {html.escape(emotion)}<br>confidence: %{{customdata[2]}}"
+            "<br>%{customdata[3]} language<extra></extra>")
+
+
+def _compact(values: np.ndarray) -> Any:
+    """One value when every point has it (smaller JSON), else the list."""
+    return values[0].item() if len(values) and (values == values[0]).all() else values.tolist()
 
 
 def _marker_arrays(df: pd.DataFrame, color: str) -> dict[str, Any]:
@@ -96,11 +100,38 @@ def _marker_arrays(df: pd.DataFrame, color: str) -> dict[str, Any]:
     opacity = np.where(np.isnan(conf) | df["labeled"].to_numpy(), 0.95, 0.45 + 0.5 * np.nan_to_num(conf))
     return dict(
         color=color,
-        size=size.tolist(),
-        symbol=[SYMBOLS[r] for r in df["role"]],
-        opacity=np.clip(opacity, 0.3, 1.0).round(3).tolist(),
-        line=dict(width=line_w.tolist(), color=line_c.tolist()),
+        size=_compact(size),
+        symbol=_compact(np.array([SYMBOLS[r] for r in df["role"]])),
+        opacity=_compact(np.clip(opacity, 0.3, 1.0).round(2)),
+        line=dict(width=_compact(line_w), color=_compact(line_c)),
     )
+
+
+def _rounder(*columns: np.ndarray) -> Any:
+    """Rounds coordinates to about 1/10,000 of the data's extent (a fraction of a pixel), which
+    shrinks a large figure's JSON about threefold."""
+    values = np.concatenate([np.asarray(c, dtype=float) for c in columns])
+    values = values[np.isfinite(values)]
+    span = float(values.max() - values.min()) if values.size else 0.0
+    decimals = max(0, 4 - math.floor(math.log10(span))) if span > 0 else 4
+
+    def rounded(v: Any) -> list[float]:
+        return np.round(np.asarray(v, dtype=float), decimals).tolist()
+
+    return rounded
+
+
+def _replay_sample_first(df: pd.DataFrame, snap: pd.DataFrame, limit: int) -> pd.DataFrame:
+    """Marks (``moves``) a seeded sample of at most ``limit`` clips of the first snapshot and puts
+    them first, keeping the order otherwise."""
+    first = snap.loc[snap["step"] == snap["step"].min(), "clip_id"]
+    candidates = np.flatnonzero(df["clip_id"].isin(first).to_numpy())
+    if len(candidates) > limit:
+        candidates = np.sort(np.random.default_rng(0).choice(candidates, size=limit, replace=False))
+    moves = np.zeros(len(df), dtype=bool)
+    moves[candidates] = True
+    out = df.assign(moves=moves)
+    return out.iloc[np.argsort(~moves, kind="stable")].reset_index(drop=True)
 
 
 def _axis_range(values: np.ndarray) -> list[float]:
@@ -131,6 +162,7 @@ def resonance_field_figure(
     emotions: Sequence[str] | None = None,
     selected_clip_id: str | None = None,
     webgl: bool | None = None,
+    max_replay_points: int = MAX_REPLAY_POINTS,
     title: str | None = "Resonance field",
     height: int = 560,
     uirevision: str | None = None,
@@ -144,6 +176,12 @@ def resonance_field_figure(
     With snapshots the figure gets one plotly frame per step, a slider (starting at the last step)
     and play/pause buttons. Colour is the final emotion so the replay shows each colour gathering.
     ``customdata[0]`` of every clip point is its ``clip_id`` (for click-to-select).
+
+    Large fields stay light: WebGL markers from ``WEBGL_THRESHOLD`` points (``webgl`` overrides),
+    coordinates rounded to a fraction of a pixel, short hover rows. With more than
+    ``max_replay_points`` clips the replay moves a seeded sample of the clips of the first snapshot:
+    they come first in each trace and the earlier frames carry only their positions (plotly then
+    draws only those), while the last frame puts every clip back.
     """
     df = _normalise_points(points)
     if prototypes is not None and len(prototypes):
@@ -160,6 +198,21 @@ def resonance_field_figure(
     if webgl is None:
         webgl = len(df) >= WEBGL_THRESHOLD
     Scatter = go.Scattergl if webgl else go.Scatter
+    snap = None
+    df["moves"] = True
+    if snapshot_frames is not None and len(snapshot_frames):
+        _check_columns(snapshot_frames, ["step", "clip_id", "x", "y"], "The snapshot table")
+        snap = snapshot_frames.copy()
+        snap["clip_id"] = snap["clip_id"].astype(str)
+        if len(df) > max_replay_points:
+            df = _replay_sample_first(df, snap, max_replay_points)
+    if prototype_frames is not None and len(prototype_frames):
+        _check_columns(prototype_frames, ["step", "emotion", "x", "y"], "The prototype snapshot table")
+    coords = [df["x"], df["y"]]
+    for table in (prototypes, snap, prototype_frames):
+        if table is not None and len(table):
+            coords += [table["x"], table["y"]]
+    rounded = _rounder(*coords)
 
     fig = go.Figure()
     point_traces: list[tuple[str, pd.DataFrame]] = []
@@ -167,9 +220,9 @@ def resonance_field_figure(
         sub = df[df["emotion"] == emo]
         point_traces.append((emo, sub))
         fig.add_trace(Scatter(
-            x=sub["x"].tolist(), y=sub["y"].tolist(), mode="markers", name=emo,
+            x=rounded(sub["x"]), y=rounded(sub["y"]), mode="markers", name=emo,
             legendgroup=emo, marker=_marker_arrays(sub, colors[emo]),
-            customdata=_hover_rows(sub), hovertemplate=_HOVER,
+            customdata=_hover_rows(sub), hovertemplate=_hover(emo),
             meta={"kind": "clips", "emotion": emo},
         ))
     proto_index = None
@@ -178,7 +231,7 @@ def resonance_field_figure(
         proto["emotion"] = proto["emotion"].astype(str)
         proto_index = len(fig.data)
         fig.add_trace(go.Scatter(
-            x=proto["x"].astype(float).tolist(), y=proto["y"].astype(float).tolist(),
+            x=rounded(proto["x"]), y=rounded(proto["y"]),
             mode="markers+text", name="emotion prototypes", text=proto["emotion"].tolist(),
             textposition="top center", showlegend=False,
             textfont=dict(size=14, color="#111", weight="bold", shadow="1px 1px 2px white", **_FONT),
@@ -219,15 +272,11 @@ def resonance_field_figure(
         all_y.append(prototypes["y"].to_numpy(dtype=float))
 
     steps: list[int] = []
-    if snapshot_frames is not None and len(snapshot_frames):
-        _check_columns(snapshot_frames, ["step", "clip_id", "x", "y"], "The snapshot table")
-        snap = snapshot_frames.copy()
-        snap["clip_id"] = snap["clip_id"].astype(str)
+    if snap is not None:
         all_x.append(snap["x"].to_numpy(dtype=float))
         all_y.append(snap["y"].to_numpy(dtype=float))
         pframes = None
         if prototype_frames is not None and len(prototype_frames) and proto_index is not None:
-            _check_columns(prototype_frames, ["step", "emotion", "x", "y"], "The prototype snapshot table")
             pframes = prototype_frames.copy()
             pframes["emotion"] = pframes["emotion"].astype(str)
             all_x.append(pframes["x"].to_numpy(dtype=float))
@@ -241,14 +290,14 @@ def resonance_field_figure(
             g = by_step[step]
             data, idx = [], []
             for i, (_emo, sub) in enumerate(point_traces):
-                xy = g.reindex(sub["clip_id"])
-                data.append(Scatter(x=xy["x"].tolist(), y=xy["y"].tolist()))
+                xy = g.reindex(sub["clip_id"] if step == steps[-1] else sub.loc[sub["moves"], "clip_id"])
+                data.append(Scatter(x=rounded(xy["x"]), y=rounded(xy["y"])))
                 idx.append(i)
             if proto_index is not None:
                 pg = pby_step.get(step)
                 if pg is not None:
                     pxy = pg.reindex(prototypes["emotion"].astype(str))
-                    data.append(go.Scatter(x=pxy["x"].tolist(), y=pxy["y"].tolist()))
+                    data.append(go.Scatter(x=rounded(pxy["x"]), y=rounded(pxy["y"])))
                     idx.append(proto_index)
             frames.append(go.Frame(name=str(step), data=data, traces=idx))
         fig.frames = frames
@@ -288,7 +337,7 @@ def resonance_field_figure(
         yaxis=dict(range=_axis_range(np.concatenate(all_y)), visible=False, scaleanchor=None),
         margin=dict(l=10, r=10, t=50 if title else 20, b=100 if steps else 20),
         uirevision=uirevision,
-        meta={"sere": "resonance-field", "steps": steps},
+        meta={"sere": "resonance-field", "steps": steps, "moving_clips": int(df["moves"].sum()) if steps else 0},
     )
     return fig
 
