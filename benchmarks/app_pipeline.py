@@ -56,6 +56,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sere_core.benchmark.report import commit, cpu_busy_seconds, cpu_model, working_tree_dirty  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 TARGET_TOTAL_S = 120.0
 TARGET_LATENCY_S = 1.0
@@ -74,17 +76,6 @@ def corpora_dir(option: str | None) -> Path:
     return Path(option or os.environ.get("SERE_CORPORA") or ROOT.parent / "shared" / "corpora")
 
 
-def cpu_busy_seconds() -> float:
-    """CPU seconds spent busy on all cores since boot (from /proc/stat; 0 where unavailable)."""
-    try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    except OSError:
-        return 0.0
-    ticks = [int(f) for f in fields]
-    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
-    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
 def own_cpu_seconds() -> float:
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
@@ -100,25 +91,7 @@ def other_benchmarks() -> list[str]:
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        cpu = platform.processor() or "unknown"
-    sha, dirty = "uncommitted", False
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True, timeout=10)
-        if commit.returncode == 0 and commit.stdout.strip():
-            sha = commit.stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                                capture_output=True, text=True, timeout=10)
-        dirty = bool(status.stdout.strip())
-    except (OSError, subprocess.TimeoutExpired):
-        pass
+    cpu, sha, dirty = cpu_model(), commit(), working_tree_dirty()
     import gradio
     import torch
 
@@ -682,7 +655,7 @@ def write_results(meta: dict, args: argparse.Namespace, part1: dict, part2: dict
         f"{part1['setup']['source_import_s']:.1f} s, source features (background warming, includes loading "
         f"whisper-base) {part1['setup']['source_features_s']:.1f} s.",
         "",
-        f"Phase lines of the worker (seconds after the upload started): "
+        "Phase lines of the worker (seconds after the upload started): "
         + ", ".join(f"{t:.1f} {name}" for t, name in part1["phases"]),
         "",
         f"Sanity check (not a target): the predictions agree with RAVDESS's labels on "

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from sere_core.audio import write_audio  # noqa: E402
-from sere_core.benchmark.report import commit, machine  # noqa: E402
+from sere_core.benchmark.report import commit, machine, working_tree_dirty  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 SERE = [sys.executable, "-c", "from sere_core.cli import main; main()"]
@@ -171,7 +171,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="sere-embed-bench-") as work:
         for n in sorted(args.files):
             rows += bench(n, args.seconds, args.shard_mb, Path(work))
-    meta = {"commit": commit(), "machine": machine(), "load_before": load_before,
+    dirty = " + uncommitted changes" if working_tree_dirty() else ""
+    meta = {"commit": commit() + dirty, "machine": machine(), "load_before": load_before,
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset"),
             "load_after": os.getloadavg()[0], "command": " ".join(["python", *sys.argv])}
     write_results(rows, meta)

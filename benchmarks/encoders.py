@@ -29,6 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from sere_core.benchmark.report import commit, cpu_busy_seconds, cpu_model  # noqa: E402
+
 SR = 16000
 CLIP_SECONDS = (3.0, 10.0)
 TARGET = {"whisper-base": 0.033}
@@ -243,21 +245,7 @@ def experiments(runs: int) -> dict:
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        cpu = platform.processor() or "unknown"
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
-        )
-        sha = commit.stdout.strip() if commit.returncode == 0 and commit.stdout.strip() else "uncommitted"
-    except (OSError, subprocess.TimeoutExpired):
-        sha = "uncommitted"
+    cpu, sha = cpu_model(), commit()
     import torch
 
     return {
@@ -269,17 +257,6 @@ def machine() -> dict:
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
     }
-
-
-def cpu_busy_seconds() -> float:
-    """CPU seconds spent busy on all cores since boot (from /proc/stat; 0 where unavailable)."""
-    try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    except OSError:
-        return 0.0
-    ticks = [int(f) for f in fields]
-    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
-    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_until_quiet(max_wait_s: float, threshold_cores: float = 0.3) -> float:

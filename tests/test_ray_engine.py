@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -30,11 +31,11 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait(predicate, what: str, procs: list[subprocess.Popen], timeout_s: float = 180.0) -> None:
+def _wait(predicate, what: str, procs: dict[Path, subprocess.Popen], timeout_s: float = 180.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
-        for proc in procs:
-            assert proc.poll() is None, f"`ray start` exited with {proc.returncode} while waiting for {what}"
+        for log, proc in procs.items():
+            assert proc.poll() is None, f"`ray start` exited while waiting for {what}:\n{log.read_text()[-3000:]}"
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.2)
 
@@ -49,7 +50,8 @@ def ray_cluster() -> Iterator[tuple[str, dict[str, str]]]:
     """A head and a worker node, one CPU each, on 127.0.0.1; yields (address, env for drivers).
 
     Both run ``ray start --block`` in this test's own temporary folder (``RAY_TMPDIR``, short
-    because Ray's socket paths must be), so stopping them stops exactly this cluster.
+    because Ray's socket paths must be), so stopping them stops exactly this cluster, and share a
+    token made here, so nothing in ``~/.ray`` is read or written.
     """
     if importlib.util.find_spec("ray") is None:  # not imported here: the drivers are subprocesses
         pytest.skip("Ray is the optional extra sere-studio[ray] (also in the dev extra) and is not installed")
@@ -57,18 +59,20 @@ def ray_cluster() -> Iterator[tuple[str, dict[str, str]]]:
     if ray_bin is None:
         pytest.skip("the `ray` command is not installed next to this Python")
     tmp = tempfile.mkdtemp(prefix="sray", dir="/tmp")
-    env = {**os.environ, "RAY_TMPDIR": tmp, "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "RAY_TMPDIR": tmp, "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1",
+           # token authentication with this cluster's own token (never ~/.ray/auth_token)
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     port = _free_port()
     address = f"127.0.0.1:{port}"
     common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--disable-usage-stats", "--block",
               "--object-store-memory", str(100 * 2**20)]
     logs = {name: Path(tmp) / f"{name}.log" for name in ("head", "worker")}
-    procs: list[subprocess.Popen] = []
+    procs: dict[Path, subprocess.Popen] = {}
 
     def start(name: str, args: list[str]) -> None:
         with logs[name].open("w") as log:
-            procs.append(subprocess.Popen([ray_bin, "start", *args, *common], env=env, stdout=log,
-                                          stderr=subprocess.STDOUT))
+            procs[logs[name]] = subprocess.Popen([ray_bin, "start", *args, *common], env=env, stdout=log,
+                                                 stderr=subprocess.STDOUT)
 
     def started(name: str) -> bool:
         return "Ray runtime started" in logs[name].read_text(errors="replace")
@@ -80,9 +84,9 @@ def ray_cluster() -> Iterator[tuple[str, dict[str, str]]]:
         _wait(lambda: started("head") and started("worker"), "both nodes", procs)
         yield address, env
     finally:
-        for proc in reversed(procs):  # SIGTERM: `ray start --block` drains and stops its processes
+        for proc in reversed(procs.values()):  # SIGTERM: `ray start --block` drains and stops its processes
             proc.send_signal(signal.SIGTERM)
-        for proc in reversed(procs):
+        for proc in reversed(procs.values()):
             try:
                 proc.wait(60)
             except subprocess.TimeoutExpired:

@@ -45,27 +45,57 @@ so it is the one in the inductive check and with per-speaker normalization in th
 """
 
 
+_REPO = Path(__file__).resolve().parents[2]  # the checkout, for an editable install
+
+
 def commit() -> str:
+    """The short hash of HEAD (the results name the code that made them)."""
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             timeout=10, check=False)
+                             timeout=10, check=False, cwd=_REPO)
         return out.stdout.strip() or "uncommitted"
     except OSError:
         return "unknown"
 
 
-def machine() -> str:
-    model = platform.processor() or platform.machine()
+def working_tree_dirty() -> bool:
+    """True when tracked files differ from HEAD (then ``commit()`` alone does not name the code)."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                             text=True, timeout=10, check=False, cwd=_REPO)
+        return bool(out.stdout.strip())
+    except OSError:
+        return False
+
+
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine() -> str:
     import os
 
-    return f"{model}, {os.cpu_count()} cores visible ({platform.system()} {platform.release()})"
+    return f"{cpu_model()}, {os.cpu_count()} cores visible ({platform.system()} {platform.release()})"
+
+
+def cpu_busy_seconds() -> float:
+    """CPU seconds spent busy on all cores since boot (from /proc/stat; 0 where unavailable): the
+    difference over a run, less the run's own CPU time, says how contended the machine was."""
+    import os
+
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return 0.0
+    ticks = [int(f) for f in fields]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def write_csv(results: Sequence[Result], encoder: str, path: Path) -> None:
