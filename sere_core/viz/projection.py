@@ -234,14 +234,13 @@ def fit_projection(
 
     if reference == "final":
         fit_clips = sample(final, max_fit_points)
-        fit_protos = [last] if last in proto_block else []
     else:  # every snapshot, the final one with at most half of the budget when earlier ones compete
         n_final = min(len(final), max(max_fit_points // 2, max_fit_points - len(earlier)))
         fit_clips = np.concatenate([sample(earlier, max_fit_points - n_final), sample(final, n_final)])
-        fit_protos = proto_ids
-    fit_index = np.concatenate(
-        [fit_clips] + [np.arange(offsets[proto_block[s]], offsets[proto_block[s] + 1]) for s in fit_protos]
-    ).astype(np.int64)
+    # Prototypes are not fitted: the prototypes of successive snapshots are each other's nearest
+    # neighbours, so UMAP gave them islands of their own away from the clips. Placed like any other
+    # extra row, among the clips nearest to them, a star shows where its emotion's clips are.
+    fit_index = np.asarray(fit_clips, dtype=np.int64)
     fit_matrix = all_rows[fit_index]
     n_fit = len(fit_matrix)
 
