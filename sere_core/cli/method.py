@@ -172,7 +172,10 @@ def benchmark(corpora_dir: Path, out_dir: Path, seeds: str, methods: str | None,
     seed_list = parse_seeds(seeds)
     if quick:
         seed_list = seed_list[:2]
-    command = " ".join(["sere benchmark", *map(shlex.quote, sys.argv[1:])]) if sys.argv else "sere benchmark"
+    args = sys.argv[1:]
+    if args[:1] == ["benchmark"]:  # `sere benchmark ...` (not `python -m sere_core.benchmark ...`)
+        args = args[1:]
+    command = " ".join(["sere benchmark", *map(shlex.quote, args)])
     try:
         summary = run_benchmark(corpora_dir, out_dir, seeds=seed_list,
                                 methods=methods.split(",") if methods else None,
