@@ -66,6 +66,7 @@ from sere_core.storage import (  # noqa: E402
     list_projects,
     mark_stale_runs_failed,
     open_database,
+    prediction_page,
     predictions_for_run,
     remove_label,
     save_predictions,
@@ -561,6 +562,30 @@ class _MethodPrediction:  # the shape of sere_core.method's Prediction
     confidence: float
     probabilities: dict
     highlights: list
+
+
+def test_prediction_page_sorts_cuts_and_filters_in_the_database(factory):
+    """The review table's query, on SQLite and PostgreSQL: NULLS LAST, ties by clip id, a total."""
+    project_id, c = _project(factory, n_clips=5)
+    with session_scope(factory) as s:
+        run_id = create_run(s, project_id).id
+        confidence = {c[0]: 0.9, c[1]: 0.2, c[2]: 0.5, c[3]: 0.2}  # c[4] has no prediction
+        save_predictions(s, run_id, {k: {"emotion": "happy", "confidence": v, "probabilities": {},
+                                         "highlights": [[0.1, 0.2]]} for k, v in confidence.items()})
+        set_label(s, c[2], "sad")
+    with session_scope(factory) as s:
+        rows, total = prediction_page(s, run_id)
+        assert total == 5 and [r.clip_id for r in rows] == [c[1], c[3], c[2], c[0], c[4]]
+        assert (rows[-1].emotion, rows[-1].confidence, rows[-1].highlights) == (None, None, [])
+        assert rows[2].label == "sad" and rows[0].highlights == [[0.1, 0.2]]
+        rows, _ = prediction_page(s, run_id, descending=True)
+        assert [r.clip_id for r in rows] == [c[0], c[2], c[1], c[3], c[4]]
+        page, total = prediction_page(s, run_id, offset=1, limit=2)
+        assert total == 5 and [r.clip_id for r in page] == [c[3], c[2]]
+        todo, total = prediction_page(s, run_id, unlabeled_only=True)
+        assert total == 4 and c[2] not in [r.clip_id for r in todo]
+        with pytest.raises(InvalidDataError, match="order must be one of"):
+            prediction_page(s, run_id, order="loudness")
 
 
 def test_predictions_and_snapshots_round_trip(factory):

@@ -24,9 +24,8 @@ import numpy as np
 import pandas as pd
 
 from sere_core.app.context import AppContext
-from sere_core.atomic import atomic_write
 from sere_core.app.pipeline import ClipRecord, clip_records, demo_reference, embed_clips
-from sere_core.atomic import atomic_write_bytes
+from sere_core.atomic import atomic_write, atomic_write_bytes
 from sere_core.errors import (
     ActiveRunError,
     ConfigError,

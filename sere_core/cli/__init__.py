@@ -8,6 +8,7 @@ import click
 
 from sere_core import __version__
 from sere_core.cli.embed import embed, encoders
+from sere_core.cli.method import benchmark, fit, predict
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,10 +23,5 @@ def main(verbose: int) -> None:
 main.add_command(encoders)
 main.add_command(embed)
 
-try:  # the method's verbs live beside the method; registered here so `sere --help` lists them
-    from sere_core.cli.method import benchmark, fit, predict
-
-    for command in (fit, predict, benchmark):
-        main.add_command(command)
-except ImportError:  # pragma: no cover - only while the method package is being built
-    pass
+for command in (fit, predict, benchmark):
+    main.add_command(command)

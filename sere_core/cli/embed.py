@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
 import click
 from tqdm import tqdm
 
-from sere_core.audio import AudioConfig
+from sere_core.audio import AudioConfig, Failure
 from sere_core.cache import EmbeddingCache
 from sere_core.encoders import get_encoder, list_encoders
 from sere_core.errors import SereError
 from sere_core.features import DEFAULT_SHARD_MB, Engine, embed_to_folder, iter_embedded
 from sere_core.manifests import read_manifest
+
+
+def echo_failures(failures: Sequence[Failure], what: str) -> None:
+    """Name every file a command skipped, with its reason, on stderr (the others went on)."""
+    if failures:
+        click.echo(f"{what} could not be used:", err=True)
+        for failure in failures:
+            click.echo(f"  {failure.path}: {failure.message}", err=True)
 
 
 @click.command()
@@ -93,10 +102,7 @@ def embed(input_path: Path, encoder_name: str, out_dir: Path | None, cache_dir: 
     if ray_engine is not None:
         nodes = ray_engine.files_per_node
         click.echo(f"ray: {sum(nodes.values())} files embedded on {len(nodes)} nodes")
-    if summary.failures:
-        click.echo(f"{len(summary.failures)} files could not be used:", err=True)
-        for failure in summary.failures:
-            click.echo(f"  {failure.path}: {failure.message}", err=True)
+    echo_failures(summary.failures, f"{len(summary.failures)} files")
     if out_dir is not None:
         click.echo(f"features written to {out_dir}")
     if not summary.clips:

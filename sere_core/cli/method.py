@@ -15,6 +15,8 @@ from pathlib import Path
 
 import click
 
+from sere_core.cli.embed import echo_failures
+
 
 def _embed(source: Path, encoder, workdir: Path, desc: str):
     """Manifest/folder/zip -> (entries' clips as ClipFeatures, EmbeddedClips)."""
@@ -35,10 +37,7 @@ def _embed(source: Path, encoder, workdir: Path, desc: str):
 
     result = embed_manifest(entries, encoder, EmbeddingCache(), progress=progress)
     bar.close()
-    if result.failures:  # every skipped file is named with its reason; the others go on
-        click.echo(f"{len(result.failures)} of {len(entries)} files in {source.name} could not be used:", err=True)
-        for failure in result.failures:
-            click.echo(f"  {failure.path}: {failure.message}", err=True)
+    echo_failures(result.failures, f"{len(result.failures)} of {len(entries)} files in {source.name}")
     rate = float(result.encoder.frame_rate)
     feats = [ClipFeatures(c.clip_id, c.frames, rate, c.language, c.speaker, c.emotion) for c in result.clips]
     return feats, result.clips
