@@ -127,3 +127,40 @@ def test_benchmarked_sere_is_the_recommended_whisper_base_config():
     info = {"name": "whisper-base", "version": "x", "dim": 1024, "layers": [3, 6], "frame_rate": 50.0}
     assert recommended_config(info) == BENCH_SERE_CONFIG
     assert recommended_config({"name": "hf:x", "dim": 768, "layers": [9]}).feature_range is None
+
+
+def _result(method: str, code: str, seed: int, uar_: float, shots: str = "5-per-class"):
+    from sere_core.benchmark.runner import Result
+
+    task = next(t for t in P.tasks() if t.code == code)
+    episode = P.Episode(task, "common4", shots, seed, P.COMMON4, [], [], [])
+    return Result(method, "transductive", episode, uar_, uar_, np.zeros((4, 4), np.int64), 0.0)
+
+
+def test_paired_difference_pairs_episodes_and_reads_the_noise(tmp_path):
+    from sere_core.benchmark import report as R
+
+    # the shots' draw moves both methods together (0.3 .. 0.7): paired, a steady +2 points stands out
+    rs = []
+    for seed, level in enumerate([0.3, 0.7, 0.4, 0.6, 0.5]):
+        rs += [_result("sere", "B->C", seed, level + 0.02), _result("logreg", "B->C", seed, level),
+               _result("sere_no_uu", "B->C", seed, level + 0.02 + (0.01 if seed % 2 else -0.01))]
+    rs.append(_result("logreg", "B->C", 9, 0.9))  # no partner: not paired
+    diff, se, n = R.paired_difference(rs, "sere", "logreg")
+    assert n == 5 and diff == pytest.approx(2.0) and se == pytest.approx(0.0, abs=1e-9)
+    assert R.reading(-3.0, 1.0) == "below" and R.reading(3.0, 1.0) == "above"
+    assert R.reading(-1.0, 1.0).startswith("within noise") and R.reading(1.0, float("nan")) == "–"
+    diff, _, n = R.paired_difference(rs, "sere", "nope")
+    assert n == 0 and np.isnan(diff)
+
+    R.write_ablation(tmp_path / "a.md", rs, ["sere", "sere_no_uu", "logreg"], P.tasks(), [0, 1, 2, 3, 4],
+                     "fake", "test", 1.0)
+    rows = {line.split(" | ")[0].strip("| "): line for line in (tmp_path / "a.md").read_text().splitlines()
+            if line.startswith("| sere") or line.startswith("| logreg")}
+    assert "within noise" in rows["sere_no_uu"] and "-0.2 ± 0.5" in rows["sere_no_uu"]
+    assert "-2.0 ± 0.0 | below" in rows["logreg"]
+
+    R.write_markdown(tmp_path / "m.md", results=rs, inductive=[], ceilings={}, methods=["sere", "logreg"],
+                     tasks=P.tasks(), class_sets=["common4"], shots=["5-per-class"], seeds=list(range(5)),
+                     encoder="fake", wall_s=1.0, command="test", chance={"common4": "25%"})
+    assert "| common4 | 5-per-class | logreg | +2.0 ± 0.0 | above | 5 |" in (tmp_path / "m.md").read_text()

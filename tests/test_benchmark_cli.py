@@ -55,6 +55,20 @@ def test_fit_then_predict(folder):
 
 
 @pytest.mark.slow
+def test_fit_an_ensemble(folder):
+    from sere_core.method import SERE
+
+    res = CliRunner().invoke(fit, [str(folder / "labeled.csv"), str(folder / "unlabeled.csv"), "--out",
+                                   str(folder / "ens"), "--encoder", "prosody", "--steps", "4", "--ensemble", "2"])
+    assert res.exit_code == 0, res.output
+    model = SERE.load(folder / "ens")
+    assert model.config.ensemble == 2 and len(model.model_.members) == 2 and len(model.history_) == 0
+    res = CliRunner().invoke(fit, [str(folder / "labeled.csv"), str(folder / "unlabeled.csv"), "--out",
+                                   str(folder / "bad"), "--encoder", "prosody", "--ensemble", "0"])
+    assert res.exit_code != 0 and "--ensemble" in res.output
+
+
+@pytest.mark.slow
 def test_fit_refuses_unlabeled_training_clips(folder):
     (folder / "nolabel.csv").write_text("path\naudio/angry0.wav\naudio/sad0.wav\n")
     res = CliRunner().invoke(fit, [str(folder / "nolabel.csv"), str(folder / "labeled.csv"), "--out",

@@ -18,7 +18,13 @@ def sere(seed=0):
     return SERE(replace(SMALL, seed=seed))
 
 
-FACTORIES = {"sere": sere, **{name: (lambda seed=0, cls=cls: cls(seed=seed)) for name, cls in BASELINES.items()}}
+def sere_ensemble(seed=0):
+    from dataclasses import replace
+
+    return SERE(replace(SMALL, seed=seed, ensemble=2, steps=15))
+
+
+FACTORIES = {"sere": sere, "sere_ensemble": sere_ensemble, **{name: (lambda seed=0, cls=cls: cls(seed=seed)) for name, cls in BASELINES.items()}}
 
 
 @pytest.fixture(scope="module")

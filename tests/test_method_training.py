@@ -134,3 +134,35 @@ def test_save_load_round_trip_and_mismatch(tmp_path, task):
         back.check_compatible(None, ["angry", "calm"])
     with pytest.raises(ModelMismatchError, match="not a saved SERE model"):
         SERE.load(tmp_path / "nothing")
+
+
+def test_an_ensemble_reads_its_members_as_one_space(tmp_path, task):
+    src, tgt = task
+    cfg = replace(CFG, steps=20, snapshot_every=10)
+    seen: list[TrainingProgress] = []
+    ens = SERE(replace(cfg, ensemble=3)).fit(src, unlabel(tgt), progress=seen.append)
+    single = SERE(cfg).fit(src, unlabel(tgt))
+    # member 0 is the single model of the same seed; the others differ
+    first = ens.model_.members[0].state_dict()
+    assert all(torch.equal(v, first[k]) for k, v in single.model_.state_dict().items())
+    assert not torch.equal(ens.model_.members[1].net.inp.weight, first["net.inp.weight"])
+    # one progress scale over the three members
+    assert [p.step for p in seen] == list(range(1, 61)) and {p.total_steps for p in seen} == {60}
+    assert len(ens.history_) == 60
+    # embeddings and prototypes side by side, unit-norm; logits are the members' mean
+    z = ens.transform(tgt)
+    assert z.shape == (len(tgt), 3 * cfg.embed_dim) and np.allclose(np.linalg.norm(z, axis=1), 1, atol=1e-5)
+    assert ens.prototypes_.shape == (len(ens.classes_), 3 * cfg.embed_dim)
+    bias = np.mean([m.class_bias.numpy() for m in ens.model_.members], axis=0)
+    logits = z @ ens.prototypes_.T / cfg.tau + bias
+    assert np.allclose(np.argmax(logits, 1), np.argmax(ens.predict_proba(tgt), 1))
+    assert [s.step for s in ens.snapshots_] == [0, 10, 20]
+    assert all(s.embeddings.shape == (len(src) + len(tgt), 3 * cfg.embed_dim) for s in ens.snapshots_)
+    assert np.allclose(np.linalg.norm(ens.snapshots_[-1].embeddings, axis=1), 1, atol=1e-5)
+    assert np.allclose(ens.snapshots_[-1].embeddings[len(src):], z, atol=1e-5)
+    assert uar(ens, tgt) > 0.6
+    # saved and loaded as one model
+    again = SERE.load(ens.save(tmp_path / "ens"))
+    assert again.config.ensemble == 3
+    assert np.allclose(again.predict_proba(tgt), ens.predict_proba(tgt), atol=1e-6)
+    assert [p.highlights for p in again.predict(tgt[:3])] == [p.highlights for p in ens.predict(tgt[:3])]

@@ -42,6 +42,9 @@ read-out), 12.5 frames/s, 128-d PCA, g = 128 hidden -> 64-d, 100 steps. The base
 layer choice and normalization; nearest prototype and logistic regression also get the balance
 correction, which helped them on dev. Logistic regression had the best dev mean among the baselines,
 so it is the one in the inductive check and with per-speaker normalization in the ablation.
+Later candidates (step counts, highlight temperature, seed ensembles, feature transforms) are
+measured paired against this default on the dev seeds by `benchmarks/dev_study.py`
+(`benchmarks/results/dev_study.md`).
 """
 
 
@@ -136,6 +139,46 @@ def mean_uar(results: Sequence[Result], method: str) -> float:
     return 100 * float(np.mean(vals)) if vals else float("nan")
 
 
+def paired_difference(results: Sequence[Result], a: str, b: str) -> tuple[float, float, int]:
+    """Mean UAR difference ``a - b`` (points) over the episodes both methods ran, its standard error
+    and the number of pairs. Pairing by episode (task, class set, shots, seed, protocol) removes the
+    shot-draw noise both methods share, which dominates the spread of either mean on its own.
+
+    >>> from types import SimpleNamespace as N
+    >>> ep = lambda s: N(task=N(code="B->C"), class_set="common4", shots="5-per-class", seed=s)
+    >>> rs = [N(method=m, protocol="transductive", episode=ep(s), uar=u)
+    ...       for m, s, u in [("a", 0, .5), ("b", 0, .4), ("a", 1, .6), ("b", 1, .4), ("b", 2, .9)]]
+    >>> tuple(round(v, 2) for v in paired_difference(rs, "a", "b"))
+    (15.0, 5.0, 2)
+    """
+    def key(r: Result) -> tuple:
+        e = r.episode
+        return (e.task.code, e.class_set, e.shots, e.seed, r.protocol)
+
+    first = {key(r): r.uar for r in results if r.method == a}
+    second = {key(r): r.uar for r in results if r.method == b}
+    d = 100 * np.array([first[k] - second[k] for k in first if k in second])
+    if len(d) == 0:
+        return float("nan"), float("nan"), 0
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return float(d.mean()), se, len(d)
+
+
+def reading(diff: float, se: float) -> str:
+    """Words for a paired difference: beyond two standard errors, or within the noise."""
+    if not np.isfinite(se):
+        return "–"
+    if diff + 2 * se < 0:
+        return "below"
+    if diff - 2 * se > 0:
+        return "above"
+    return "within noise (±2 SE)"
+
+
+def paired_cell(diff: float, se: float) -> str:
+    return f"{diff:+.1f} ± {se:.1f}" if np.isfinite(se) else "–"
+
+
 def confusion_section(results: Sequence[Result], method: str, class_set: str, shots: str) -> list[str]:
     sums: dict[str, np.ndarray] = {}
     classes: dict[str, tuple[str, ...]] = {}
@@ -181,6 +224,19 @@ def write_markdown(path: Path, *, results: Sequence[Result], inductive: Sequence
             sub = [r for r in results if r.episode.class_set == cs and r.episode.shots == sh]
             lines.append(f"| {cs} | {sh} | " + " | ".join(f"{mean_uar(sub, m):.1f}" for m in methods) + " |")
     lines.append("")
+    baselines = [m for m in methods if m != "sere"]
+    if "sere" in methods and baselines:
+        lines += ["SERE against the best baseline of each row, paired by episode (same task, shots and seed):"
+                  " mean difference ± its standard error, in UAR points.", "",
+                  "| class set | shots | best baseline | SERE − best baseline | reading | pairs |",
+                  "|---|---|---|---|---|---|"]
+        for cs in class_sets:
+            for sh in shots:
+                sub = [r for r in results if r.episode.class_set == cs and r.episode.shots == sh]
+                best = max(baselines, key=lambda m: mean_uar(sub, m))
+                diff, se, n = paired_difference(sub, "sere", best)
+                lines.append(f"| {cs} | {sh} | {best} | {paired_cell(diff, se)} | {reading(diff, se)} | {n} |")
+        lines.append("")
     for cs in class_sets:
         for sh in shots:
             sub = [r for r in results if r.episode.class_set == cs and r.episode.shots == sh]
@@ -221,10 +277,13 @@ def write_ablation(path: Path, results: Sequence[Result], methods: Sequence[str]
     lines = ["# SERE ablation (common4, 5-per-class)", "",
              f"- encoder: `{encoder}`; commit: `{commit()}`; machine: {machine()}",
              f"- seeds: {list(seeds)}; wall time: {wall_s / 60:.1f} min; command: `{command}`", "",
-             "| variant | what changes | mean UAR |", "|---|---|---|"]
+             "- Δ: the variant minus the full method, paired by episode (task and seed), ± its standard"
+             " error; *below* means more than two standard errors below.", "",
+             "| variant | what changes | mean UAR | Δ vs sere | reading |", "|---|---|---|---|---|"]
     for m in methods:
+        diff, se, _ = paired_difference(results, m, "sere") if m != "sere" else (0.0, float("nan"), 0)
         lines.append(f"| {m} | {notes.get(m, m.replace('_spk', ' + per-speaker normalization'))} | "
-                     f"{mean_uar(results, m):.1f} |")
+                     f"{mean_uar(results, m):.1f} | {paired_cell(diff, se)} | {reading(diff, se)} |")
     lines += ["", "## Per task", ""] + summary_table(results, methods, tasks)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

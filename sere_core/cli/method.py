@@ -64,8 +64,11 @@ def _unique(clips):
               help="Normalize each speaker on its own (needs a speaker column).")
 @click.option("--steps", default=None, type=click.IntRange(1, 100000),
               help="Training steps (default: the tuned configuration's).")
+@click.option("--ensemble", default=1, show_default=True, type=click.IntRange(1, 10),
+              help="Models trained with different seeds and read as one (more accurate, slower; "
+                   "see benchmarks/results/dev_study.md).")
 def fit(labeled: Path, unlabeled: Path, out_dir: Path, encoder_name: str, seed: int, per_speaker: bool,
-        steps: int | None) -> None:
+        steps: int | None, ensemble: int) -> None:
     """Train SERE on LABELED clips (a manifest with an emotion column) and UNLABELED clips."""
     from dataclasses import replace
 
@@ -87,9 +90,9 @@ def fit(labeled: Path, unlabeled: Path, out_dir: Path, encoder_name: str, seed: 
         missing = [c for c in lab if not c.emotion]
         if missing:
             raise click.ClickException(f"{labeled}: {len(missing)} clips have no emotion label")
-        config = recommended_config(encoder.info, seed=seed, per_speaker_norm=per_speaker,
+        config = recommended_config(encoder.info, seed=seed, per_speaker_norm=per_speaker, ensemble=ensemble,
                                     **({"steps": steps} if steps else {}))
-        bar = tqdm(total=config.steps, unit="step", desc="train SERE", file=sys.stderr)
+        bar = tqdm(total=config.steps * config.ensemble, unit="step", desc="train SERE", file=sys.stderr)
 
         def progress(p) -> None:
             bar.update(p.step - bar.n)

@@ -37,6 +37,7 @@ class SEREConfig:
     tau_a: float = 1.0  # highlight temperature: a_t = softmax_t(max_c r[t, c] / tau_a)
     pooling: str = "highlight"  # "highlight" (SERE) or "mean" (ablation)
     # --- optimisation
+    ensemble: int = 1  # models trained with seeds seed, seed + 1000, ...; read as one (model.EnsembleModel)
     steps: int = 100
     lr: float = 3e-3
     weight_decay: float = 1e-4
@@ -103,7 +104,7 @@ def _check(c: SEREConfig) -> None:
     need(c.pooling in POOLINGS, "pooling", f"must be one of {POOLINGS}")
     need(c.target_frame_rate > 0, "target_frame_rate", "must be positive")
     need(c.pca_dim >= 0, "pca_dim", "must be 0 (off) or positive")
-    for name in ("hidden_dim", "embed_dim", "context", "batch_unlabeled", "crop_frames",
+    for name in ("ensemble", "hidden_dim", "embed_dim", "context", "batch_unlabeled", "crop_frames",
                  "pca_max_frames", "refresh_every", "sinkhorn_iters"):
         need(getattr(c, name) >= 1, name, "must be at least 1")
     need(c.steps >= 0, "steps", "must not be negative")

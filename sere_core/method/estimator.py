@@ -8,8 +8,10 @@ False
 from __future__ import annotations
 
 import json
+import math
+import time
 from collections.abc import Sequence
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +21,10 @@ import torch
 from sere_core.atomic import atomic_write_bytes
 from sere_core.errors import ModelMismatchError, NotFittedError
 from sere_core.method.config import SEREConfig
-from sere_core.method.data import ClipFeatures, Prediction, Snapshot
+from sere_core.method.data import ClipFeatures, Prediction, Snapshot, TrainingProgress
 from sere_core.method.normalization import PreprocessConfig, Preprocessor, pool_factor
 from sere_core.method.training import ProgressFn, embed_clips, pad, train
-from sere_core.method.model import SEREModel, l2_normalize
+from sere_core.method.model import EnsembleModel, SEREModel, l2_normalize
 from sere_core.method.threads import limited_threads
 from sere_core.method.validation import check_fit_inputs, check_predict_inputs, spans_from_weights
 
@@ -93,31 +95,40 @@ class SERE:
         xl, xu = pre.transform(labeled), pre.transform(unlabeled) if unlabeled else []
         index = {c: i for i, c in enumerate(classes)}
         y = torch.tensor([index[c.emotion] for c in labeled], dtype=torch.long)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            model = self._build(pre.out_dim, len(classes))
         padded_l = pad(xl)
         padded_u = pad(xu) if xu else None
         snap = None
         if cfg.snapshot_every:
             ids = tuple(c.clip_id for c in labeled + unlabeled)
             snap = (pad(xl + xu), ids)
-        result = train(model, padded_l, y, padded_u, cfg, progress, snap)
+        t0 = time.perf_counter()
+        members, runs = [], []
+        for i in range(cfg.ensemble):  # member i: seed + 1000 i (member 0 is the single model)
+            member_cfg = replace(cfg, seed=cfg.seed + 1000 * i)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(member_cfg.seed)
+                members.append(self._build_member(pre.out_dim, len(classes)))
+            runs.append(train(members[-1], padded_l, y, padded_u, member_cfg,
+                              _member_progress(progress, i, cfg.ensemble, t0), snap))
         self.classes_ = list(classes)
         self.preprocessor_ = pre
-        self.model_ = model
-        self.snapshots_: list[Snapshot] = result.snapshots
-        self.history_: list[dict[str, float]] = result.history
+        self.model_ = members[0] if len(members) == 1 else EnsembleModel(members)
+        self.snapshots_: list[Snapshot] = _ensemble_snapshots([r.snapshots for r in runs])
+        self.history_: list[dict[str, float]] = [h for r in runs for h in r.history]
         self.n_features_in_ = dim
         self.frame_rate_ = rate
         self.encoder_ = encoder_dict(encoder)
-        self.fit_time_s_ = result.elapsed_s
+        self.fit_time_s_ = time.perf_counter() - t0
         return self
 
-    def _build(self, in_dim: int, n_classes: int) -> SEREModel:
+    def _build_member(self, in_dim: int, n_classes: int) -> SEREModel:
         c = self.config
         return SEREModel(in_dim, n_classes, c.hidden_dim, c.embed_dim, c.context, c.dropout, c.tau,
                          c.tau_a, c.pooling)
+
+    def _build(self, in_dim: int, n_classes: int) -> SEREModel | EnsembleModel:
+        members = [self._build_member(in_dim, n_classes) for _ in range(self.config.ensemble)]
+        return members[0] if len(members) == 1 else EnsembleModel(members)
 
     # --- inference -----------------------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -153,7 +164,8 @@ class SERE:
     def transform(self, clips: Sequence[ClipFeatures]) -> np.ndarray:
         """``[N, d]`` unit-norm clip embeddings in the resonance space."""
         out = self._forward(clips)
-        return np.stack(out["z"]) if out["z"] else np.zeros((0, self.config.embed_dim), np.float32)
+        dim = self.config.embed_dim * self.config.ensemble
+        return np.stack(out["z"]) if out["z"] else np.zeros((0, dim), np.float32)
 
     def predict(self, clips: Sequence[ClipFeatures]) -> list[Prediction]:
         clips = list(clips)
@@ -170,6 +182,7 @@ class SERE:
 
     @property
     def prototypes_(self) -> np.ndarray:
+        """``[C, d]`` unit prototypes in the space of :meth:`transform` (side by side for an ensemble)."""
         self._check_fitted()
         return l2_normalize(self.model_.prototypes.detach()).numpy()
 
@@ -264,3 +277,25 @@ class SERE:
         if classes is not None and sorted(classes) != sorted(self.classes_):
             raise ModelMismatchError(
                 f"the model knows the emotions {self.classes_} but {sorted(classes)} were expected")
+
+
+def _member_progress(progress: ProgressFn | None, member: int, n_members: int, t0: float) -> ProgressFn | None:
+    """One progress scale over all members: member ``i`` reports steps ``i * steps + 1 ...``."""
+    if progress is None or n_members == 1:
+        return progress
+
+    def report(p: TrainingProgress) -> bool | None:
+        return progress(TrainingProgress(member * p.total_steps + p.step, n_members * p.total_steps,
+                                         p.losses, time.perf_counter() - t0))
+    return report
+
+
+def _ensemble_snapshots(runs: list[list[Snapshot]]) -> list[Snapshot]:
+    """Members' snapshots of the same step, side by side (as ``EnsembleModel`` reads them)."""
+    if len(runs) == 1:
+        return runs[0]
+    scale = 1.0 / math.sqrt(len(runs))
+    return [Snapshot(shots[0].step, shots[0].clip_ids,
+                     np.concatenate([s.embeddings for s in shots], axis=1) * scale,
+                     np.concatenate([s.prototypes for s in shots], axis=1) * scale)
+            for shots in zip(*runs)]

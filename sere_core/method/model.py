@@ -7,6 +7,8 @@ True on real frames and False on padding.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -115,3 +117,39 @@ class SEREModel(nn.Module):
         z = l2_normalize(weighted_pool(h, a))  # [B, d]
         logits = clip_logits(z, self.prototypes, self.tau) + self.class_bias
         return {"h": h, "r": r, "a": a, "z": z, "logits": logits}
+
+
+class EnsembleModel(nn.Module):
+    """Several :class:`SEREModel` (trained with different seeds) read as one resonance space.
+
+    The clip embedding is the members' unit embeddings side by side, scaled by ``1/sqrt(n)``: it
+    stays unit-norm and its cosine to the side-by-side prototypes is the members' mean cosine, so the
+    field the app draws is the one that decides. Logits (bias included) and highlight weights are the
+    members' means. Averaging seeds removes part of the variance of self-training on a few shots.
+    """
+
+    def __init__(self, members: list[SEREModel]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    @property
+    def prototypes(self) -> torch.Tensor:
+        return side_by_side([l2_normalize(m.prototypes) for m in self.members])
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        outs = [m(x, mask) for m in self.members]
+        return {"z": side_by_side([o["z"] for o in outs]),
+                "logits": torch.stack([o["logits"] for o in outs]).mean(0),
+                "a": torch.stack([o["a"] for o in outs]).mean(0)}
+
+
+def side_by_side(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Unit vectors ``[..., d]`` of each part, concatenated and scaled to unit norm:
+    ``cos(side_by_side(u), side_by_side(v))`` is the mean of the parts' cosines.
+
+    >>> u = [torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])]
+    >>> v = [torch.tensor([1.0, 0.0]), torch.tensor([1.0, 0.0])]
+    >>> float(side_by_side(u) @ side_by_side(v))
+    0.5
+    """
+    return torch.cat(parts, dim=-1) / math.sqrt(len(parts))

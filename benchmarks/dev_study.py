@@ -1,0 +1,177 @@
+"""Candidate changes to SERE, measured on the development seeds only, paired against the default.
+
+The protocol's episodes (``common4``, 5 per emotion, the 12 tasks) on dev seeds (100-102 by
+default; never the reported 0-9), each candidate against the shipped ``sere`` on the same episodes:
+the paired difference and its standard error say whether a change is worth a benchmark rerun
+before anyone looks at the reported seeds. Candidates are settings of ``SEREConfig`` (including a
+seed ensemble) and feature transforms applied before any method sees the clips.
+
+    SERE_CACHE_DIR=... python benchmarks/dev_study.py --corpora ../shared/corpora
+
+Writes ``benchmarks/results/dev_study.md`` and ``dev_study.csv`` (one row per variant and episode,
+the columns of ``cross_lingual.csv``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from sere_core.benchmark import parse_seeds
+from sere_core.benchmark import report as R
+from sere_core.benchmark.corpora import load_corpora
+from sere_core.benchmark.protocol import CORPORA, DEV_SEEDS, tasks
+from sere_core.benchmark.runner import BENCH_SERE_CONFIG, Plan, make_method, run_plan
+from sere_core.method import SERE
+from sere_core.method.data import ClipFeatures
+
+log = logging.getLogger("dev_study")
+REFERENCE = "sere"
+
+
+Transform = Callable[[list[ClipFeatures], list[ClipFeatures]], Callable[[ClipFeatures], ClipFeatures]]
+
+
+class Transformed:
+    """Any method, fit and applied on transformed frames; ``transform(labeled, unlabeled)`` returns
+    the per-clip function (it may learn from the unlabeled clips, never from labels)."""
+
+    def __init__(self, inner, transform: Transform) -> None:
+        self.inner, self.transform = inner, transform
+
+    def fit(self, labeled, unlabeled=()):
+        self.f_ = self.transform(list(labeled), list(unlabeled))
+        self.inner.fit([self.f_(c) for c in labeled], [self.f_(c) for c in unlabeled])
+        return self
+
+    def predict(self, clips):
+        return self.inner.predict([self.f_(c) for c in clips])
+
+
+COLUMNS = slice(*BENCH_SERE_CONFIG.feature_range)  # whisper-base layer 3, as benchmarked
+
+
+def clip_mean_removal(alpha: float) -> Transform:
+    """Subtract ``alpha`` times each clip's own mean frame (cepstral-mean-style speaker removal)."""
+    def make(labeled, unlabeled):
+        return lambda c: replace(c, frames=(c.frames[:, COLUMNS] - alpha * c.frames[:, COLUMNS].mean(0)).astype(np.float32))
+    return make
+
+
+def nuisance_projection(k: int) -> Transform:
+    """Remove the ``k`` main directions of the unlabeled clips' mean frames (z-scored per language):
+    nuisance attribute projection, aimed at the speaker and sentence structure of the target."""
+    def make(labeled, unlabeled):
+        stats = {}
+        for lang in {c.language for c in [*labeled, *unlabeled]}:
+            group = [c for c in unlabeled if c.language == lang] or [c for c in labeled if c.language == lang]
+            frames = np.concatenate([c.frames[:, COLUMNS] for c in group])
+            stats[lang] = (frames.mean(0), frames.std(0) + 1e-5)
+        target = [c for c in unlabeled]
+        means = np.stack([((c.frames[:, COLUMNS] - stats[c.language][0]) / stats[c.language][1]).mean(0) for c in target])
+        u = np.linalg.svd(means - means.mean(0), full_matrices=False)[2][:k].T
+
+        def apply(c: ClipFeatures) -> ClipFeatures:
+            z = (c.frames[:, COLUMNS] - stats[c.language][0]) / stats[c.language][1]
+            return replace(c, frames=(z - (z @ u) @ u.T).astype(np.float32))
+        return apply
+    return make
+
+
+@dataclass(frozen=True)
+class Variant:
+    what: str
+    make: Callable[[int], object]
+    against: str = REFERENCE  # the method it is paired with
+
+
+def _sere(**settings) -> Callable[[int], object]:
+    return lambda seed: SERE(replace(BENCH_SERE_CONFIG, seed=seed, snapshot_every=0, **settings))
+
+
+VARIANTS: dict[str, Variant] = {
+    "sere": Variant("the shipped default (reference)", _sere()),
+    "sere_steps60": Variant("60 training steps instead of 100 (curriculum scaled)", _sere(steps=60)),
+    "sere_steps40": Variant("40 training steps", _sere(steps=40)),
+    "sere_steps30": Variant("30 training steps", _sere(steps=30)),
+    "sere_tau_a_0.5": Variant("sharper highlights: tau_a 0.5 instead of 1", _sere(tau_a=0.5)),
+    "sere_tau_a_0.25": Variant("sharper highlights: tau_a 0.25", _sere(tau_a=0.25)),
+    "sere_mean_pool": Variant("mean pooling (the ablation)", _sere(pooling="mean")),
+    "sere_ensemble3": Variant("`ensemble=3`: three seeds read as one space (3x the training time)",
+                              _sere(ensemble=3)),
+    "sere_ensemble3_steps40": Variant("`ensemble=3`, 40 steps each (1.2x the training time)",
+                                      _sere(ensemble=3, steps=40)),
+    "sere_ensemble3_steps30": Variant("`ensemble=3`, 30 steps each (about one 100-step model)",
+                                      _sere(ensemble=3, steps=30)),
+    "sere_clip_mean_0.5": Variant("half of each clip's mean frame removed before SERE",
+                                  lambda seed: Transformed(_sere()(seed), clip_mean_removal(0.5))),
+    "logreg": Variant("logistic regression, the best baseline", lambda seed: make_method("logreg", seed)),
+    "logreg_nap2": Variant("logistic regression after removing the 2 main directions of the target's clip means",
+                           lambda seed: Transformed(make_method("logreg", seed), nuisance_projection(2)), "logreg"),
+}
+
+
+def write_markdown(path: Path, results: Sequence, names: Sequence[str], seeds: Sequence[int],
+                   wall_s: float, command: str) -> None:
+    lines = ["# SERE candidates on the development seeds (common4, 5-per-class)", "",
+             f"- commit: `{R.commit()}`{' (working tree modified)' if R.working_tree_dirty() else ''};"
+             f" machine: {R.machine()}; {datetime.now(timezone.utc):%Y-%m-%d}",
+             f"- seeds: {list(seeds)} (development seeds; the reported seeds are 0-9); 12 tasks;"
+             f" wall time: {wall_s / 60:.1f} min",
+             f"- command: `{command}`",
+             "- Δ: the variant minus the method it is compared with (`sere` unless named), paired by episode,"
+             " ± its standard error (UAR points); *above*/*below*: beyond two standard errors.", "",
+             "| variant | what changes | mean UAR | Δ | reading | s per episode |",
+             "|---|---|---|---|---|---|"]
+    for name in names:
+        against = VARIANTS[name].against
+        diff, se, n = R.paired_difference(results, name, against) if name != against else (0.0, float("nan"), 0)
+        if n and against != REFERENCE:
+            diff_cell = f"{R.paired_cell(diff, se)} vs {against}"
+        else:
+            diff_cell = R.paired_cell(diff, se)
+        fit_s = np.mean([r.fit_s for r in results if r.method == name])
+        lines.append(f"| {name} | {VARIANTS[name].what} | {R.mean_uar(results, name):.1f} | {diff_cell} | "
+                     f"{R.reading(diff, se)} | {fit_s:.1f} |")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--corpora", type=Path, required=True)
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--seeds", default=f"{DEV_SEEDS[0]}-{DEV_SEEDS[2]}")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated; sere is always run")
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    seeds = parse_seeds(args.seeds)
+    if set(seeds) & set(range(10)):
+        ap.error("the reported seeds 0-9 are not for choosing settings; use the development seeds")
+    names = [REFERENCE] + [n for n in args.variants.split(",") if n and n != REFERENCE]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    names += [VARIANTS[n].against for n in names if VARIANTS[n].against not in names]
+    t0 = time.perf_counter()
+    by_corpus, info = load_corpora(args.corpora, CORPORA)
+    plan = Plan(tasks(), ["common4"], ["5-per-class"], seeds, names)
+    results = run_plan(plan, by_corpus, make=lambda name, seed: VARIANTS[name].make(seed), workers=args.workers)
+    encoder = f"{info.get('name')} (layers {info.get('layers')}, version {info.get('version')})"
+    args.out.mkdir(parents=True, exist_ok=True)
+    R.write_csv(results, encoder, args.out / "dev_study.csv")
+    command = "python benchmarks/dev_study.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    write_markdown(args.out / "dev_study.md", results, names, seeds, time.perf_counter() - t0, command)
+    log.info("wrote %s", args.out / "dev_study.md")
+
+
+if __name__ == "__main__":
+    main()
