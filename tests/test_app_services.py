@@ -19,6 +19,7 @@ from sere_core.app.suggest import diverse_order, pooled_embedding
 from sere_core.app.testing import NAME, BandEnergyEncoder
 from sere_core.audio import write_audio
 from sere_core.errors import ActiveRunError, InvalidDataError, SereError, TrainingDataError
+from sere_core.method import SEREConfig
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "data" / "demo"
@@ -254,7 +255,7 @@ def test_training_stores_predictions_snapshots_and_a_model(trained):
     ctx, pid, run_id = trained
     status = sv.training_status(ctx, pid)
     assert status.status == "succeeded", status.error
-    assert status.run_id == run_id and status.step == status.total_steps == 12
+    assert status.run_id == run_id and status.step == status.total_steps == 12 * SEREConfig().ensemble
     assert {"ll", "total"} <= set(status.losses[-1])
     history = status.history()
     assert list(history.columns) == ["step", "term", "value"] and len(history)

@@ -10,7 +10,7 @@ from sere_core.benchmark.synthetic import make_task, unlabel
 from sere_core.errors import ModelMismatchError, NotFittedError, TrainingCancelled, TrainingDataError
 from sere_core.method import SERE, SEREConfig, Snapshot, TrainingProgress
 
-CFG = SEREConfig(steps=40, pca_dim=16, hidden_dim=32, embed_dim=16, batch_unlabeled=64, refresh_every=10,
+CFG = SEREConfig(ensemble=1, steps=40, pca_dim=16, hidden_dim=32, embed_dim=16, batch_unlabeled=64, refresh_every=10,
                  snapshot_every=20)
 
 

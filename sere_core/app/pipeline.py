@@ -183,7 +183,7 @@ def run_training(ctx: Any, project_id: int, run_id: int, stop: threading.Event |
             project = st.get_project(s, project_id)
             encoder = project.encoder
             config = SEREConfig.from_dict(dict(run.config.get("sere", {})))
-            st.start_run(s, run_id, total_steps=config.steps)
+            st.start_run(s, run_id, total_steps=config.steps * config.ensemble)
             phase("Reading the clips")
             records = clip_records(s, project_id)
             labels = st.labels_for_project(s, project_id)

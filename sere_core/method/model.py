@@ -149,7 +149,7 @@ def side_by_side(parts: list[torch.Tensor]) -> torch.Tensor:
 
     >>> u = [torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])]
     >>> v = [torch.tensor([1.0, 0.0]), torch.tensor([1.0, 0.0])]
-    >>> float(side_by_side(u) @ side_by_side(v))
+    >>> round(float(side_by_side(u) @ side_by_side(v)), 6)
     0.5
     """
     return torch.cat(parts, dim=-1) / math.sqrt(len(parts))
