@@ -24,7 +24,7 @@ from sere_core.method.config import SEREConfig
 from sere_core.method.data import ClipFeatures, Prediction, Snapshot, TrainingProgress
 from sere_core.method.normalization import PreprocessConfig, Preprocessor, pool_factor
 from sere_core.method.training import ProgressFn, embed_clips, pad, train
-from sere_core.method.model import EnsembleModel, SEREModel, l2_normalize
+from sere_core.method.model import EnsembleModel, SEREModel, assemble, l2_normalize
 from sere_core.method.threads import limited_threads
 from sere_core.method.validation import check_fit_inputs, check_predict_inputs, spans_from_weights
 
@@ -112,7 +112,7 @@ class SERE:
                               _member_progress(progress, i, cfg.ensemble, t0), snap))
         self.classes_ = list(classes)
         self.preprocessor_ = pre
-        self.model_ = members[0] if len(members) == 1 else EnsembleModel(members)
+        self.model_ = assemble(members)
         self.snapshots_: list[Snapshot] = _ensemble_snapshots([r.snapshots for r in runs])
         self.history_: list[dict[str, float]] = [h for r in runs for h in r.history]
         self.n_features_in_ = dim
@@ -127,8 +127,7 @@ class SERE:
                          c.tau_a, c.pooling)
 
     def _build(self, in_dim: int, n_classes: int) -> SEREModel | EnsembleModel:
-        members = [self._build_member(in_dim, n_classes) for _ in range(self.config.ensemble)]
-        return members[0] if len(members) == 1 else EnsembleModel(members)
+        return assemble([self._build_member(in_dim, n_classes) for _ in range(self.config.ensemble)])
 
     # --- inference -----------------------------------------------------------------------------------
     def _check_fitted(self) -> None:

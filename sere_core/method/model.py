@@ -143,6 +143,11 @@ class EnsembleModel(nn.Module):
                 "a": torch.stack([o["a"] for o in outs]).mean(0)}
 
 
+def assemble(members: list[SEREModel]) -> SEREModel | EnsembleModel:
+    """One member is the model itself; several are read as one :class:`EnsembleModel`."""
+    return members[0] if len(members) == 1 else EnsembleModel(members)
+
+
 def side_by_side(parts: list[torch.Tensor]) -> torch.Tensor:
     """Unit vectors ``[..., d]`` of each part, concatenated and scaled to unit norm:
     ``cos(side_by_side(u), side_by_side(v))`` is the mean of the parts' cosines.
