@@ -60,3 +60,32 @@ def test_the_app_module_keeps_no_user_state_at_import():
     module_state = {k for k, v in vars(app).items()
                     if not k.startswith("_") and isinstance(v, (dict, list, set)) and k.isupper() is False}
     assert not module_state, module_state
+
+
+def test_the_app_imports_what_its_threads_need_before_starting_them(tmp_path):
+    """A request importing plotly while the UMAP warm-up imported scikit-learn (both import narwhals)
+    once deadlocked on Python's import locks in CI (``_DeadlockError``). Opening the context and starting
+    the warm-up must leave the heavy packages imported, in a fresh interpreter, before any thread runs."""
+    import subprocess
+    import sys
+
+    script = f"""
+import sys, threading
+from pathlib import Path
+from sere_core.app import AppContext, AppSettings
+from sere_core.viz import start_umap_warm_up
+ctx = AppContext.open(AppSettings(data_dir=Path({str(tmp_path / 'data')!r}),
+                                  cache_dir=Path({str(tmp_path / 'cache')!r})))
+before = threading.active_count()
+thread = start_umap_warm_up()
+needed = ["torch", "torchaudio", "transformers.models.whisper.modeling_whisper", "sere_core.method", "umap",
+          "sklearn", "numba", "narwhals.stable.v1"]
+missing = [m for m in needed if m not in sys.modules]
+import plotly.express  # what a request thread imports, while the warm-up compiles
+thread.join(120)
+ctx.close()
+print("missing", missing, "threads", before)
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "missing [] threads 1" in done.stdout, done.stdout + done.stderr[-2000:]

@@ -24,10 +24,29 @@ class EmbedStatus:
     error: str | None = None
 
 
+def import_worker_modules() -> None:
+    """Import, in the calling thread, the heavy packages the worker threads would import lazily.
+
+    Two threads importing overlapping packages at the same moment can deadlock on Python's per-module
+    import locks (importlib's ``_DeadlockError``): a worker's first ``import torch`` or transformers
+    while a request thread imports plotly is such a case. Called once, before any worker starts.
+    """
+    import safetensors.torch  # noqa: F401
+    import torchaudio  # noqa: F401
+    from transformers.models.whisper import modeling_whisper  # noqa: F401
+
+    import sere_core.app.pipeline  # noqa: F401
+    import sere_core.encoders.hf  # noqa: F401
+    import sere_core.encoders.prosody  # noqa: F401
+    import sere_core.encoders.whisper  # noqa: F401
+    import sere_core.method  # noqa: F401
+
+
 class JobManager:
     """Starts and tracks the worker threads of one app process."""
 
     def __init__(self, ctx: Any) -> None:
+        import_worker_modules()
         self.ctx = ctx
         self._lock = threading.Lock()
         self._stop = threading.Event()

@@ -345,10 +345,18 @@ def warm_up_umap() -> float:
 
 
 def start_umap_warm_up() -> threading.Thread:
-    """Start :func:`warm_up_umap` once per process in a daemon thread (later calls return the same thread)."""
+    """Start :func:`warm_up_umap` once per process in a daemon thread (later calls return the same thread).
+
+    The import of umap (about 4 s) happens before the thread starts; only numba's compilation runs in it.
+    """
     global _WARM_THREAD
     with _WARM_LOCK:
         if _WARM_THREAD is None:
+            # Imported here, in the caller's thread: umap pulls in scikit-learn, scipy, numba and narwhals,
+            # and a request thread importing one of them (plotly imports narwhals) at the same moment can
+            # deadlock on Python's per-module import locks (importlib's _DeadlockError).
+            import umap  # noqa: F401
+
             def run() -> None:
                 try:
                     warm_up_umap()
