@@ -614,7 +614,8 @@ def write_results(meta: dict, args: argparse.Namespace, part1: dict, part2: dict
         f"- target clips: {part1['n_target']} RAVDESS clips (English; neutral/happy/sad/angry), "
         f"{part1['target_audio_s']:.0f} s of audio in all; source: the demo's {part1['setup']['source_clips']} German "
         f"EmoDB clips, {part1['setup']['labeled']} labeled (5 per emotion)",
-        f"- training settings: the app's defaults (`training_config`: {part1['train_config']['steps']} steps, "
+        f"- training settings: the app's defaults (`training_config`: {part1['train_config'].get('ensemble', 1)} "
+        f"member(s) of {part1['train_config']['steps']} steps, "
         f"snapshot every {part1['train_config']['snapshot_every']}, num_threads {part1['train_config'].get('num_threads')}, "
         f"per-speaker normalization {part1['train_config'].get('per_speaker_norm')})",
         f"- load average (1 min) before / after: {load[0]:.2f} / {load[1]:.2f}; other processes used "

@@ -62,6 +62,15 @@ def test_progress_and_snapshots(task):
     assert snap.clip_ids[0] == src[0].clip_id and snap.clip_ids[-1] == tgt[-1].clip_id
 
 
+def test_an_ensembles_last_snapshot_is_the_space_it_predicts_in(task):
+    src, tgt = task
+    m = SERE(replace(CFG, ensemble=2, steps=20)).fit(src, unlabel(tgt))
+    snap = m.snapshots_[-1]
+    assert snap.step == 20 and snap.embeddings.shape == (len(src) + len(tgt), 2 * CFG.embed_dim)
+    assert np.allclose(snap.embeddings[len(src):], m.transform(tgt), atol=1e-5)
+    assert np.allclose(snap.prototypes, m.prototypes_, atol=1e-6)
+
+
 def test_cancel_raises_and_leaves_no_model(task, model):
     src, tgt = task
     m = SERE(CFG).fit(src, unlabel(tgt))

@@ -8,7 +8,6 @@ False
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, is_dataclass, replace
@@ -24,7 +23,7 @@ from sere_core.method.config import SEREConfig
 from sere_core.method.data import ClipFeatures, Prediction, Snapshot, TrainingProgress
 from sere_core.method.normalization import PreprocessConfig, Preprocessor, pool_factor
 from sere_core.method.training import ProgressFn, embed_clips, pad, train
-from sere_core.method.model import EnsembleModel, SEREModel, assemble, l2_normalize
+from sere_core.method.model import EnsembleModel, SEREModel, assemble, l2_normalize, side_by_side
 from sere_core.method.threads import limited_threads
 from sere_core.method.validation import check_fit_inputs, check_predict_inputs, spans_from_weights
 
@@ -293,8 +292,9 @@ def _ensemble_snapshots(runs: list[list[Snapshot]]) -> list[Snapshot]:
     """Members' snapshots of the same step, side by side (as ``EnsembleModel`` reads them)."""
     if len(runs) == 1:
         return runs[0]
-    scale = 1.0 / math.sqrt(len(runs))
-    return [Snapshot(shots[0].step, shots[0].clip_ids,
-                     np.concatenate([s.embeddings for s in shots], axis=1) * scale,
-                     np.concatenate([s.prototypes for s in shots], axis=1) * scale)
+    def joined(parts: list[np.ndarray]) -> np.ndarray:
+        return side_by_side([torch.from_numpy(p) for p in parts]).numpy()
+
+    return [Snapshot(shots[0].step, shots[0].clip_ids, joined([s.embeddings for s in shots]),
+                     joined([s.prototypes for s in shots]))
             for shots in zip(*runs)]
