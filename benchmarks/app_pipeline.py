@@ -280,7 +280,7 @@ def pipeline(args: argparse.Namespace, work: Path) -> dict:
                        f"encoder {enc_s:.1f} s over {enc_n} clips, re-decoding the uploads {dec_s:.1f} s "
                        f"({dec_n} files), cache writes {timer.get('train', 'cache write')[0]:.1f} s"))
         stages.append(("training (fit)", span("Training SERE", "Predicting every clip"),
-                       f"{out['train_config']['steps']} steps"))
+                       f"{out['train_config'].get('ensemble', 1)} x {out['train_config']['steps']} steps"))
         stages.append(("prediction", span("Predicting every clip", "Drawing the resonance field"), ""))
         stages.append(("projection (UMAP of the snapshots)", proj_s, ""))
         stages.append(("save model, predictions, snapshots",
