@@ -45,7 +45,9 @@ so it is the one in the inductive check and with per-speaker normalization in th
 Later candidates (step counts, highlight temperature, seed ensembles, feature transforms) were
 measured paired against that 100-step model on dev seeds 100-104 by `benchmarks/dev_study.py`
 (`benchmarks/results/dev_study.md`): three members of 30 steps read as one space gained 1.7 ± 0.6
-points at the same cost and are the default since (`ensemble=3, steps=30`).
+points at the same cost and are the default since (`ensemble=3, steps=30`). Five members
+(`dev_study_ensemble_size.md`) and per-language whitening of the frames (`dev_study_whitening.md`)
+gained nothing beyond noise and were not adopted.
 """
 
 
