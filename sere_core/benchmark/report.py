@@ -46,8 +46,9 @@ Later candidates (step counts, highlight temperature, seed ensembles, feature tr
 measured paired against that 100-step model on dev seeds 100-104 by `benchmarks/dev_study.py`
 (`benchmarks/results/dev_study.md`): three members of 30 steps read as one space gained 1.7 ± 0.6
 points at the same cost and are the default since (`ensemble=3, steps=30`). Five members
-(`dev_study_ensemble_size.md`) and per-language whitening of the frames (`dev_study_whitening.md`)
-gained nothing beyond noise and were not adopted.
+(`dev_study_ensemble_size.md`), per-language whitening of the frames (`dev_study_whitening.md`) and
+the ensemble's curriculum (re-assignment interval, confident share, learning rate;
+`dev_study_curriculum.md`) gained nothing beyond noise and were not adopted.
 """
 
 
