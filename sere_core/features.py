@@ -37,6 +37,7 @@ HEADER = "features.json"
 DEFAULT_SHARD_MB = 32.0
 _SHARD = "frames-{:05d}.safetensors"
 _SHARD_NAME = re.compile(r"^frames-(\d{5,})\.safetensors$")
+_LOCK = ".writer.lock"
 
 Progress = Callable[[int, int], None]
 
@@ -194,12 +195,30 @@ def _shard_meta(path: Path) -> dict:
         return json.loads((handle.metadata() or {})["sere"])
 
 
+def _lock_folder(out_dir: Path) -> BinaryIO | None:
+    """An exclusive lock on the folder for one writer: two runs appending shards to one folder would
+    each skip, and then count, the other's files. ``None`` where the OS has no ``flock``."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        return None
+    handle = (out_dir / _LOCK).open("a+b")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise ConfigError(f"{out_dir} is being written by another `sere embed` run: wait for it to finish "
+                          "or choose another --out folder.") from None
+    return handle
+
+
 class FeaturesWriter:
     """Appends embedded files to a features folder in atomic shards (layout above).
 
     Opening a folder an interrupted run left behind reads its shards: ``done`` counts the file
     keys they hold, so the caller can skip those files. The folder is marked unfinished (header
-    removed) until :meth:`close` writes the header again.
+    removed) until :meth:`close` writes the header again. One writer at a time: a second one on the
+    same folder fails at once with a clear message (a lock the OS drops if the writer dies).
     """
 
     def __init__(self, out_dir: Path, encoder: EncoderInfo, shard_mb: float = DEFAULT_SHARD_MB,
@@ -211,6 +230,14 @@ class FeaturesWriter:
         self._shard_bytes = shard_mb * 2**20
         self._flush_s = flush_s
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = _lock_folder(self.out_dir)
+        try:
+            self._open()
+        except BaseException:
+            self.release()
+            raise
+
+    def _open(self) -> None:
         (self.out_dir / HEADER).unlink(missing_ok=True)
         for stale in self.out_dir.glob(".*.tmp"):  # left by a write that was killed
             stale.unlink(missing_ok=True)
@@ -220,10 +247,10 @@ class FeaturesWriter:
         self.prior_failures: list[Failure] = []
         for shard in self.shards:
             meta = _shard_meta(shard)
-            if meta["encoder"] != _info_dict(encoder):
+            if meta["encoder"] != _info_dict(self.encoder):
                 raise ConfigError(
                     f"{self.out_dir} holds features made with {meta['encoder']['name']} "
-                    f"({meta['encoder']['version']}), not {encoder.name} ({encoder.version}): "
+                    f"({meta['encoder']['version']}), not {self.encoder.name} ({self.encoder.version}): "
                     "choose another --out folder or delete this one."
                 )
             for file in meta["files"]:
@@ -291,6 +318,13 @@ class FeaturesWriter:
         header = {"schema_version": FEATURES_SCHEMA_VERSION, "encoder": _info_dict(self.encoder),
                   "shards": [s.name for s in self.shards], **counts, "failures": len(failures)}
         atomic_write_bytes(self.out_dir / HEADER, json.dumps(header, indent=2).encode())
+        self.release()
+
+    def release(self) -> None:
+        """Let another run write this folder (the OS also releases the lock if the process dies)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
 
 def embed_to_folder(
@@ -339,6 +373,7 @@ def embed_to_folder(
     except BaseException:
         if writer is not None:
             writer.flush()  # keep what is finished for the next run
+            writer.release()
         raise
     finally:
         close = getattr(results, "close", None)

@@ -145,3 +145,25 @@ def test_a_finished_folder_rerun_skips_everything_and_refuses_another_encoder(au
     other = get_encoder("prosody", n_mels=20)
     with pytest.raises(ConfigError, match="choose another --out"):
         embed_to_folder(read_manifest(folder), partial(iter_embedded, encoder=other), other.info, tmp_path / "out")
+
+
+def test_two_runs_cannot_write_one_folder_at_once(audio_factory, tmp_path: Path) -> None:
+    from sere_core.features import FeaturesWriter
+
+    folder = _write_clips(audio_factory, "locked", 3)
+    enc = get_encoder("prosody")
+    first = FeaturesWriter(tmp_path / "out", enc.info)
+    args = ["embed", str(folder), "--encoder", "prosody", "--out", str(tmp_path / "out")]
+    env = {"SERE_CACHE_DIR": str(tmp_path / "cache")}
+    busy = CliRunner().invoke(main, args, env=env)
+    assert busy.exit_code != 0 and "another `sere embed` run" in busy.output
+    with pytest.raises(ConfigError, match="choose another --out"):  # the same refusal from the library
+        FeaturesWriter(tmp_path / "out", enc.info)
+    first.close()  # done: the folder is free again, and the lock file is no feature
+    done = CliRunner().invoke(main, args, env=env)
+    assert done.exit_code == 0, done.output
+    assert len(load_features(tmp_path / "out")[1]) == 3
+    other = get_encoder("prosody", n_mels=20)  # a refused open releases the lock it took
+    with pytest.raises(ConfigError, match="holds features made with"):
+        FeaturesWriter(tmp_path / "out", other.info)
+    FeaturesWriter(tmp_path / "out", enc.info).close()
