@@ -48,7 +48,8 @@ measured paired against that 100-step model on dev seeds 100-104 by `benchmarks/
 points at the same cost and are the default since (`ensemble=3, steps=30`). Five members
 (`dev_study_ensemble_size.md`), per-language whitening of the frames (`dev_study_whitening.md`) and
 the ensemble's curriculum (re-assignment interval, confident share, learning rate;
-`dev_study_curriculum.md`) gained nothing beyond noise and were not adopted.
+`dev_study_curriculum.md`) gained nothing beyond noise and were not adopted; sharper highlights
+hurt the ensemble (tau_a 0.25: -1.0 ± 0.4, 0.1: -2.4 ± 0.4; `dev_study_highlights.md`).
 """
 
 
