@@ -66,15 +66,22 @@ def clip_mean_removal(alpha: float) -> Transform:
     return make
 
 
+def frames_by_language(labeled, unlabeled) -> dict:
+    """Each language's frames (benchmarked columns) for label-free statistics: its unlabeled clips,
+    or its labeled ones where it has no unlabeled clip."""
+    out = {}
+    for lang in {c.language for c in [*labeled, *unlabeled]}:
+        group = [c for c in unlabeled if c.language == lang] or [c for c in labeled if c.language == lang]
+        out[lang] = np.concatenate([c.frames[:, COLUMNS] for c in group])
+    return out
+
+
 def nuisance_projection(k: int) -> Transform:
     """Remove the ``k`` main directions of the unlabeled clips' mean frames (z-scored per language):
     nuisance attribute projection, aimed at the speaker and sentence structure of the target."""
     def make(labeled, unlabeled):
-        stats = {}
-        for lang in {c.language for c in [*labeled, *unlabeled]}:
-            group = [c for c in unlabeled if c.language == lang] or [c for c in labeled if c.language == lang]
-            frames = np.concatenate([c.frames[:, COLUMNS] for c in group])
-            stats[lang] = (frames.mean(0), frames.std(0) + 1e-5)
+        stats = {lang: (frames.mean(0), frames.std(0) + 1e-5)
+                 for lang, frames in frames_by_language(labeled, unlabeled).items()}
         target = [c for c in unlabeled]
         means = np.stack([((c.frames[:, COLUMNS] - stats[c.language][0]) / stats[c.language][1]).mean(0) for c in target])
         u = np.linalg.svd(means - means.mean(0), full_matrices=False)[2][:k].T
@@ -93,9 +100,8 @@ def language_whitening(shrink: float) -> Transform:
     clips of each language (the labeled ones where a language has none); labels unused."""
     def make(labeled, unlabeled):
         maps = {}
-        for lang in {c.language for c in [*labeled, *unlabeled]}:
-            group = [c for c in unlabeled if c.language == lang] or [c for c in labeled if c.language == lang]
-            frames = np.concatenate([c.frames[:, COLUMNS] for c in group]).astype(np.float64)
+        for lang, frames in frames_by_language(labeled, unlabeled).items():
+            frames = frames.astype(np.float64)
             mean, std = frames.mean(0), frames.std(0) + 1e-5
             z = (frames - mean) / std
             cov = (1 - shrink) * np.cov(z, rowvar=False) + shrink * np.eye(z.shape[1])

@@ -292,6 +292,7 @@ def _ensemble_snapshots(runs: list[list[Snapshot]]) -> list[Snapshot]:
     """Members' snapshots of the same step, side by side (as ``EnsembleModel`` reads them)."""
     if len(runs) == 1:
         return runs[0]
+
     def joined(parts: list[np.ndarray]) -> np.ndarray:
         return side_by_side([torch.from_numpy(p) for p in parts]).numpy()
 
