@@ -40,6 +40,17 @@ def test_highlight_pooling_weights_the_peaked_frames():
     assert clip_logits(z, E, 0.1).argmax() == 1
 
 
+def test_contrast_highlights_skip_frames_near_every_prototype():
+    # hand-made resonance [1, 2 frames, 3 emotions]: frame 0 is close to all prototypes alike (peak 5,
+    # mean 5), frame 1 stands out for one emotion (peak 4, mean 2)
+    r = torch.tensor([[[5.0, 5.0, 5.0], [4.0, 1.0, 1.0]]])
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    peak = highlight_weights(r, mask, tau_a=1.0, score="peak")
+    contrast = highlight_weights(r, mask, tau_a=1.0, score="contrast")
+    assert peak[0].argmax() == 0 and contrast[0].argmax() == 1
+    assert torch.allclose(contrast[0], torch.softmax(torch.tensor([0.0, 2.0]), -1))
+
+
 def test_masks_ignore_padding():
     h = torch.stack([E[0], E[0], E[2], E[2]])[None]  # frames 2-3 are padding
     mask = torch.tensor([[True, True, False, False]])

@@ -12,6 +12,7 @@ from typing import Any
 from sere_core.errors import ConfigError
 
 POOLINGS = ("highlight", "mean")
+HIGHLIGHT_SCORES = ("peak", "contrast")
 
 
 @dataclass(frozen=True)
@@ -36,11 +37,15 @@ class SEREConfig:
     tau: float = 0.1  # temperature of the resonance r = cos / tau and of p(c|x)
     tau_a: float = 1.0  # highlight temperature: a_t = softmax_t(max_c r[t, c] / tau_a)
     pooling: str = "highlight"  # "highlight" (SERE) or "mean" (ablation)
+    highlight_score: str = "peak"  # a frame's score: "peak" resonance or "contrast" (peak - mean)
     # --- optimisation
     # models trained with seeds seed, seed + 1000, ...; read as one (model.EnsembleModel). Three
     # members of 30 steps cost what one of 100 did and beat it on the dev seeds by 1.7 +- 0.6 UAR
     # points (benchmarks/results/dev_study.md)
     ensemble: int = 3
+    # True: each member after the first assigns the unlabeled pool with its logits averaged with the
+    # members' before it (their pseudo-labels are better than one member's), not with its own alone
+    shared_targets: bool = False
     steps: int = 30  # per member
     lr: float = 3e-3
     weight_decay: float = 1e-4
@@ -48,6 +53,7 @@ class SEREConfig:
     crop_frames: int = 20  # length of the random crops that make views
     frame_drop: float = 0.2  # probability of dropping a frame from a view
     feature_noise: float = 0.0
+    mix_unlabeled: float = 0.0  # LL also on labeled views mixed with this share of unlabeled frames
     # --- TRIC: weights, and the curriculum (fractions of the steps)
     w_ll: float = 1.0
     w_lu: float = 0.5
@@ -106,6 +112,7 @@ def _check(c: SEREConfig) -> None:
             raise ConfigError(f"SEREConfig.{name} {what} (got {getattr(c, name)!r})")
 
     need(c.pooling in POOLINGS, "pooling", f"must be one of {POOLINGS}")
+    need(c.highlight_score in HIGHLIGHT_SCORES, "highlight_score", f"must be one of {HIGHLIGHT_SCORES}")
     need(c.target_frame_rate > 0, "target_frame_rate", "must be positive")
     need(c.pca_dim >= 0, "pca_dim", "must be 0 (off) or positive")
     for name in ("ensemble", "hidden_dim", "embed_dim", "context", "batch_unlabeled", "crop_frames",
@@ -117,7 +124,7 @@ def _check(c: SEREConfig) -> None:
     for name in ("dropout", "frame_drop"):
         need(0 <= getattr(c, name) < 1, name, "must be in [0, 1)")
     for name in ("lu_start", "uu_start", "ramp", "keep_start", "keep_end", "proto_momentum",
-                 "highlight_fraction", "uu_threshold", "balance"):
+                 "highlight_fraction", "uu_threshold", "balance", "mix_unlabeled"):
         need(0 <= getattr(c, name) <= 1, name, "must be in [0, 1]")
     for name in ("w_ll", "w_lu", "w_uu", "ll_supcon", "lu_align", "uu_neighbor_weight",
                  "weight_decay", "feature_noise", "snapshot_every", "uu_neighbors", "num_threads"):

@@ -107,8 +107,10 @@ class SERE:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(member_cfg.seed)
                 members.append(self._build_member(pre.out_dim, len(classes)))
+            teachers = ([embed_clips(m, padded_u)["logits"] for m in members[:-1]]
+                        if cfg.shared_targets and padded_u is not None else [])
             runs.append(train(members[-1], padded_l, y, padded_u, member_cfg,
-                              _member_progress(progress, i, cfg.ensemble, t0), snap))
+                              _member_progress(progress, i, cfg.ensemble, t0), snap, teachers))
         self.classes_ = list(classes)
         self.preprocessor_ = pre
         self.model_ = assemble(members)
@@ -123,7 +125,7 @@ class SERE:
     def _build_member(self, in_dim: int, n_classes: int) -> SEREModel:
         c = self.config
         return SEREModel(in_dim, n_classes, c.hidden_dim, c.embed_dim, c.context, c.dropout, c.tau,
-                         c.tau_a, c.pooling)
+                         c.tau_a, c.pooling, c.highlight_score)
 
     def _build(self, in_dim: int, n_classes: int) -> SEREModel | EnsembleModel:
         return assemble([self._build_member(in_dim, n_classes) for _ in range(self.config.ensemble)])

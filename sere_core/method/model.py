@@ -26,13 +26,20 @@ def resonance_field(h: torch.Tensor, prototypes: torch.Tensor, tau: float) -> to
     return l2_normalize(h) @ l2_normalize(prototypes).T / tau
 
 
-def highlight_weights(r: torch.Tensor, mask: torch.Tensor, tau_a: float) -> torch.Tensor:
-    """Emotional highlights: ``a[b, t] = softmax_t(max_c r[b, t, c] / tau_a)`` over real frames.
+def highlight_weights(r: torch.Tensor, mask: torch.Tensor, tau_a: float, score: str = "peak") -> torch.Tensor:
+    """Emotional highlights: ``a[b, t] = softmax_t(s[b, t] / tau_a)`` over real frames, where the
+    frame score ``s`` is its peak resonance ``max_c r[b, t, c]`` (``"peak"``) or how far that peak
+    stands above the frame's mean resonance, ``max_c r - mean_c r`` (``"contrast"``: a frame close to
+    every prototype alike carries no emotion).
 
-    ``r [B, T, C]``, ``mask [B, T]`` -> ``a [B, T]`` (rows sum to 1, zero on padding). The peak
-    resonance is detached so the weights pick frames without being a shortcut to lower the loss.
+    ``r [B, T, C]``, ``mask [B, T]`` -> ``a [B, T]`` (rows sum to 1, zero on padding). The score is
+    detached so the weights pick frames without being a shortcut to lower the loss.
     """
-    score = r.detach().max(dim=-1).values / tau_a
+    r = r.detach()
+    s = r.max(dim=-1).values
+    if score == "contrast":
+        s = s - r.mean(dim=-1)
+    score = s / tau_a
     score = score.masked_fill(~mask, NEG)
     return torch.softmax(score, dim=-1) * mask
 
@@ -102,18 +109,20 @@ class SEREModel(nn.Module):
     """
 
     def __init__(self, in_dim: int, n_classes: int, hidden_dim: int, embed_dim: int, context: int,
-                 dropout: float, tau: float, tau_a: float, pooling: str = "highlight") -> None:
+                 dropout: float, tau: float, tau_a: float, pooling: str = "highlight",
+                 highlight_score: str = "peak") -> None:
         super().__init__()
         self.net = ResonanceNet(in_dim, hidden_dim, embed_dim, context, dropout)
         self.prototypes = nn.Parameter(torch.zeros(n_classes, embed_dim))
         # log-prior correction estimated on the unlabeled clips at the end of training (not trained)
         self.register_buffer("class_bias", torch.zeros(n_classes))
-        self.tau, self.tau_a, self.pooling = tau, tau_a, pooling
+        self.tau, self.tau_a, self.pooling, self.highlight_score = tau, tau_a, pooling, highlight_score
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         h = self.net(x, mask)  # [B, T, d]
         r = resonance_field(h, self.prototypes, self.tau)  # [B, T, C]
-        a = highlight_weights(r, mask, self.tau_a) if self.pooling == "highlight" else mean_weights(mask)
+        a = (highlight_weights(r, mask, self.tau_a, self.highlight_score) if self.pooling == "highlight"
+             else mean_weights(mask))
         z = l2_normalize(weighted_pool(h, a))  # [B, d]
         logits = clip_logits(z, self.prototypes, self.tau) + self.class_bias
         return {"h": h, "r": r, "a": a, "z": z, "logits": logits}
