@@ -43,9 +43,6 @@ class SEREConfig:
     # members of 30 steps cost what one of 100 did and beat it on the dev seeds by 1.7 +- 0.6 UAR
     # points (benchmarks/results/dev_study.md)
     ensemble: int = 3
-    # True: each member after the first assigns the unlabeled pool with its logits averaged with the
-    # members' before it (their pseudo-labels are better than one member's), not with its own alone
-    shared_targets: bool = False
     steps: int = 30  # per member
     lr: float = 3e-3
     weight_decay: float = 1e-4
@@ -53,7 +50,6 @@ class SEREConfig:
     crop_frames: int = 20  # length of the random crops that make views
     frame_drop: float = 0.2  # probability of dropping a frame from a view
     feature_noise: float = 0.0
-    mix_unlabeled: float = 0.0  # LL also on labeled views mixed with this share of unlabeled frames
     # --- TRIC: weights, and the curriculum (fractions of the steps)
     w_ll: float = 1.0
     w_lu: float = 0.5
@@ -124,7 +120,7 @@ def _check(c: SEREConfig) -> None:
     for name in ("dropout", "frame_drop"):
         need(0 <= getattr(c, name) < 1, name, "must be in [0, 1)")
     for name in ("lu_start", "uu_start", "ramp", "keep_start", "keep_end", "proto_momentum",
-                 "highlight_fraction", "uu_threshold", "balance", "mix_unlabeled"):
+                 "highlight_fraction", "uu_threshold", "balance"):
         need(0 <= getattr(c, name) <= 1, name, "must be in [0, 1]")
     for name in ("w_ll", "w_lu", "w_uu", "ll_supcon", "lu_align", "uu_neighbor_weight",
                  "weight_decay", "feature_noise", "snapshot_every", "uu_neighbors", "num_threads"):

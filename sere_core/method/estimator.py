@@ -107,10 +107,8 @@ class SERE:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(member_cfg.seed)
                 members.append(self._build_member(pre.out_dim, len(classes)))
-            teachers = ([embed_clips(m, padded_u)["logits"] for m in members[:-1]]
-                        if cfg.shared_targets and padded_u is not None else [])
             runs.append(train(members[-1], padded_l, y, padded_u, member_cfg,
-                              _member_progress(progress, i, cfg.ensemble, t0), snap, teachers))
+                              _member_progress(progress, i, cfg.ensemble, t0), snap))
         self.classes_ = list(classes)
         self.preprocessor_ = pre
         self.model_ = assemble(members)

@@ -81,18 +81,6 @@ def make_view(clips: Padded, idx: torch.Tensor, crop: int, frame_drop: float, no
     return x, valid & keep
 
 
-def mix_in(x: torch.Tensor, unlabeled: Padded, cfg: SEREConfig, gen: torch.Generator) -> torch.Tensor:
-    """``x [B, L, D]`` with a share ``cfg.mix_unlabeled`` of random unlabeled crops mixed into its
-    frames (where a crop has a frame)."""
-    idx = torch.randint(len(unlabeled), (x.shape[0],), generator=gen)
-    xu, mu = make_view(unlabeled, idx, x.shape[1], 0.0, 0.0, gen)
-    t = min(x.shape[1], xu.shape[1])
-    w = cfg.mix_unlabeled * mu[:, :t, None].to(x.dtype)
-    out = x.clone()
-    out[:, :t] = (1 - w) * x[:, :t] + w * xu[:, :t]
-    return out
-
-
 @torch.no_grad()
 def embed_clips(model: SEREModel, clips: Padded, chunk: int = 256) -> dict[str, torch.Tensor]:
     """Eval-mode pass over whole clips: ``z [N, d]``, ``logits [N, C]``, ``a [N, T]``."""
@@ -123,14 +111,12 @@ def init_prototypes(model: SEREModel, labeled: Padded, labels: torch.Tensor) -> 
 
 
 @torch.no_grad()
-def balanced_targets(model: SEREModel, unlabeled: Padded, cfg: SEREConfig, keep: float,
-                     teachers: list[torch.Tensor] = ()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def balanced_targets(model: SEREModel, unlabeled: Padded, cfg: SEREConfig, keep: float
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sinkhorn-balanced, sharpened assignments ``[N, C]`` of the whole pool, the confidence gate
-    ``[N]`` (float 0/1) and the pool's embeddings ``[N, d]``. ``teachers``: fixed pool logits of
-    trained models, averaged with the model's own before assigning."""
+    ``[N]`` (float 0/1) and the pool's embeddings ``[N, d]``."""
     out = embed_clips(model, unlabeled)
-    logits = torch.stack([out["logits"], *teachers]).mean(0)
-    q = L.sinkhorn(logits * model.tau, cfg.sinkhorn_iters, cfg.sinkhorn_eps)
+    q = L.sinkhorn(out["logits"] * model.tau, cfg.sinkhorn_iters, cfg.sinkhorn_eps)
     gate = L.confident_mask(q, keep).float()
     return L.sharpen(q, cfg.sharpen), gate, out["z"]
 
@@ -160,16 +146,14 @@ def take_snapshot(model: SEREModel, step: int, everything: Padded, clip_ids: tup
 # --- the loop ----------------------------------------------------------------------------------------
 def train(model: SEREModel, labeled: Padded, labels: torch.Tensor, unlabeled: Padded | None,
           cfg: SEREConfig, progress: ProgressFn | None = None,
-          snapshot_clips: tuple[Padded, tuple[str, ...]] | None = None,
-          teachers: list[torch.Tensor] = ()) -> TrainResult:
-    """Train ``model`` in place with the TRIC loss; see the module docstring for the order.
-    ``teachers``: pool logits of models trained before, shared in the pool's assignments."""
+          snapshot_clips: tuple[Padded, tuple[str, ...]] | None = None) -> TrainResult:
+    """Train ``model`` in place with the TRIC loss; see the module docstring for the order."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        return _train(model, labeled, labels, unlabeled, cfg, progress, snapshot_clips, list(teachers))
+        return _train(model, labeled, labels, unlabeled, cfg, progress, snapshot_clips)
 
 
-def _train(model, labeled, labels, unlabeled, cfg, progress, snapshot_clips, teachers) -> TrainResult:
+def _train(model, labeled, labels, unlabeled, cfg, progress, snapshot_clips) -> TrainResult:
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(cfg.seed)
     result = TrainResult()
@@ -184,8 +168,7 @@ def _train(model, labeled, labels, unlabeled, cfg, progress, snapshot_clips, tea
         w_lu = cfg.w_lu * L.ramp(step, cfg.steps, cfg.lu_start, cfg.ramp) if has_u else 0.0
         w_uu = cfg.w_uu * L.ramp(step, cfg.steps, cfg.uu_start, cfg.ramp) if has_u else 0.0
         if w_lu > 0 and (targets is None or step % cfg.refresh_every == 0):
-            targets, gate, z_pool = balanced_targets(model, unlabeled, cfg, keep_fraction(step, cfg.steps, cfg),
-                                                     teachers)
+            targets, gate, z_pool = balanced_targets(model, unlabeled, cfg, keep_fraction(step, cfg.steps, cfg))
             if cfg.proto_momentum > 0:
                 refine_prototypes(model, z_pool, targets, gate, cfg.proto_momentum)
 
@@ -194,9 +177,6 @@ def _train(model, labeled, labels, unlabeled, cfg, progress, snapshot_clips, tea
         out_l = model(x, m)
         parts = {"ll": L.prototype_ce(out_l["logits"], labels)
                  + cfg.ll_supcon * L.supervised_contrastive(out_l["z"], labels, model.tau)}
-        if cfg.mix_unlabeled > 0 and has_u:  # the shots' emotions, heard through target frames
-            x_mix = mix_in(x, unlabeled, cfg, gen)
-            parts["ll"] = parts["ll"] + L.prototype_ce(model(x_mix, m)["logits"], labels)
         total = cfg.w_ll * parts["ll"]
 
         if w_lu > 0 or w_uu > 0:
