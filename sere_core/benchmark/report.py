@@ -49,7 +49,12 @@ points at the same cost and are the default since (`ensemble=3, steps=30`). Five
 (`dev_study_ensemble_size.md`), per-language whitening of the frames (`dev_study_whitening.md`) and
 the ensemble's curriculum (re-assignment interval, confident share, learning rate;
 `dev_study_curriculum.md`) gained nothing beyond noise and were not adopted; sharper highlights
-hurt the ensemble (tau_a 0.25: -1.0 ± 0.4, 0.1: -2.4 ± 0.4; `dev_study_highlights.md`).
+hurt the ensemble (tau_a 0.25: -1.0 ± 0.4, 0.1: -2.4 ± 0.4; `dev_study_highlights.md`), and so did
+highlights scored by contrast, peak minus mean resonance (-0.6 to -1.7; `dev_study_contrast.md`);
+members sharing their pool assignments lost 1.0 ± 0.3 (`dev_study_shared_targets.md`), mixing target
+frames into the shots' views changed nothing (`dev_study_mixing.md`). Views of 6 frames instead of 20
+gained 0.7 ± 0.3 and train faster (lengths 40/20/14/10/6: 48.7/49.9/49.7/50.5/50.6;
+`dev_study_crop.md`, `dev_study_crop_short.md`) and are the default since (`crop_frames=6`).
 """
 
 
