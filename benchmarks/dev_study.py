@@ -122,13 +122,21 @@ class Variant:
     against: str = REFERENCE  # the method it is paired with
 
 
-#: The reference is pinned to the study's first run: one 100-step model, the default until the
-#: three-member ensemble it found replaced it. Each variant changes only what its name says.
-SINGLE = {"ensemble": 1, "steps": 100}
+#: The reference is pinned to the study's first run: one 100-step model on 20-frame views, the
+#: default until the three-member ensemble and the 6-frame views it found replaced it. Each variant
+#: changes only what its name says.
+SINGLE = {"ensemble": 1, "steps": 100, "crop_frames": 20}
+#: The ensemble the later variants are paired with (``sere_ensemble3_steps30``)
+ENSEMBLE = {"ensemble": 3, "steps": 30}
 
 
 def _sere(**settings) -> Callable[[int], object]:
     return lambda seed: SERE(replace(BENCH_SERE_CONFIG, seed=seed, snapshot_every=0, **{**SINGLE, **settings}))
+
+
+def _vs_ensemble(what: str, **settings) -> Variant:
+    """A change to the three-member ensemble, paired with it."""
+    return Variant(what, _sere(**ENSEMBLE, **settings), "sere_ensemble3_steps30")
 
 
 VARIANTS: dict[str, Variant] = {
@@ -140,60 +148,58 @@ VARIANTS: dict[str, Variant] = {
     "sere_tau_a_0.25": Variant("sharper highlights: tau_a 0.25", _sere(tau_a=0.25)),
     "sere_mean_pool": Variant("mean pooling (the ablation)", _sere(pooling="mean")),
     "sere_ensemble3": Variant("`ensemble=3`: three seeds read as one space (3x the training time)",
-                              _sere(ensemble=3)),
+                    _sere(ensemble=3)),
     "sere_ensemble3_steps40": Variant("`ensemble=3`, 40 steps each (1.2x the training time)",
-                                      _sere(ensemble=3, steps=40)),
+                            _sere(ensemble=3, steps=40)),
     "sere_ensemble3_steps30": Variant("`ensemble=3`, 30 steps each (about one 100-step model)",
-                                      _sere(ensemble=3, steps=30)),
+                            _sere(ensemble=3, steps=30)),
     "sere_ensemble5_steps20": Variant("`ensemble=5`, 20 steps each (the default's cost)",
-                                      _sere(ensemble=5, steps=20), "sere_ensemble3_steps30"),
+                            _sere(ensemble=5, steps=20), "sere_ensemble3_steps30"),
     "sere_ensemble5_steps30": Variant("`ensemble=5`, 30 steps each (1.7x the default's training time)",
-                                      _sere(ensemble=5, steps=30), "sere_ensemble3_steps30"),
-    "sere_ens3_refresh5": Variant("default ensemble, pool re-assigned every 5 steps instead of 15",
-                                  _sere(ensemble=3, steps=30, refresh_every=5), "sere_ensemble3_steps30"),
-    "sere_ens3_keep70": Variant("default ensemble, confident share of pseudo-labels rising to 70 % (not 50 %)",
-                                _sere(ensemble=3, steps=30, keep_end=0.7), "sere_ensemble3_steps30"),
-    "sere_ens3_lr5e-3": Variant("default ensemble, learning rate 5e-3 instead of 3e-3",
-                                _sere(ensemble=3, steps=30, lr=5e-3), "sere_ensemble3_steps30"),
-    "sere_ens3_tau_a_0.25": Variant("default ensemble, sharper highlights: tau_a 0.25 instead of 1",
-                                    _sere(ensemble=3, steps=30, tau_a=0.25), "sere_ensemble3_steps30"),
-    "sere_ens3_tau_a_0.1": Variant("default ensemble, highlights on a few frames: tau_a 0.1",
-                                   _sere(ensemble=3, steps=30, tau_a=0.1), "sere_ensemble3_steps30"),
-    "sere_ens3_contrast": Variant("default ensemble, highlights scored by contrast (peak - mean resonance)",
-                                  _sere(ensemble=3, steps=30, highlight_score="contrast"), "sere_ensemble3_steps30"),
-    "sere_ens3_contrast_0.5": Variant("default ensemble, contrast highlights at tau_a 0.5",
-                                      _sere(ensemble=3, steps=30, highlight_score="contrast", tau_a=0.5),
-                                      "sere_ensemble3_steps30"),
-    "sere_ens3_contrast_0.25": Variant("default ensemble, contrast highlights at tau_a 0.25",
-                                       _sere(ensemble=3, steps=30, highlight_score="contrast", tau_a=0.25),
-                                       "sere_ensemble3_steps30"),
-    "sere_ens3_crop40": Variant("default ensemble, views of 40 frames (3.2 s, most of a clip) instead of 20",
-                                _sere(ensemble=3, steps=30, crop_frames=40), "sere_ensemble3_steps30"),
-    "sere_ens3_crop10": Variant("default ensemble, views of 10 frames (0.8 s) instead of 20",
-                                _sere(ensemble=3, steps=30, crop_frames=10), "sere_ensemble3_steps30"),
-    "sere_ens3_crop6": Variant("default ensemble, views of 6 frames (0.5 s) instead of 20",
-                               _sere(ensemble=3, steps=30, crop_frames=6), "sere_ensemble3_steps30"),
-    "sere_ens3_crop14": Variant("default ensemble, views of 14 frames (1.1 s) instead of 20",
-                                _sere(ensemble=3, steps=30, crop_frames=14), "sere_ensemble3_steps30"),
+                            _sere(ensemble=5, steps=30), "sere_ensemble3_steps30"),
+    "sere_ens3_refresh5": _vs_ensemble("default ensemble, pool re-assigned every 5 steps instead of 15",
+        refresh_every=5),
+    "sere_ens3_keep70": _vs_ensemble("default ensemble, confident share of pseudo-labels rising to 70 % (not 50 %)",
+        keep_end=0.7),
+    "sere_ens3_lr5e-3": _vs_ensemble("default ensemble, learning rate 5e-3 instead of 3e-3",
+        lr=5e-3),
+    "sere_ens3_tau_a_0.25": _vs_ensemble("default ensemble, sharper highlights: tau_a 0.25 instead of 1",
+        tau_a=0.25),
+    "sere_ens3_tau_a_0.1": _vs_ensemble("default ensemble, highlights on a few frames: tau_a 0.1",
+        tau_a=0.1),
+    "sere_ens3_contrast": _vs_ensemble("default ensemble, highlights scored by contrast (peak - mean resonance)",
+        highlight_score="contrast"),
+    "sere_ens3_contrast_0.5": _vs_ensemble("default ensemble, contrast highlights at tau_a 0.5",
+        highlight_score="contrast", tau_a=0.5),
+    "sere_ens3_contrast_0.25": _vs_ensemble("default ensemble, contrast highlights at tau_a 0.25",
+        highlight_score="contrast", tau_a=0.25),
+    "sere_ens3_crop40": _vs_ensemble("default ensemble, views of 40 frames (3.2 s, most of a clip) instead of 20",
+        crop_frames=40),
+    "sere_ens3_crop10": _vs_ensemble("default ensemble, views of 10 frames (0.8 s) instead of 20",
+        crop_frames=10),
+    "sere_ens3_crop6": _vs_ensemble("default ensemble, views of 6 frames (0.5 s) instead of 20",
+        crop_frames=6),
+    "sere_ens3_crop14": _vs_ensemble("default ensemble, views of 14 frames (1.1 s) instead of 20",
+        crop_frames=14),
     "sere_clip_mean_0.5": Variant("half of each clip's mean frame removed before SERE",
-                                  lambda seed: Transformed(_sere()(seed), clip_mean_removal(0.5))),
+                        lambda seed: Transformed(_sere()(seed), clip_mean_removal(0.5))),
     "sere_whiten_0.3": Variant("`ensemble=3, steps=30` on per-language whitened frames (shrinkage 0.3)",
-                               lambda seed: Transformed(_sere(ensemble=3, steps=30)(seed), language_whitening(0.3)),
-                               "sere_ensemble3_steps30"),
+                     lambda seed: Transformed(_sere(**ENSEMBLE)(seed), language_whitening(0.3)),
+                     "sere_ensemble3_steps30"),
     "sere_whiten_0.7": Variant("`ensemble=3, steps=30` on per-language whitened frames (shrinkage 0.7)",
-                               lambda seed: Transformed(_sere(ensemble=3, steps=30)(seed), language_whitening(0.7)),
-                               "sere_ensemble3_steps30"),
+                     lambda seed: Transformed(_sere(**ENSEMBLE)(seed), language_whitening(0.7)),
+                     "sere_ensemble3_steps30"),
     "logreg_whiten_0.3": Variant("logistic regression on per-language whitened frames (shrinkage 0.3)",
-                                 lambda seed: Transformed(make_method("logreg", seed), language_whitening(0.3)),
-                                 "logreg"),
+                       lambda seed: Transformed(make_method("logreg", seed), language_whitening(0.3)),
+                       "logreg"),
     "logreg": Variant("logistic regression, the best baseline", lambda seed: make_method("logreg", seed)),
     "logreg_nap2": Variant("logistic regression after removing the 2 main directions of the target's clip means",
-                           lambda seed: Transformed(make_method("logreg", seed), nuisance_projection(2)), "logreg"),
+                 lambda seed: Transformed(make_method("logreg", seed), nuisance_projection(2)), "logreg"),
 }
 
 
 def write_markdown(path: Path, results: Sequence, names: Sequence[str], seeds: Sequence[int],
-                   wall_s: float, command: str) -> None:
+         wall_s: float, command: str) -> None:
     lines = ["# SERE candidates on the development seeds (common4, 5-per-class)", "",
              f"- commit: `{R.commit()}`{' (working tree modified)' if R.working_tree_dirty() else ''};"
              f" machine: {R.machine()}; {datetime.now(timezone.utc):%Y-%m-%d}",

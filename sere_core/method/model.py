@@ -39,9 +39,7 @@ def highlight_weights(r: torch.Tensor, mask: torch.Tensor, tau_a: float, score: 
     s = r.max(dim=-1).values
     if score == "contrast":
         s = s - r.mean(dim=-1)
-    score = s / tau_a
-    score = score.masked_fill(~mask, NEG)
-    return torch.softmax(score, dim=-1) * mask
+    return torch.softmax((s / tau_a).masked_fill(~mask, NEG), dim=-1) * mask
 
 
 def mean_weights(mask: torch.Tensor) -> torch.Tensor:
