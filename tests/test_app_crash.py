@@ -87,7 +87,8 @@ def test_sigkill_right_after_a_label_is_confirmed(tmp_path):
         try:  # the restart: the project opens with its labels
             page = open_page(browser, app.start().url)
             open_project(page, "Kill while labeling")
-            assert "(6 labeled)" in page.inner_text("#sere-project-line")
+            # the line updates after the project opens: wait for it rather than read it at once
+            page.wait_for_selector("#sere-project-line:has-text('(6 labeled)')", timeout=30000)
             label_panel(page)
             assert page.get_attribute("#sere-counts", "data-total") == "6"
             assert press_and_wait(page, "3") not in confirmed  # labeling goes on with the next clip
