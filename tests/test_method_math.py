@@ -51,6 +51,21 @@ def test_contrast_highlights_skip_frames_near_every_prototype():
     assert torch.allclose(contrast[0], torch.softmax(torch.tensor([0.0, 2.0]), -1))
 
 
+def test_windowed_highlights_prefer_a_resonating_segment_to_one_spike():
+    # resonance [1, 9 frames, 2 emotions]: frame 2 is an isolated spike (6), frames 5-7 resonate
+    # steadily (4 each) and frame 8 is padding that would otherwise raise the segment's end
+    peak = torch.tensor([1.0, 1.0, 6.0, 1.0, 1.0, 4.0, 4.0, 4.0, 9.0])
+    r = torch.stack([peak, torch.zeros(9)], -1)[None]
+    mask = torch.ones(1, 9, dtype=torch.bool)
+    mask[0, 8] = False
+    frame = highlight_weights(r, mask, tau_a=1.0)
+    segment = highlight_weights(r, mask, tau_a=1.0, window=3)
+    assert frame[0].argmax() == 2 and segment[0].argmax() in (6, 7)  # 3-frame means: 8/3 vs 4
+    assert segment[0, 5:8].sum() > 0.5 > frame[0, 5:8].sum()
+    assert segment[0, 8] == 0 and torch.isclose(segment.sum(), torch.tensor(1.0))
+    assert torch.allclose(highlight_weights(r, mask, 1.0, window=1), frame)
+
+
 def test_masks_ignore_padding():
     h = torch.stack([E[0], E[0], E[2], E[2]])[None]  # frames 2-3 are padding
     mask = torch.tensor([[True, True, False, False]])

@@ -1,5 +1,6 @@
 """SERE end to end on synthetic features: learning, progress, cancel, snapshots, persistence."""
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -143,6 +144,18 @@ def test_save_load_round_trip_and_mismatch(tmp_path, task):
         back.check_compatible(None, ["angry", "calm"])
     with pytest.raises(ModelMismatchError, match="not a saved SERE model"):
         SERE.load(tmp_path / "nothing")
+
+
+def test_a_model_saved_before_windowed_highlights_keeps_its_frame_highlights(tmp_path, task):
+    src, tgt = task
+    old = SERE(replace(CFG, highlight_window=1, tau_a=1.0)).fit(src, unlabel(tgt))
+    meta_path = old.save(tmp_path / "old") / "model.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["config"]["highlight_window"], meta["config"]["highlight_score"]  # as saved then
+    meta_path.write_text(json.dumps(meta))
+    back = SERE.load(tmp_path / "old")
+    assert back.config.highlight_window == 1 and SEREConfig().highlight_window > 1
+    assert [p.highlights for p in back.predict(tgt[:5])] == [p.highlights for p in old.predict(tgt[:5])]
 
 
 def test_an_ensemble_reads_its_members_as_one_space(tmp_path, task):

@@ -29,6 +29,9 @@ from sere_core.method.validation import check_fit_inputs, check_predict_inputs, 
 
 FORMAT = "sere-model"
 FORMAT_VERSION = 1
+#: Settings added after models were first saved, with the value that reproduces what a model saved
+#: without them did (the defaults may differ since)
+SETTINGS_BEFORE_THEY_EXISTED: dict[str, Any] = {"highlight_score": "peak", "highlight_window": 1}
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 LEARNED = ("classes_", "preprocessor_", "model_", "snapshots_", "history_", "n_features_in_",
@@ -123,7 +126,7 @@ class SERE:
     def _build_member(self, in_dim: int, n_classes: int) -> SEREModel:
         c = self.config
         return SEREModel(in_dim, n_classes, c.hidden_dim, c.embed_dim, c.context, c.dropout, c.tau,
-                         c.tau_a, c.pooling, c.highlight_score)
+                         c.tau_a, c.pooling, c.highlight_score, c.highlight_window)
 
     def _build(self, in_dim: int, n_classes: int) -> SEREModel | EnsembleModel:
         return assemble([self._build_member(in_dim, n_classes) for _ in range(self.config.ensemble)])
@@ -233,7 +236,7 @@ class SERE:
             raise ModelMismatchError(
                 f"{directory / META_FILE}: not a SERE model of format version {FORMAT_VERSION}")
         try:
-            model = cls(SEREConfig.from_dict(meta["config"]))
+            model = cls(SEREConfig.from_dict({**SETTINGS_BEFORE_THEY_EXISTED, **meta["config"]}))
             arrays = {k[4:]: v.numpy() for k, v in tensors.items() if k.startswith("pre.")}
             model.preprocessor_ = Preprocessor.from_state(preprocess_config(model.config), arrays,
                                                           meta["preprocessor"])
