@@ -83,10 +83,9 @@ class SEREConfig:
     # --- outputs
     highlight_fraction: float = 0.15  # share of frames reported as highlights
     # p(c|x) = softmax(logits / T) at prediction only (training and the argmax are unchanged): the
-    # logits are cos / tau with tau = 0.1 (the ensemble's mean logits: mean confidence 74 % at 48 %
-    # accuracy). T = 2.398 minimized NLL on the dev seeds; on the reported seeds ECE 26 -> 4 %
-    # (benchmarks/results/calibration.md; 3.162, fitted for 20-frame views, gave 2.9 % there, NLL 1.170
-    # against 1.163: the rule is to choose on the dev seeds, so 2.398 it is)
+    # logits are cos / tau with tau = 0.1 (the ensemble's mean logits: mean confidence 76 % at 49 %
+    # accuracy). T = 2.398 minimized NLL on the dev seeds; on the reported seeds ECE 27 -> 4 %
+    # (benchmarks/results/calibration.md; chosen again after the segment-scored highlights)
     confidence_temperature: float = 2.398
     snapshot_every: int = 25  # steps between snapshots (plus step 0 and the last); 0 = none
 
