@@ -126,17 +126,26 @@ class Variant:
 #: frame-level highlights at tau_a 1, the default until the three-member ensemble, the 6-frame views
 #: and the 6-frame highlight scores it found replaced it. Each variant changes only what its name says.
 SINGLE = {"ensemble": 1, "steps": 100, "crop_frames": 20, "tau_a": 1.0, "highlight_window": 1}
-#: The ensemble the later variants are paired with (``sere_ensemble3_steps30``)
+#: The later references, each the default of its time: the three-member ensemble
+#: (``sere_ensemble3_steps30``), then on 6-frame views (``sere_ens3_crop6``), then with highlights
+#: scored on 6-frame segments at tau_a 0.5 (``sere_c6_window6_0.5``, the default since)
 ENSEMBLE = {"ensemble": 3, "steps": 30}
+CROP6 = {**ENSEMBLE, "crop_frames": 6}
+SEGMENTS = {**CROP6, "highlight_window": 6, "tau_a": 0.5}
 
 
 def _sere(**settings) -> Callable[[int], object]:
     return lambda seed: SERE(replace(BENCH_SERE_CONFIG, seed=seed, snapshot_every=0, **{**SINGLE, **settings}))
 
 
-def _vs_ensemble(what: str, **settings) -> Variant:
-    """A change to the three-member ensemble, paired with it."""
-    return Variant(what, _sere(**ENSEMBLE, **settings), "sere_ensemble3_steps30")
+def _paired(against: str, base: dict) -> Callable[..., Variant]:
+    """Variants that change the reference ``against`` (built from ``base``), paired with it."""
+    return lambda what, **settings: Variant(what, _sere(**{**base, **settings}), against)
+
+
+_vs_ensemble = _paired("sere_ensemble3_steps30", ENSEMBLE)
+_vs_crop6 = _paired("sere_ens3_crop6", CROP6)
+_vs_segments = _paired("sere_c6_window6_0.5", SEGMENTS)
 
 
 VARIANTS: dict[str, Variant] = {
@@ -181,35 +190,25 @@ VARIANTS: dict[str, Variant] = {
         crop_frames=6),
     "sere_ens3_crop14": _vs_ensemble("default ensemble, views of 14 frames (1.1 s) instead of 20",
         crop_frames=14),
-    "sere_c6_mean_pool": Variant("mean pooling on the default (6-frame views, ensemble of 3)",
-                                 _sere(**ENSEMBLE, crop_frames=6, pooling="mean"), "sere_ens3_crop6"),
-    "sere_c6_window3": Variant("default, highlight scores from resonance averaged over 3 frames (0.24 s)",
-                               _sere(**ENSEMBLE, crop_frames=6, highlight_window=3), "sere_ens3_crop6"),
-    "sere_c6_window6": Variant("default, highlight scores from resonance averaged over 6 frames (0.5 s)",
-                               _sere(**ENSEMBLE, crop_frames=6, highlight_window=6), "sere_ens3_crop6"),
-    "sere_c6_window6_0.5": Variant("default, 6-frame highlight scores at tau_a 0.5",
-                                   _sere(**ENSEMBLE, crop_frames=6, highlight_window=6, tau_a=0.5),
-                                   "sere_ens3_crop6"),
-    "sere_c6_tau_a_0.5": Variant("default, frame-level highlight scores at tau_a 0.5",
-                                 _sere(**ENSEMBLE, crop_frames=6, tau_a=0.5), "sere_ens3_crop6"),
-    "sere_c6_window3_0.5": Variant("default, 3-frame highlight scores at tau_a 0.5",
-                                   _sere(**ENSEMBLE, crop_frames=6, highlight_window=3, tau_a=0.5),
-                                   "sere_ens3_crop6"),
-    "sere_c6_window6_0.25": Variant("default, 6-frame highlight scores at tau_a 0.25",
-                                    _sere(**ENSEMBLE, crop_frames=6, highlight_window=6, tau_a=0.25),
-                                    "sere_ens3_crop6"),
-    "sere_c6_window10_0.5": Variant("default, 10-frame (0.8 s) highlight scores at tau_a 0.5",
-                                    _sere(**ENSEMBLE, crop_frames=6, highlight_window=10, tau_a=0.5),
-                                    "sere_ens3_crop6"),
-    "sere_c6_window10_0.25": Variant("default, 10-frame highlight scores at tau_a 0.25",
-                                     _sere(**ENSEMBLE, crop_frames=6, highlight_window=10, tau_a=0.25),
-                                     "sere_ens3_crop6"),
-    "sere_c6w_uu1": Variant("default (segment highlights), UU weight 1 instead of 0.5",
-                            _sere(**ENSEMBLE, crop_frames=6, highlight_window=6, tau_a=0.5, w_uu=1.0),
-                            "sere_c6_window6_0.5"),
-    "sere_c6w_uu_early": Variant("default (segment highlights), UU from 10 % of the steps instead of 30 %",
-                                 _sere(**ENSEMBLE, crop_frames=6, highlight_window=6, tau_a=0.5, uu_start=0.1),
-                                 "sere_c6_window6_0.5"),
+    "sere_c6_mean_pool": _vs_crop6("mean pooling on the default (6-frame views, ensemble of 3)", pooling="mean"),
+    "sere_c6_window3": _vs_crop6("default, highlight scores from resonance averaged over 3 frames (0.24 s)",
+        highlight_window=3),
+    "sere_c6_window6": _vs_crop6("default, highlight scores from resonance averaged over 6 frames (0.5 s)",
+        highlight_window=6),
+    "sere_c6_window6_0.5": _vs_crop6("default, 6-frame highlight scores at tau_a 0.5",
+        highlight_window=6, tau_a=0.5),
+    "sere_c6_tau_a_0.5": _vs_crop6("default, frame-level highlight scores at tau_a 0.5", tau_a=0.5),
+    "sere_c6_window3_0.5": _vs_crop6("default, 3-frame highlight scores at tau_a 0.5",
+        highlight_window=3, tau_a=0.5),
+    "sere_c6_window6_0.25": _vs_crop6("default, 6-frame highlight scores at tau_a 0.25",
+        highlight_window=6, tau_a=0.25),
+    "sere_c6_window10_0.5": _vs_crop6("default, 10-frame (0.8 s) highlight scores at tau_a 0.5",
+        highlight_window=10, tau_a=0.5),
+    "sere_c6_window10_0.25": _vs_crop6("default, 10-frame highlight scores at tau_a 0.25",
+        highlight_window=10, tau_a=0.25),
+    "sere_c6w_uu1": _vs_segments("default (segment highlights), UU weight 1 instead of 0.5", w_uu=1.0),
+    "sere_c6w_uu_early": _vs_segments("default (segment highlights), UU from 10 % of the steps instead of 30 %",
+        uu_start=0.1),
     "sere_clip_mean_0.5": Variant("half of each clip's mean frame removed before SERE",
                         lambda seed: Transformed(_sere()(seed), clip_mean_removal(0.5))),
     "sere_whiten_0.3": Variant("`ensemble=3, steps=30` on per-language whitened frames (shrinkage 0.3)",
