@@ -46,7 +46,8 @@ def highlight_weights(r: torch.Tensor, mask: torch.Tensor, tau_a: float, score: 
 
 
 def segment_mean(x: torch.Tensor, mask: torch.Tensor, window: int) -> torch.Tensor:
-    """Mean of ``x [B, T, C]`` over the real frames of the centred ``window`` around each frame.
+    """Mean of ``x [B, T, C]`` over the real frames of the ``window`` around each frame (centred;
+    an even window reaches one frame further back than forward).
 
     >>> x = torch.tensor([[[1.0], [2.0], [3.0], [9.0]]])
     >>> [round(v, 4) for v in segment_mean(x, torch.tensor([[True, True, True, False]]), 3)[0, :, 0].tolist()]
@@ -139,8 +140,10 @@ class SEREModel(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         h = self.net(x, mask)  # [B, T, d]
         r = resonance_field(h, self.prototypes, self.tau)  # [B, T, C]
-        a = (highlight_weights(r, mask, self.tau_a, self.highlight_score, self.highlight_window) if self.pooling == "highlight"
-             else mean_weights(mask))
+        if self.pooling == "highlight":
+            a = highlight_weights(r, mask, self.tau_a, self.highlight_score, self.highlight_window)
+        else:
+            a = mean_weights(mask)
         z = l2_normalize(weighted_pool(h, a))  # [B, d]
         logits = clip_logits(z, self.prototypes, self.tau) + self.class_bias
         return {"h": h, "r": r, "a": a, "z": z, "logits": logits}
