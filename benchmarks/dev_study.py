@@ -1,7 +1,8 @@
 """Candidate changes to SERE, measured on the development seeds only, paired against a reference.
 
 The protocol's episodes (``common4``, 5 per emotion, the 12 tasks) on dev seeds (100-102 by
-default; never the reported 0-9), each candidate against the reference ``sere`` on the same episodes:
+default; never the reported 0-9), each candidate against its reference (``Variant.against``, the default
+of its time) on the same episodes:
 the paired difference and its standard error say whether a change is worth a benchmark rerun
 before anyone looks at the reported seeds. Candidates are settings of ``SEREConfig`` (including a
 seed ensemble) and feature transforms applied before any method sees the clips.
@@ -157,15 +158,15 @@ VARIANTS: dict[str, Variant] = {
     "sere_tau_a_0.25": Variant("sharper highlights: tau_a 0.25", _sere(tau_a=0.25)),
     "sere_mean_pool": Variant("mean pooling (the ablation)", _sere(pooling="mean")),
     "sere_ensemble3": Variant("`ensemble=3`: three seeds read as one space (3x the training time)",
-                    _sere(ensemble=3)),
+                              _sere(ensemble=3)),
     "sere_ensemble3_steps40": Variant("`ensemble=3`, 40 steps each (1.2x the training time)",
-                            _sere(ensemble=3, steps=40)),
+                                      _sere(ensemble=3, steps=40)),
     "sere_ensemble3_steps30": Variant("`ensemble=3`, 30 steps each (about one 100-step model)",
-                            _sere(ensemble=3, steps=30)),
+                                      _sere(ensemble=3, steps=30)),
     "sere_ensemble5_steps20": Variant("`ensemble=5`, 20 steps each (the default's cost)",
-                            _sere(ensemble=5, steps=20), "sere_ensemble3_steps30"),
+                                      _sere(ensemble=5, steps=20), "sere_ensemble3_steps30"),
     "sere_ensemble5_steps30": Variant("`ensemble=5`, 30 steps each (1.7x the default's training time)",
-                            _sere(ensemble=5, steps=30), "sere_ensemble3_steps30"),
+                                      _sere(ensemble=5, steps=30), "sere_ensemble3_steps30"),
     "sere_ens3_refresh5": _vs_ensemble("default ensemble, pool re-assigned every 5 steps instead of 15",
         refresh_every=5),
     "sere_ens3_keep70": _vs_ensemble("default ensemble, confident share of pseudo-labels rising to 70 % (not 50 %)",
@@ -210,24 +211,24 @@ VARIANTS: dict[str, Variant] = {
     "sere_c6w_uu_early": _vs_segments("default (segment highlights), UU from 10 % of the steps instead of 30 %",
         uu_start=0.1),
     "sere_clip_mean_0.5": Variant("half of each clip's mean frame removed before SERE",
-                        lambda seed: Transformed(_sere()(seed), clip_mean_removal(0.5))),
+                                  lambda seed: Transformed(_sere()(seed), clip_mean_removal(0.5))),
     "sere_whiten_0.3": Variant("`ensemble=3, steps=30` on per-language whitened frames (shrinkage 0.3)",
-                     lambda seed: Transformed(_sere(**ENSEMBLE)(seed), language_whitening(0.3)),
-                     "sere_ensemble3_steps30"),
+                               lambda seed: Transformed(_sere(**ENSEMBLE)(seed), language_whitening(0.3)),
+                               "sere_ensemble3_steps30"),
     "sere_whiten_0.7": Variant("`ensemble=3, steps=30` on per-language whitened frames (shrinkage 0.7)",
-                     lambda seed: Transformed(_sere(**ENSEMBLE)(seed), language_whitening(0.7)),
-                     "sere_ensemble3_steps30"),
+                               lambda seed: Transformed(_sere(**ENSEMBLE)(seed), language_whitening(0.7)),
+                               "sere_ensemble3_steps30"),
     "logreg_whiten_0.3": Variant("logistic regression on per-language whitened frames (shrinkage 0.3)",
-                       lambda seed: Transformed(make_method("logreg", seed), language_whitening(0.3)),
-                       "logreg"),
+                                 lambda seed: Transformed(make_method("logreg", seed), language_whitening(0.3)),
+                                 "logreg"),
     "logreg": Variant("logistic regression, the best baseline", lambda seed: make_method("logreg", seed)),
     "logreg_nap2": Variant("logistic regression after removing the 2 main directions of the target's clip means",
-                 lambda seed: Transformed(make_method("logreg", seed), nuisance_projection(2)), "logreg"),
+                           lambda seed: Transformed(make_method("logreg", seed), nuisance_projection(2)), "logreg"),
 }
 
 
 def write_markdown(path: Path, results: Sequence, names: Sequence[str], seeds: Sequence[int],
-         wall_s: float, command: str) -> None:
+                   wall_s: float, command: str) -> None:
     lines = ["# SERE candidates on the development seeds (common4, 5-per-class)", "",
              f"- commit: `{R.commit()}`{' (working tree modified)' if R.working_tree_dirty() else ''};"
              f" machine: {R.machine()}; {datetime.now(timezone.utc):%Y-%m-%d}",
@@ -257,7 +258,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--corpora", type=Path, required=True)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     ap.add_argument("--seeds", default=f"{DEV_SEEDS[0]}-{DEV_SEEDS[2]}")
-    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated; each runs with the method it is paired with")
+    ap.add_argument("--variants", default=",".join(VARIANTS),
+                    help="comma-separated; each runs with the method it is paired with")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
