@@ -247,6 +247,9 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
                             review_audio = gr.Audio(label="Listen", type="numpy", interactive=False,
                                                     autoplay=True, elem_id="sere-review-audio")
                             review_wave = gr.Plot(show_label=False)
+                            gr.Markdown("Shaded: the emotional highlights, the moments that weighed most in the "
+                                        "decision. A clip's first or last instant can be one: the model uses "
+                                        "onsets and endings too.", elem_classes="sere-keys")
                             review_probs = gr.Plot(show_label=False)
                             confirm_btn = gr.Button("Confirm (Enter)", variant="primary", elem_id="sere-confirm",
                                                     interactive=False)

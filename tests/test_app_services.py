@@ -273,6 +273,13 @@ def test_training_stores_predictions_snapshots_and_a_model(trained):
     fig = fg.field_figure(field)
     assert not fig.frames and len(fig.layout.meta["frames"]) == field.snapshot_frames["step"].nunique()
     assert fig.layout.meta["key"] == f"run-{run_id}"
+    # the replay's steps are each model's, the loss curve's run through the models one after another
+    members = SEREConfig().ensemble
+    assert field.members == status.members == members
+    assert field.snapshot_frames["step"].max() == status.total_steps // members
+    if members > 1:
+        assert fig.layout.sliders[0].currentvalue.prefix == f"training step (each of {members} models) "
+        assert len(fg.loss_figure(status).layout.shapes) == members - 1
 
     table = sv.predictions_table(ctx, pid)
     assert len(table) == 40 and list(table["confidence"]) == sorted(table["confidence"])

@@ -7,6 +7,7 @@ import torch
 from sere_core.method import losses as L
 from sere_core.method.data import ClipFeatures
 from sere_core.method.model import (
+    ResonanceNet,
     SEREModel,
     clip_logits,
     highlight_weights,
@@ -128,6 +129,29 @@ def test_view_consistency_and_neighbours():
     assert L.neighbor_agreement(z, agree, 1) < L.neighbor_agreement(z, clash, 1)
 
 
+def test_information_maximization_wants_confident_and_diverse_clips():
+    sure_and_balanced = torch.tensor([[20.0, 0.0], [0.0, 20.0]])
+    sure_but_collapsed = torch.tensor([[20.0, 0.0], [20.0, 0.0]])
+    unsure = torch.zeros(2, 2)
+    assert L.information_maximization(sure_and_balanced) < 1e-6
+    assert L.information_maximization(sure_but_collapsed) > 0.6  # log 2: one emotion for every clip
+    assert L.information_maximization(unsure) > 0.6  # log 2: no clip decided
+
+
+def test_replicated_edges_let_a_steady_clip_embed_the_same_at_its_edges():
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, 5).expand(1, 6, 5)  # one frame held for 6 frames, then padding
+    x = torch.cat([x, torch.zeros(1, 2, 5)], 1)
+    mask = torch.tensor([[True] * 6 + [False] * 2])
+    zeros = ResonanceNet(5, 8, 4, context=3, dropout=0.0).eval()
+    replicate = ResonanceNet(5, 8, 4, context=3, dropout=0.0, conv_edges="replicate").eval()
+    replicate.load_state_dict(zeros.state_dict())  # same weights: only the edges differ
+    h_rep, h_zero = replicate(x, mask)[0, :6], zeros(x, mask)[0, :6]
+    assert torch.allclose(h_rep, h_rep[2].expand(6, 4), atol=1e-6)
+    assert not torch.allclose(h_zero[0], h_zero[2], atol=1e-3)  # zero padding marks the edges
+    assert torch.allclose(h_zero[1:5], h_rep[1:5], atol=1e-6)  # the interior is the same
+
+
 def test_swapped_prediction_prefers_agreeing_views():
     g = torch.Generator().manual_seed(0)
     a = torch.randn(32, 4, generator=g) * 3
@@ -190,7 +214,8 @@ def test_pca_projects_to_the_requested_size():
     assert out[0].shape == (12, 4) and pre.out_dim == 4
 
 
-@pytest.mark.parametrize("bad", [{"pooling": "max"}, {"tau": 0}, {"dropout": 1.0}, {"feature_range": (5, 2)}])
+@pytest.mark.parametrize("bad", [{"pooling": "max"}, {"tau": 0}, {"dropout": 1.0}, {"feature_range": (5, 2)},
+                                 {"conv_edges": "reflect"}, {"uu_im": -1.0}])
 def test_config_rejects_bad_values(bad):
     from sere_core.errors import ConfigError
     from sere_core.method import SEREConfig

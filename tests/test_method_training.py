@@ -188,3 +188,29 @@ def test_an_ensemble_reads_its_members_as_one_space(tmp_path, task):
     assert again.config.ensemble == 3
     assert np.allclose(again.predict_proba(tgt), ens.predict_proba(tgt), atol=1e-6)
     assert [p.highlights for p in again.predict(tgt[:3])] == [p.highlights for p in ens.predict(tgt[:3])]
+
+
+@pytest.mark.parametrize("option", [{"conv_edges": "replicate"}, {"highlight_margin": 1}, {"uu_im": 1.0},
+                                    {"uu_supcon": 1.0}])
+def test_research_options_train_save_and_change_the_model(tmp_path, task, model, option):
+    """Options measured on the dev seeds and left off by default still work end to end."""
+    src, tgt = task
+    m = SERE(replace(CFG, **option)).fit(src, unlabel(tgt))
+    back = SERE.load(m.save(tmp_path / "m"))
+    assert back.config == m.config and uar(back, tgt) > 0.5
+    assert np.allclose(back.predict_proba(tgt), m.predict_proba(tgt), atol=1e-5)
+    assert not np.allclose(m.predict_proba(tgt), model.predict_proba(tgt), atol=1e-4)  # it did act
+    if "highlight_margin" in option:  # no highlight on a clip's first or last frame
+        weights = m._forward(tgt)["a"]
+        assert all(w[0] == 0 and w[-1] == 0 for w in weights if len(w) >= 3)
+
+
+def test_later_members_can_learn_the_earlier_members_surest_clips(task):
+    src, tgt = task
+    cfg = replace(CFG, ensemble=2, steps=20)
+    independent = SERE(cfg).fit(src, unlabel(tgt))
+    chained = SERE(replace(cfg, pseudo_shots=0.3)).fit(src, unlabel(tgt))
+    first, second = (m.model_.members for m in (independent, chained))
+    assert torch.equal(first[0].net.inp.weight, second[0].net.inp.weight)  # member 0 never sees pseudo-labels
+    assert not torch.equal(first[1].net.inp.weight, second[1].net.inp.weight)
+    assert uar(chained, tgt) > 0.5

@@ -220,7 +220,7 @@ def test_snapshots_become_frames_with_a_slider_starting_at_the_end():
     assert [f.name for f in fig.frames] == ["0", "5", "10", "15"]
     slider = fig.layout.sliders[0]
     assert [s.label for s in slider.steps] == ["0", "5", "10", "15"]
-    assert slider.active == 3
+    assert slider.active == 3 and slider.currentvalue.prefix == "training step "
     assert slider.steps[0].method == "animate" and list(slider.steps[0].args[0]) == ["0"]
     buttons = fig.layout.updatemenus[0].buttons
     assert list(buttons[0].args[0]) == ["0", "5", "10", "15"]
@@ -319,4 +319,14 @@ def test_training_curve_has_one_line_per_loss_term():
                             "value": [1.0, 0.8, 0.5, 0.4]})
     fig = training_curve_figure(history, total_steps=10)
     assert [t.name for t in fig.data] == ["ll", "lu"]
+    assert fig.layout.xaxis.title.text == "training step" and not fig.layout.shapes
     assert training_curve_figure(pd.DataFrame()).layout.annotations
+
+
+def test_an_ensembles_training_curve_marks_where_each_model_starts():
+    history = pd.DataFrame({"step": [1, 30, 31, 60, 61, 90], "term": ["ll"] * 6,
+                            "value": [1.0, 0.2, 1.1, 0.2, 1.0, 0.3]})
+    fig = training_curve_figure(history, total_steps=90, members=3)
+    assert [shape.x0 for shape in fig.layout.shapes] == [30, 60]
+    assert [a.text for a in fig.layout.annotations] == ["model 2", "model 3"]
+    assert "3 models" in fig.layout.xaxis.title.text

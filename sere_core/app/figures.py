@@ -25,6 +25,7 @@ def field_figure(data: FieldData | None, *, for_gradio: bool = True) -> Any:
         data.points, data.prototypes, snapshot_frames=data.snapshot_frames,
         prototype_frames=data.prototype_frames, emotions=data.emotions,
         title=f"Resonance field · training run {data.run_id}", uirevision=f"run-{data.run_id}",
+        step_label=f"training step (each of {data.members} models)" if data.members > 1 else "training step",
     )
     if not for_gradio:
         return fig
@@ -52,7 +53,7 @@ def clip_probabilities(view: ClipView | None, emotions: list[str]) -> Any:
 def loss_figure(status: TrainingStatus | None) -> Any:
     if status is None:
         return empty_figure("Not trained yet.", height=240)
-    return training_curve_figure(status.history(), total_steps=status.total_steps)
+    return training_curve_figure(status.history(), total_steps=status.total_steps, members=status.members)
 
 
 def progress_html(status: TrainingStatus | None) -> str:

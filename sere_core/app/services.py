@@ -155,6 +155,7 @@ class TrainingStatus:
     error: str | None
     phase: str | None
     metrics: dict[str, Any]
+    members: int = 1  # models of the ensemble, trained one after another within the steps
 
     @property
     def active(self) -> bool:
@@ -177,6 +178,7 @@ class FieldData:
     prototypes: pd.DataFrame
     snapshot_frames: pd.DataFrame
     prototype_frames: pd.DataFrame
+    members: int = 1  # a snapshot's step is each model's step; the ensemble's models side by side
 
 
 # --------------------------------------------------------------------------------------------
@@ -633,10 +635,16 @@ def start_training(ctx: AppContext, project_id: int) -> int:
     return run_id
 
 
+def _members(run: Any) -> int:
+    """How many models the run's SERE ensemble trains (1 for runs stored without it)."""
+    return max(1, int(((run.config or {}).get("sere") or {}).get("ensemble") or 1))
+
+
 def _status(ctx: AppContext, run: Any) -> TrainingStatus:
     return TrainingStatus(run.id, run.status.value, int(run.step or 0), run.total_steps,
                           float(run.progress or 0.0), list(run.losses or []), run.error,
-                          ctx.jobs.phase(run.id) if ctx.jobs else None, dict(run.metrics or {}))
+                          ctx.jobs.phase(run.id) if ctx.jobs else None, dict(run.metrics or {}),
+                          _members(run))
 
 
 def training_status(ctx: AppContext, project_id: int) -> TrainingStatus | None:
@@ -694,6 +702,7 @@ def field_data(ctx: AppContext, project_id: int, run_id: int | None = None) -> F
         labels = st.labels_for_project(s, project.id)
         records = {r.clip_id: r for r in clip_records(s, project.id)}
         classes = list(run.metrics.get("classes") or project.emotions)
+        members = _members(run)
     if not snaps:
         return None
     final = snaps[-1]
@@ -720,7 +729,7 @@ def field_data(ctx: AppContext, project_id: int, run_id: int | None = None) -> F
         columns=["step", "emotion", "x", "y"])
     protos = pframes[pframes["step"] == final.step][["emotion", "x", "y"]].reset_index(drop=True)
     emotions = list(project.emotions) + [c for c in classes if c not in project.emotions]
-    return FieldData(run_id, emotions, points, protos, frames, pframes)
+    return FieldData(run_id, emotions, points, protos, frames, pframes, members)
 
 
 def _fmt_spans(spans: Iterable[Sequence[float]]) -> str:

@@ -13,6 +13,7 @@ from sere_core.errors import ConfigError
 
 POOLINGS = ("highlight", "mean")
 HIGHLIGHT_SCORES = ("peak", "contrast")
+CONV_EDGES = ("zeros", "replicate")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,9 @@ class SEREConfig:
     hidden_dim: int = 128
     embed_dim: int = 64
     context: int = 3  # temporal kernel of g (1 = frame-wise MLP)
+    # what that kernel sees beyond a clip's edges: "zeros", or its edge frames "replicate"d (on dev
+    # -0.1 +- 0.1 UAR points, highlights as close to the edges: benchmarks/results/dev_study_edges_im.md)
+    conv_edges: str = "zeros"
     dropout: float = 0.1
     tau: float = 0.1  # temperature of the resonance r = cos / tau and of p(c|x)
     pooling: str = "highlight"  # "highlight" (SERE) or "mean" (ablation)
@@ -44,12 +48,19 @@ class SEREConfig:
     # (benchmarks/results/dev_study_windows*.md)
     tau_a: float = 0.5
     highlight_window: int = 6
+    # frames at each end of a clip that cannot be highlights: the edges carry the decision too (1 or
+    # 2 frames cost 1.1 +- 0.3 and 1.8 +- 0.4 UAR points on dev: benchmarks/results/dev_study_margin.md)
+    highlight_margin: int = 0
     # --- optimisation
     # models trained with seeds seed, seed + 1000, ...; read as one (model.EnsembleModel). Three
     # members of 30 steps cost what one of 100 did and beat it on the dev seeds by 1.7 +- 0.6 UAR
     # points (benchmarks/results/dev_study.md)
     ensemble: int = 3
     steps: int = 30  # per member
+    # share of the unlabeled clips predicted as each emotion that each later member also learns as
+    # labeled (the surest predictions of the members before it). 0 = members independent: 20 % and
+    # 50 % cost 0.8 and 0.9 +- 0.4 UAR points on dev (benchmarks/results/dev_study_pseudo.md)
+    pseudo_shots: float = 0.0
     lr: float = 3e-3
     weight_decay: float = 1e-4
     batch_unlabeled: int = 96
@@ -71,6 +82,11 @@ class SEREConfig:
     uu_threshold: float = 0.0  # view consistency only where the other view is this confident
     uu_neighbors: int = 5  # k of the neighbour-agreement part of UU (0 = off)
     uu_neighbor_weight: float = 0.0  # off: on dev it pulled clips toward same-speaker neighbours
+    # weights of information maximization (clips confident, emotions diverse) and of supervised
+    # contrast among the confident unlabeled clips by their pseudo-labels, inside UU: off, neither
+    # moved the dev UAR (+-0.1; benchmarks/results/dev_study_edges_im.md, dev_study_uu_supcon.md)
+    uu_im: float = 0.0
+    uu_supcon: float = 0.0
     # --- balanced self-organisation of the unlabeled clips
     refresh_every: int = 15  # steps between full-pool Sinkhorn assignments
     sinkhorn_iters: int = 3
@@ -116,6 +132,7 @@ def _check(c: SEREConfig) -> None:
             raise ConfigError(f"SEREConfig.{name} {what} (got {getattr(c, name)!r})")
 
     need(c.pooling in POOLINGS, "pooling", f"must be one of {POOLINGS}")
+    need(c.conv_edges in CONV_EDGES, "conv_edges", f"must be one of {CONV_EDGES}")
     need(c.highlight_score in HIGHLIGHT_SCORES, "highlight_score", f"must be one of {HIGHLIGHT_SCORES}")
     need(c.target_frame_rate > 0, "target_frame_rate", "must be positive")
     need(c.pca_dim >= 0, "pca_dim", "must be 0 (off) or positive")
@@ -128,10 +145,11 @@ def _check(c: SEREConfig) -> None:
     for name in ("dropout", "frame_drop"):
         need(0 <= getattr(c, name) < 1, name, "must be in [0, 1)")
     for name in ("lu_start", "uu_start", "ramp", "keep_start", "keep_end", "proto_momentum",
-                 "highlight_fraction", "uu_threshold", "balance"):
+                 "highlight_fraction", "uu_threshold", "balance", "pseudo_shots"):
         need(0 <= getattr(c, name) <= 1, name, "must be in [0, 1]")
-    for name in ("w_ll", "w_lu", "w_uu", "ll_supcon", "lu_align", "uu_neighbor_weight",
-                 "weight_decay", "feature_noise", "snapshot_every", "uu_neighbors", "num_threads"):
+    for name in ("w_ll", "w_lu", "w_uu", "ll_supcon", "lu_align", "uu_neighbor_weight", "uu_im", "uu_supcon",
+                 "highlight_margin", "weight_decay", "feature_noise", "snapshot_every", "uu_neighbors",
+                 "num_threads"):
         need(getattr(c, name) >= 0, name, "must not be negative")
     if c.feature_range is not None:
         need(len(c.feature_range) == 2 and 0 <= c.feature_range[0] < c.feature_range[1],

@@ -22,7 +22,7 @@ from sere_core.errors import ModelMismatchError, NotFittedError
 from sere_core.method.config import SEREConfig
 from sere_core.method.data import ClipFeatures, Prediction, Snapshot, TrainingProgress
 from sere_core.method.normalization import PreprocessConfig, Preprocessor, pool_factor
-from sere_core.method.training import ProgressFn, embed_clips, pad, train
+from sere_core.method.training import ProgressFn, embed_clips, pad, pseudo_labels, train
 from sere_core.method.model import EnsembleModel, SEREModel, assemble, l2_normalize, side_by_side
 from sere_core.method.threads import limited_threads
 from sere_core.method.validation import check_fit_inputs, check_predict_inputs, spans_from_weights
@@ -31,7 +31,8 @@ FORMAT = "sere-model"
 FORMAT_VERSION = 1
 #: Settings added after models were first saved, with the value that reproduces what a model saved
 #: without them did (the defaults may differ since)
-SETTINGS_BEFORE_THEY_EXISTED: dict[str, Any] = {"highlight_score": "peak", "highlight_window": 1}
+SETTINGS_BEFORE_THEY_EXISTED: dict[str, Any] = {"highlight_score": "peak", "highlight_window": 1,
+                                                "conv_edges": "zeros", "highlight_margin": 0}
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 LEARNED = ("classes_", "preprocessor_", "model_", "snapshots_", "history_", "n_features_in_",
@@ -110,7 +111,11 @@ class SERE:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(member_cfg.seed)
                 members.append(self._build_member(pre.out_dim, len(classes)))
-            runs.append(train(members[-1], padded_l, y, padded_u, member_cfg,
+            shots, shot_labels = padded_l, y
+            if i > 0 and cfg.pseudo_shots > 0 and xu:  # the members so far label their surest clips
+                picked, guessed = pseudo_labels(assemble(members[:-1]), padded_u, cfg.pseudo_shots)
+                shots, shot_labels = pad(xl + [xu[j] for j in picked.tolist()]), torch.cat([y, guessed])
+            runs.append(train(members[-1], shots, shot_labels, padded_u, member_cfg,
                               _member_progress(progress, i, cfg.ensemble, t0), snap))
         self.classes_ = list(classes)
         self.preprocessor_ = pre
@@ -126,7 +131,8 @@ class SERE:
     def _build_member(self, in_dim: int, n_classes: int) -> SEREModel:
         c = self.config
         return SEREModel(in_dim, n_classes, c.hidden_dim, c.embed_dim, c.context, c.dropout, c.tau,
-                         c.tau_a, c.pooling, c.highlight_score, c.highlight_window)
+                         c.tau_a, c.pooling, c.highlight_score, c.highlight_window, c.conv_edges,
+                         c.highlight_margin)
 
     def _build(self, in_dim: int, n_classes: int) -> SEREModel | EnsembleModel:
         return assemble([self._build_member(in_dim, n_classes) for _ in range(self.config.ensemble)])

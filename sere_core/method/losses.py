@@ -163,3 +163,13 @@ def neighbor_agreement(z: torch.Tensor, logits: torch.Tensor, k: int) -> torch.T
     p = torch.softmax(logits, dim=-1)
     agree = (p[:, None, :] * p[nbrs].detach()).sum(-1)  # [N, k]
     return -torch.log(agree.clamp_min(1e-8)).mean()
+
+
+def information_maximization(logits: torch.Tensor) -> torch.Tensor:
+    """Each clip confident, the clips together diverse (SHOT, Liang et al. 2020):
+    ``mean_i H(p_i) - H(mean_i p_i) + log C`` over ``logits [N, C]``; >= 0, and 0 only when every
+    clip is certain and the emotions are used equally."""
+    p = torch.softmax(logits, dim=-1)
+    conditional = -(p * torch.log(p.clamp_min(1e-12))).sum(-1).mean()
+    marginal = p.mean(0)
+    return conditional + (marginal * torch.log(marginal.clamp_min(1e-12))).sum() + math.log(logits.shape[1])

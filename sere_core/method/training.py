@@ -132,6 +132,15 @@ def refine_prototypes(model: SEREModel, z: torch.Tensor, q: torch.Tensor, gate: 
     model.prototypes.copy_(torch.where(has[:, None], mixed, model.prototypes))
 
 
+@torch.no_grad()
+def pseudo_labels(model: torch.nn.Module, unlabeled: Padded, keep: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the ``keep`` share of the unlabeled clips predicted as each emotion that ``model``
+    is surest of, and those predictions (per-emotion ranking, as in :func:`losses.confident_mask`)."""
+    logits = embed_clips(model, unlabeled)["logits"]
+    idx = torch.nonzero(L.confident_mask(torch.softmax(logits, -1), keep)).flatten()
+    return idx, logits[idx].argmax(-1)
+
+
 def keep_fraction(step: int, total: int, cfg: SEREConfig) -> float:
     start = cfg.lu_start * total
     frac = 0.0 if total <= start else min(1.0, max(0.0, (step - start) / (total - start)))
@@ -198,6 +207,14 @@ def _train(model, labeled, labels, unlabeled, cfg, progress, snapshot_clips) -> 
                 if cfg.uu_neighbors > 0 and cfg.uu_neighbor_weight > 0:
                     parts["uu"] = parts["uu"] + cfg.uu_neighbor_weight * L.neighbor_agreement(
                         o1["z"], o2["logits"], cfg.uu_neighbors)
+                if cfg.uu_supcon > 0 and targets is not None:
+                    keep = gate[idx] > 0
+                    hard = targets[idx].argmax(-1)[keep]
+                    parts["uu"] = parts["uu"] + cfg.uu_supcon * L.supervised_contrastive(
+                        torch.cat([o1["z"][keep], o2["z"][keep]]), torch.cat([hard, hard]), model.tau)
+                if cfg.uu_im > 0:
+                    parts["uu"] = parts["uu"] + cfg.uu_im * 0.5 * (
+                        L.information_maximization(o1["logits"]) + L.information_maximization(o2["logits"]))
                 total = total + w_uu * parts["uu"]
 
         opt.zero_grad(set_to_none=True)

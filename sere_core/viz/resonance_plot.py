@@ -166,6 +166,7 @@ def resonance_field_figure(
     title: str | None = "Resonance field",
     height: int = 560,
     uirevision: str | None = None,
+    step_label: str = "training step",
 ) -> go.Figure:
     """The clips in the resonance map, with a replay of training.
 
@@ -174,7 +175,8 @@ def resonance_field_figure(
     (``"source"``/``"target"``) and ``labeled`` (bool). ``prototypes``: columns ``emotion, x, y``.
     ``snapshot_frames``: long table ``step, clip_id, x, y``; ``prototype_frames``: ``step, emotion, x, y``.
     With snapshots the figure gets one plotly frame per step, a slider (starting at the last step)
-    and play/pause buttons. Colour is the final emotion so the replay shows each colour gathering.
+    and play/pause buttons (``step_label`` names the slider's steps). Colour is the final emotion so
+    the replay shows each colour gathering.
     ``customdata[0]`` of every clip point is its ``clip_id`` (for click-to-select).
 
     Large fields stay light: WebGL markers from ``WEBGL_THRESHOLD`` points (``webgl`` overrides),
@@ -307,7 +309,7 @@ def resonance_field_figure(
             sliders=[dict(
                 active=len(steps) - 1, pad=dict(t=30, l=0), len=0.8, x=0.2, xanchor="left",
                 y=0, yanchor="top",
-                currentvalue=dict(prefix="training step ", font=dict(size=13, **_FONT), xanchor="left"),
+                currentvalue=dict(prefix=f"{step_label} ", font=dict(size=13, **_FONT), xanchor="left"),
                 steps=[dict(label=str(s), method="animate",
                             args=[[str(s)], {**anim, "frame": {"duration": 0, "redraw": True}}])
                        for s in steps],
@@ -454,9 +456,12 @@ def probabilities_figure(
     return fig
 
 
-def training_curve_figure(history: pd.DataFrame, *, total_steps: int | None = None,
+def training_curve_figure(history: pd.DataFrame, *, total_steps: int | None = None, members: int = 1,
                           height: int = 240) -> go.Figure:
-    """Loss terms over training steps; ``history`` has columns ``step, term, value``."""
+    """Loss terms over training steps; ``history`` has columns ``step, term, value``. With
+    ``members`` > 1 the steps are those of an ensemble's models trained one after another, each
+    ``total_steps / members`` long: dotted lines mark where the next model starts (its loss starts
+    high again, which is not a failure)."""
     if history is None or not len(history):
         return empty_figure("Training has not reported any loss yet.", height=height)
     _check_columns(history, ["step", "term", "value"], "The training history")
@@ -468,7 +473,13 @@ def training_curve_figure(history: pd.DataFrame, *, total_steps: int | None = No
     fig.update_layout(
         height=height, font=_FONT, margin=dict(l=40, r=10, t=10, b=36),
         plot_bgcolor="white", paper_bgcolor="white",
-        xaxis=dict(title="training step", range=[0, total_steps] if total_steps else None),
+        xaxis=dict(title="training step" + (f" ({members} models, one after another)" if members > 1 else ""),
+                   range=[0, total_steps] if total_steps else None),
         yaxis=dict(title="loss"), legend=dict(orientation="v", x=1.01, y=1),
     )
+    if members > 1 and total_steps:
+        for k in range(1, members):
+            fig.add_vline(x=k * total_steps / members, line=dict(color="#999", dash="dot", width=1),
+                          annotation=dict(text=f"model {k + 1}", font=dict(size=11, color="#666")),
+                          annotation_position="top right")
     return fig
