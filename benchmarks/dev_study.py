@@ -1,11 +1,11 @@
 """Candidate changes to SERE, measured on the development seeds only, paired against a reference.
 
-The protocol's episodes (``common4``, 5 per emotion, the 12 tasks) on dev seeds (100-102 by
-default; never the reported 0-9), each candidate against its reference (``Variant.against``, the default
-of its time) on the same episodes:
-the paired difference and its standard error say whether a change is worth a benchmark rerun
-before anyone looks at the reported seeds. Candidates are settings of ``SEREConfig`` (including a
-seed ensemble) and feature transforms applied before any method sees the clips.
+The protocol's episodes (``common4``, 5 per emotion or ``--shots 5-total``, the 12 tasks) on dev
+seeds (100-102 by default; never the reported 0-9), each candidate against its reference
+(``Variant.against``, the default of its time) on the same episodes: the paired difference and its
+standard error say whether a change is worth a benchmark rerun before anyone looks at the reported
+seeds. Candidates are settings of ``SEREConfig`` (including a seed ensemble) and feature transforms
+applied before any method sees the clips.
 
     SERE_CACHE_DIR=... python benchmarks/dev_study.py --corpora ../shared/corpora
 
@@ -230,6 +230,10 @@ VARIANTS: dict[str, Variant] = {
         "of each predicted emotion as labeled", pseudo_shots=0.2),
     "sere_c6w_pseudo0.5": _vs_segments("default, members 2 and 3 also learn the earlier members' surest 50 %",
         pseudo_shots=0.5),
+    "sere_c6w_prior5": _vs_segments("default, each language's statistics pulled toward all clips' as if it had "
+        "5 more clips", norm_prior_clips=5),
+    "sere_c6w_prior20": _vs_segments("default, each language's statistics pulled toward all clips' as if it had "
+        "20 more clips", norm_prior_clips=20),
     "sere_clip_mean_0.5": Variant("half of each clip's mean frame removed before SERE",
                                   lambda seed: Transformed(_sere()(seed), clip_mean_removal(0.5))),
     "sere_whiten_0.3": Variant("`ensemble=3, steps=30` on per-language whitened frames (shrinkage 0.3)",
@@ -248,8 +252,8 @@ VARIANTS: dict[str, Variant] = {
 
 
 def write_markdown(path: Path, results: Sequence, names: Sequence[str], seeds: Sequence[int],
-                   wall_s: float, command: str) -> None:
-    lines = ["# SERE candidates on the development seeds (common4, 5-per-class)", "",
+                   wall_s: float, command: str, shots: str = "5-per-class") -> None:
+    lines = [f"# SERE candidates on the development seeds (common4, {shots})", "",
              f"- commit: `{R.commit()}`{' (working tree modified)' if R.working_tree_dirty() else ''};"
              f" machine: {R.machine()}; {datetime.now(timezone.utc):%Y-%m-%d}",
              f"- seeds: {list(seeds)} (development seeds; the reported seeds are 0-9); 12 tasks;"
@@ -280,6 +284,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--seeds", default=f"{DEV_SEEDS[0]}-{DEV_SEEDS[2]}")
     ap.add_argument("--variants", default=",".join(VARIANTS),
                     help="comma-separated; each runs with the method it is paired with")
+    ap.add_argument("--shots", default="5-per-class", choices=["5-per-class", "5-total"])
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -295,13 +300,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         names += [n for n in (VARIANTS[name].against, name) if n not in names]
     t0 = time.perf_counter()
     by_corpus, info = load_corpora(args.corpora, CORPORA)
-    plan = Plan(tasks(), ["common4"], ["5-per-class"], seeds, names)
+    plan = Plan(tasks(), ["common4"], [args.shots], seeds, names)
     results = run_plan(plan, by_corpus, make=lambda name, seed: VARIANTS[name].make(seed), workers=args.workers)
     encoder = f"{info.get('name')} (layers {info.get('layers')}, version {info.get('version')})"
     args.out.mkdir(parents=True, exist_ok=True)
     R.write_csv(results, encoder, args.out / "dev_study.csv")
     command = "python benchmarks/dev_study.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    write_markdown(args.out / "dev_study.md", results, names, seeds, time.perf_counter() - t0, command)
+    write_markdown(args.out / "dev_study.md", results, names, seeds, time.perf_counter() - t0, command, args.shots)
     log.info("wrote %s", args.out / "dev_study.md")
 
 

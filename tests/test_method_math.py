@@ -206,6 +206,19 @@ def test_per_speaker_normalization_and_unseen_groups():
     assert np.isfinite(new[0]).all()
 
 
+def test_a_small_groups_statistics_can_lean_on_all_clips():
+    rng = np.random.default_rng(0)
+    clips = [ClipFeatures(f"s{i}", rng.normal(5.0, 1.0, (20, 3)).astype(np.float32), 50.0, language="de")
+             for i in range(2)]
+    clips += [ClipFeatures(f"t{i}", rng.normal(0.0, 1.0, (20, 3)).astype(np.float32), 50.0, language="en")
+              for i in range(18)]
+    own = Preprocessor(PreprocessConfig(target_frame_rate=50.0)).fit(clips)
+    leaning = Preprocessor(PreprocessConfig(target_frame_rate=50.0, group_prior_clips=2)).fit(clips)
+    assert np.allclose(np.concatenate(own.transform(clips[:2])).mean(0), 0, atol=1e-4)
+    # half its own statistics, half all clips': the German offset is half removed
+    assert np.all(leaning.stats["lang:de"][0] < 4.0) and np.all(leaning.stats["lang:de"][0] > 2.0)
+
+
 def test_pca_projects_to_the_requested_size():
     rng = np.random.default_rng(2)
     clips = [_clip(i, "de", None, rng.normal(size=(12, 10))) for i in range(6)]

@@ -27,6 +27,9 @@ class SEREConfig:
     target_frame_rate: float = 12.5  # average frames in time down to about this rate
     per_language_norm: bool = True  # z-score each language group with its own statistics
     per_speaker_norm: bool = False  # z-score each known speaker instead (falls back to language)
+    # a group's statistics pulled toward all clips' as if it had this many more clips (0 = its own; on
+    # dev with 5 clips in total, 5 and 20 are within noise: benchmarks/results/dev_study_norm_prior.md)
+    norm_prior_clips: int = 0
     pca_dim: int = 128  # 0 keeps the normalized features as they are
     pca_whiten: bool = False
     pca_max_frames: int = 8000
@@ -148,8 +151,8 @@ def _check(c: SEREConfig) -> None:
                  "highlight_fraction", "uu_threshold", "balance", "pseudo_shots"):
         need(0 <= getattr(c, name) <= 1, name, "must be in [0, 1]")
     for name in ("w_ll", "w_lu", "w_uu", "ll_supcon", "lu_align", "uu_neighbor_weight", "uu_im", "uu_supcon",
-                 "highlight_margin", "weight_decay", "feature_noise", "snapshot_every", "uu_neighbors",
-                 "num_threads"):
+                 "highlight_margin", "norm_prior_clips", "weight_decay", "feature_noise", "snapshot_every",
+                 "uu_neighbors", "num_threads"):
         need(getattr(c, name) >= 0, name, "must not be negative")
     if c.feature_range is not None:
         need(len(c.feature_range) == 2 and 0 <= c.feature_range[0] < c.feature_range[1],

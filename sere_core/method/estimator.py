@@ -66,7 +66,8 @@ def preprocess_config(cfg: SEREConfig) -> PreprocessConfig:
     return PreprocessConfig(feature_range=cfg.feature_range, target_frame_rate=cfg.target_frame_rate,
                             per_language=cfg.per_language_norm, per_speaker=cfg.per_speaker_norm,
                             pca_dim=cfg.pca_dim, pca_whiten=cfg.pca_whiten,
-                            pca_max_frames=cfg.pca_max_frames, seed=cfg.seed)
+                            pca_max_frames=cfg.pca_max_frames, group_prior_clips=cfg.norm_prior_clips,
+                            seed=cfg.seed)
 
 
 class SERE:
