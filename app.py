@@ -248,8 +248,8 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
                                                     autoplay=True, elem_id="sere-review-audio")
                             review_wave = gr.Plot(show_label=False)
                             gr.Markdown("Shaded: the emotional highlights, the moments that weighed most in the "
-                                        "decision. A clip's first or last instant can be one: the model uses "
-                                        "onsets and endings too.", elem_classes="sere-keys")
+                                        "decision. One can sit at a clip's very start or end, even before the "
+                                        "voice: the model uses those instants too.", elem_classes="sere-keys")
                             review_probs = gr.Plot(show_label=False)
                             confirm_btn = gr.Button("Confirm (Enter)", variant="primary", elem_id="sere-confirm",
                                                     interactive=False)
