@@ -86,8 +86,11 @@ def test_memory_stays_flat_from_300_to_1500_files(audio_factory, tmp_path: Path)
 
 
 def _start(args: list[str], cache: Path) -> subprocess.Popen:
+    """The CLI in a child process at a lower priority, so that on a busy machine this test still sees
+    its shards appear in time to interrupt it before it has done the whole folder."""
     env = {**os.environ, "SERE_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([*SERE, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([*SERE, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: os.nice(10))
 
 
 def _wait_for_shards(proc: subprocess.Popen, out: Path, at_least: int, timeout_s: float = 120.0) -> None:
@@ -99,7 +102,7 @@ def _wait_for_shards(proc: subprocess.Popen, out: Path, at_least: int, timeout_s
 
 
 def test_interrupted_embed_resumes_and_equals_an_uninterrupted_run(audio_factory, tmp_path: Path) -> None:
-    folder = _write_clips(audio_factory, "clips", 250)
+    folder = _write_clips(audio_factory, "clips", 400)
     audio_factory.write_bytes("clips/sad/broken.wav", b"not audio")
     out, cache = tmp_path / "out", tmp_path / "cache"
     args = ["embed", str(folder), "--encoder", "prosody", "--out", str(out), "--shard-mb", "0.02"]
@@ -113,18 +116,18 @@ def test_interrupted_embed_resumes_and_equals_an_uninterrupted_run(audio_factory
     first = _shard_files(out)
 
     stopped = _start(args, cache)  # Ctrl-C: writes what it holds, says how to go on
-    _wait_for_shards(stopped, out, len(list(out.glob("frames-*.safetensors"))) + 3)
+    _wait_for_shards(stopped, out, len(list(out.glob("frames-*.safetensors"))) + 2)
     stopped.send_signal(signal.SIGINT)
     _, err = stopped.communicate(timeout=60)
     assert stopped.returncode != 0 and "interrupted" in err and "continues" in err
     assert not (out / "features.json").exists()
     second = _shard_files(out)
-    assert 0 < first < second < 251
+    assert 0 < first < second < 401
 
     finish = CliRunner().invoke(main, args, env={"SERE_CACHE_DIR": str(cache)}, catch_exceptions=False)
     assert finish.exit_code == 0, finish.output
     assert f"{second} files were already done" in finish.output
-    assert "embedded 250 clips from 250 of 251 files" in finish.output and "broken.wav" in finish.output
+    assert "embedded 400 clips from 400 of 401 files" in finish.output and "broken.wav" in finish.output
 
     whole = CliRunner().invoke(main, [*args[:-4], "--out", str(tmp_path / "whole")],
                                env={"SERE_CACHE_DIR": str(tmp_path / "cache-whole")}, catch_exceptions=False)
