@@ -86,19 +86,23 @@ def test_memory_stays_flat_from_300_to_1500_files(audio_factory, tmp_path: Path)
 
 
 def _start(args: list[str], cache: Path) -> subprocess.Popen:
-    """The CLI in a child process at a lower priority, so that on a busy machine this test still sees
-    its shards appear in time to interrupt it before it has done the whole folder."""
     env = {**os.environ, "SERE_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([*SERE, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: os.nice(10))
+    return subprocess.Popen([*SERE, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for_shards(proc: subprocess.Popen, out: Path, at_least: int, timeout_s: float = 120.0) -> None:
+def _run_until_shards(proc: subprocess.Popen, out: Path, at_least: int, timeout_s: float = 120.0) -> None:
+    """Let ``proc`` run in slices of about 20 ms until ``out`` holds ``at_least`` shards, and leave it
+    stopped (SIGSTOP) there. Stepping it, instead of watching it run, keeps it from doing the whole
+    folder while this process is slow to look: twice in a full test run (never alone) the resumed run
+    finished before its Ctrl-C, while SIGINT was neither ignored nor blocked here."""
     deadline = time.monotonic() + timeout_s
+    proc.send_signal(signal.SIGSTOP)
     while len(list(out.glob("frames-*.safetensors"))) < at_least:
         assert proc.poll() is None, f"finished before it could be interrupted: {proc.communicate()}"
         assert time.monotonic() < deadline, "no progress in the journal"
+        proc.send_signal(signal.SIGCONT)
         time.sleep(0.02)
+        proc.send_signal(signal.SIGSTOP)
 
 
 def test_interrupted_embed_resumes_and_equals_an_uninterrupted_run(audio_factory, tmp_path: Path) -> None:
@@ -108,7 +112,7 @@ def test_interrupted_embed_resumes_and_equals_an_uninterrupted_run(audio_factory
     args = ["embed", str(folder), "--encoder", "prosody", "--out", str(out), "--shard-mb", "0.02"]
 
     killed = _start(args, cache)  # SIGKILL: no chance to clean up
-    _wait_for_shards(killed, out, 3)
+    _run_until_shards(killed, out, 3)
     killed.send_signal(signal.SIGKILL)
     killed.wait(30)
     with pytest.raises(ManifestError, match="unfinished"):  # never mistaken for a complete folder
@@ -116,8 +120,9 @@ def test_interrupted_embed_resumes_and_equals_an_uninterrupted_run(audio_factory
     first = _shard_files(out)
 
     stopped = _start(args, cache)  # Ctrl-C: writes what it holds, says how to go on
-    _wait_for_shards(stopped, out, len(list(out.glob("frames-*.safetensors"))) + 2)
-    stopped.send_signal(signal.SIGINT)
+    _run_until_shards(stopped, out, len(list(out.glob("frames-*.safetensors"))) + 2)
+    stopped.send_signal(signal.SIGINT)  # delivered when it runs again
+    stopped.send_signal(signal.SIGCONT)
     _, err = stopped.communicate(timeout=60)
     assert stopped.returncode != 0 and "interrupted" in err and "continues" in err
     assert not (out / "features.json").exists()
