@@ -191,7 +191,7 @@ def test_an_ensemble_reads_its_members_as_one_space(tmp_path, task):
 
 
 @pytest.mark.parametrize("option", [{"conv_edges": "replicate"}, {"highlight_margin": 1}, {"uu_im": 1.0},
-                                    {"uu_supcon": 1.0}])
+                                    {"uu_supcon": 1.0}, {"norm_prior_clips": 20}])
 def test_research_options_train_save_and_change_the_model(tmp_path, task, model, option):
     """Options measured on the dev seeds and left off by default still work end to end."""
     src, tgt = task
