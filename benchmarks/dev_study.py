@@ -29,7 +29,7 @@ import numpy as np
 from sere_core.benchmark import parse_seeds
 from sere_core.benchmark import report as R
 from sere_core.benchmark.corpora import load_corpora
-from sere_core.benchmark.protocol import CORPORA, DEV_SEEDS, tasks
+from sere_core.benchmark.protocol import CORPORA, DEV_SEEDS, SHOTS, tasks
 from sere_core.benchmark.runner import BENCH_SERE_CONFIG, Plan, make_method, run_plan
 from sere_core.method import SERE
 from sere_core.method.data import ClipFeatures
@@ -252,7 +252,7 @@ VARIANTS: dict[str, Variant] = {
 
 
 def write_markdown(path: Path, results: Sequence, names: Sequence[str], seeds: Sequence[int],
-                   wall_s: float, command: str, shots: str = "5-per-class") -> None:
+                   wall_s: float, command: str, shots: str = SHOTS[0]) -> None:
     lines = [f"# SERE candidates on the development seeds (common4, {shots})", "",
              f"- commit: `{R.commit()}`{' (working tree modified)' if R.working_tree_dirty() else ''};"
              f" machine: {R.machine()}; {datetime.now(timezone.utc):%Y-%m-%d}",
@@ -284,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--seeds", default=f"{DEV_SEEDS[0]}-{DEV_SEEDS[2]}")
     ap.add_argument("--variants", default=",".join(VARIANTS),
                     help="comma-separated; each runs with the method it is paired with")
-    ap.add_argument("--shots", default="5-per-class", choices=["5-per-class", "5-total"])
+    ap.add_argument("--shots", default=SHOTS[0], choices=SHOTS)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

@@ -56,12 +56,17 @@ def inner_mask(mask: torch.Tensor, margin: int) -> torch.Tensor:
     """
     if margin <= 0:
         return mask
+    first, last = real_span(mask)
+    m = torch.clamp((last - first) // 2, max=margin)
+    idx = torch.arange(mask.shape[1])[None, :]
+    return mask & (idx >= (first + m)[:, None]) & (idx <= (last - m)[:, None])
+
+
+def real_span(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index of each clip's first and last real frame: ``mask [B, T]`` -> ``[B]``, ``[B]``."""
     t = mask.shape[1]
     idx = torch.arange(t)
-    first = torch.where(mask, idx, t).min(dim=1).values
-    last = torch.where(mask, idx, -1).max(dim=1).values
-    m = torch.clamp((last - first) // 2, max=margin)
-    return mask & (idx[None, :] >= (first + m)[:, None]) & (idx[None, :] <= (last - m)[:, None])
+    return torch.where(mask, idx, t).min(dim=1).values, torch.where(mask, idx, -1).max(dim=1).values
 
 
 def segment_mean(x: torch.Tensor, mask: torch.Tensor, window: int) -> torch.Tensor:
@@ -91,7 +96,7 @@ def replicate_edges(u: torch.Tensor, mask: torch.Tensor, p: int) -> torch.Tensor
     [1.0, 1.0, 2.0, 2.0, 2.0]
     """
     t = u.shape[1]
-    last = torch.where(mask, torch.arange(t), 0).max(dim=1).values  # [B]
+    last = real_span(mask)[1].clamp_min(0)  # [B]
     pos = torch.minimum(torch.arange(-p, t + p).clamp_min(0)[None, :], last[:, None])
     return u.gather(1, pos[..., None].expand(-1, -1, u.shape[2]))
 
