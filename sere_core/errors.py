@@ -60,6 +60,12 @@ class FileTooLargeError(AudioError):
     reason = "too-large"
 
 
+class RecordingTooLongError(AudioError):
+    """A recording lasts longer than ``AudioConfig.max_duration_s`` (what it decodes to, not its size)."""
+
+    reason = "too-long"
+
+
 class ManifestError(SereError):
     """A manifest (CSV, folder or archive) is malformed or unsafe."""
 

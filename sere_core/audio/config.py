@@ -22,6 +22,9 @@ class AudioConfig:
         sample_rate: rate every segment is resampled to; the encoders expect 16 kHz.
         max_file_mb: files bigger than this many megabytes (10**6 bytes) are refused before
             decoding, so a stray video or disk image cannot exhaust memory.
+        max_duration_s: recordings longer than this are refused, from the header's length before
+            decoding and again while decoding. The file size says little: a few megabytes of
+            compressed silence can hold a day of audio, and each hour costs 230 MB at 16 kHz.
         max_segment_s: recordings whose speech lasts longer are split into utterances at pauses;
             no segment is longer.
         min_speech_s: a recording (or an utterance of a long recording) needs at least this much
@@ -48,6 +51,7 @@ class AudioConfig:
 
     sample_rate: int = 16000
     max_file_mb: float = 500.0
+    max_duration_s: float = 7200.0
     max_segment_s: float = 30.0
     min_speech_s: float = 0.3
     target_dbfs: float = -23.0
@@ -76,7 +80,7 @@ class AudioConfig:
                 f"AudioConfig.sample_rate must be a whole number of Hz between 8000 and 192000, "
                 f"got {self.sample_rate}"
             )
-        positive = ("max_file_mb", "max_segment_s", "min_speech_s", "frame_s", "block_s")
+        positive = ("max_file_mb", "max_duration_s", "max_segment_s", "min_speech_s", "frame_s", "block_s")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"AudioConfig.{name} must be positive, got {getattr(self, name)}")
@@ -122,3 +126,7 @@ class AudioConfig:
     def max_file_bytes(self) -> int:
         """``max_file_mb`` in bytes."""
         return int(self.max_file_mb * 1_000_000)
+
+    def max_frames(self, sample_rate: int) -> int:
+        """``max_duration_s`` in frames at ``sample_rate``."""
+        return int(self.max_duration_s * sample_rate)

@@ -26,6 +26,7 @@ from sere_core.errors import (
     EmptyAudioError,
     FileTooLargeError,
     InvalidSamplesError,
+    RecordingTooLongError,
     SampleRateError,
     UnreadableAudioError,
     UnsupportedFormatError,
@@ -57,6 +58,8 @@ _FORMAT_NAMES = {
 _LOSSY_LENGTH_TOLERANCE = 2304
 _EXT_NAMES = {".wav": "a WAV", ".flac": "a FLAC", ".ogg": "an Ogg", ".mp3": "an MP3"}
 _HEAD_BYTES = 4096
+# libsndfile reports a length it does not know as the largest frame count (2**63 - 1).
+_UNKNOWN_FRAMES = 2**62
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,13 @@ def probe(path: str | os.PathLike[str], config: AudioConfig = AudioConfig()) -> 
         )
     if raw.frames <= 0:
         raise EmptyAudioError(p, "the file contains no sound (its header is there but no samples follow)")
+    if raw.frames >= _UNKNOWN_FRAMES:  # libsndfile's "length unknown" (a FLAC header without a length)
+        raise UnreadableAudioError(
+            p, "the file's header does not say how long the recording is, so it cannot be read "
+            "safely; please export it again from your audio editor"
+        )
+    if raw.frames > config.max_frames(rate):
+        raise too_long(p, raw.frames / rate, config)
     info = AudioFileInfo(
         path=str(p), format=fmt, subtype=str(raw.subtype), sample_rate=rate,
         channels=int(raw.channels), frames=int(raw.frames), size_bytes=size,
@@ -170,14 +180,37 @@ def probe(path: str | os.PathLike[str], config: AudioConfig = AudioConfig()) -> 
     return info
 
 
-def iter_blocks(info: AudioFileInfo, block_frames: int) -> Iterator[np.ndarray]:
+def too_long(path: str | os.PathLike[str], seconds: float | None, config: AudioConfig) -> RecordingTooLongError:
+    """The error for a recording over ``config.max_duration_s`` (``seconds`` None: decoding was
+    stopped at the limit, so the real length is unknown)."""
+    allowed = _duration(config.max_duration_s)
+    lasts = f"lasts {_duration(seconds)}, longer than" if seconds is not None else "lasts more than"
+    return RecordingTooLongError(
+        path, f"the recording {lasts} the {allowed} allowed; please cut it into shorter recordings"
+    )
+
+
+def _duration(seconds: float) -> str:
+    """A length as people say it: '24 h', '1.5 h', '95 min', '2.5 min', '40 s'."""
+    for unit, size in (("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{seconds:.0f} s"
+
+
+def iter_blocks(
+    info: AudioFileInfo, block_frames: int, config: AudioConfig = AudioConfig()
+) -> Iterator[np.ndarray]:
     """Yield the decoded samples as float32 blocks of shape ``[n, channels]``.
 
-    Raises ``InvalidSamplesError`` at the first NaN or infinite sample and
-    ``UnreadableAudioError`` when decoding fails or the file ends early.
+    Raises ``InvalidSamplesError`` at the first NaN or infinite sample,
+    ``UnreadableAudioError`` when decoding fails or the file ends early, and
+    ``RecordingTooLongError`` as soon as more than ``config.max_duration_s`` has been decoded,
+    whatever the header announced: a decoder may yield more than the header says.
     """
     p = Path(info.path)
     done = 0
+    limit = config.max_frames(info.sample_rate)
     try:
         fh = sf.SoundFile(info.path)
     except Exception as exc:
@@ -208,6 +241,8 @@ def iter_blocks(info: AudioFileInfo, block_frames: int) -> Iterator[np.ndarray]:
                     f"{(done + first) / info.sample_rate:.2f} s; please re-export it from your audio editor",
                 )
             done += len(block)
+            if done > limit:
+                raise too_long(p, None, config)
             yield block
     tolerance = _LOSSY_LENGTH_TOLERANCE if info.format in ("MP3", "OGG") else 0
     if done < info.frames - tolerance:

@@ -64,7 +64,7 @@ def choose_mix(info: AudioFileInfo, config: AudioConfig) -> str:
     n = 0
     sums = np.zeros(c)
     cross = np.zeros((c, c))
-    for block in iter_blocks(info, block_frames_for(info, config)):
+    for block in iter_blocks(info, block_frames_for(info, config), config):
         # float32 products per block, float64 sums across blocks: precise enough for a sign test.
         n += len(block)
         sums += block.sum(axis=0, dtype=np.float64)
@@ -220,7 +220,7 @@ def decode_mono(info: AudioFileInfo, config: AudioConfig = AudioConfig()) -> Mon
             if take < len(chunk):
                 extra.append(np.array(chunk[take:], dtype=np.float32))
 
-    for block in iter_blocks(info, block_frames_for(info, config)):
+    for block in iter_blocks(info, block_frames_for(info, config), config):
         put(resampler.push(downmix(block, mix)))
     put(resampler.flush())
     samples = np.concatenate([out[:filled], *extra]) if extra else out[:filled]

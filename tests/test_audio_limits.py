@@ -1,0 +1,96 @@
+"""What a recording decodes to is bounded, not only its file size (issue 14, decode bombs).
+
+FLAC stores digital silence in almost nothing: a file of about a megabyte can announce and hold
+eight hours of audio, 1.8 GB once decoded at 16 kHz. Such a file is refused from its header's
+length before any decoding, and decoding itself stops at the limit whatever the header said.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from sere_core.audio import AudioConfig, load_audio
+from sere_core.audio.io import iter_blocks, probe
+from sere_core.errors import RecordingTooLongError, UnreadableAudioError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def silence_flac(path: Path, hours: float, rate: int = 8000) -> Path:
+    """``hours`` of digital silence with a short tone each minute, written in one-minute blocks."""
+    block = np.zeros(rate * 60, dtype=np.int16)
+    block[:rate // 2] = (8000 * np.sin(2 * np.pi * 220 * np.arange(rate // 2) / rate)).astype(np.int16)
+    with sf.SoundFile(path, "w", rate, 1, format="FLAC", subtype="PCM_16") as f:
+        for _ in range(int(hours * 60)):
+            f.write(block)
+    return path
+
+
+def test_a_recording_longer_than_the_limit_is_refused_from_its_header(tmp_path):
+    path = silence_flac(tmp_path / "ten-minutes.flac", hours=1 / 6)
+    with pytest.raises(RecordingTooLongError, match=r"lasts 10 min, longer than the 5 min allowed") as caught:
+        probe(path, AudioConfig(max_duration_s=300))
+    assert caught.value.reason == "too-long"
+    assert len(load_audio(path, AudioConfig(max_duration_s=600))) > 1  # at the limit it loads
+
+
+def test_decoding_stops_at_the_limit_whatever_the_header_announced(tmp_path):
+    path = silence_flac(tmp_path / "ten-minutes.flac", hours=1 / 6)
+    config = AudioConfig(max_duration_s=120)
+    lying = dataclasses.replace(probe(path), frames=60 * 8000)  # a header that claims one minute
+    decoded = 0
+    with pytest.raises(RecordingTooLongError, match="lasts more than the 2 min allowed"):
+        for block in iter_blocks(lying, 8000, config):
+            decoded += len(block)
+    assert decoded <= 120 * 8000
+
+
+def test_a_flac_whose_header_gives_no_length_is_refused_clearly(tmp_path):
+    path = silence_flac(tmp_path / "unknown.flac", hours=1 / 60)
+    data = bytearray(path.read_bytes())
+    # STREAMINFO's last 36 bits of bytes 13-17 (file offsets 21-25) hold the sample count; 0 = unknown.
+    data[21] &= 0xF0
+    data[22:26] = b"\0\0\0\0"
+    path.write_bytes(bytes(data))
+    with pytest.raises(UnreadableAudioError, match="does not say how long"):
+        probe(path)
+
+
+_IMPORT = """
+import json, resource, sys
+from pathlib import Path
+from sere_core.app import AppContext, AppSettings
+from sere_core.app import services as sv
+ctx = AppContext.open(AppSettings(data_dir=Path(sys.argv[1]), cache_dir=Path(sys.argv[2]), encoder="prosody"))
+pid = sv.create_project(ctx, "bomb").id
+report = sv.import_audio(ctx, pid, [sys.argv[3]], "target", warm=False)
+ctx.close()
+print(json.dumps({"added": report.added, "failures": [[f.reason, f.message] for f in report.failures],
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+@pytest.mark.slow
+def test_a_decode_bomb_uploaded_to_the_app_is_refused_in_bounded_memory(tmp_path):
+    """Eight hours of silence in about a megabyte of FLAC, through the app's upload path, in a
+    process of its own whose peak memory is measured: decoding it would take 1.8 GB."""
+    bomb = silence_flac(tmp_path / "bomb.flac", hours=8)
+    assert bomb.stat().st_size < 3_000_000
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SERE_")}
+    out = subprocess.run([sys.executable, "-c", _IMPORT, str(tmp_path / "data"), str(tmp_path / "cache"),
+                          str(bomb)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["added"] == 0
+    assert result["failures"] == [["too-long", "the recording lasts 8 h, longer than the 2 h allowed; "
+                                   "please cut it into shorter recordings"]]
+    assert result["peak_mb"] < 1000, result
