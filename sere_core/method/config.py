@@ -6,6 +6,8 @@ reported seeds; ``benchmarks/results/cross_lingual.md`` says how.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -124,9 +126,47 @@ class SEREConfig:
         if unknown:
             raise ConfigError(f"unknown SERE settings: {', '.join(sorted(unknown))}")
         data = dict(data)
-        if data.get("feature_range") is not None:
-            data["feature_range"] = tuple(int(v) for v in data["feature_range"])
+        if isinstance(data.get("feature_range"), list):  # JSON has no tuples
+            data["feature_range"] = tuple(data["feature_range"])
         return cls(**data)
+
+
+#: Upper bounds, far above any useful value, so that a crafted or mistyped setting (a saved
+#: model's ``model.json`` is a user's file) is refused instead of allocating gigabytes or looping
+#: for hours.
+_AT_MOST: dict[str, float] = {
+    "num_threads": 256, "target_frame_rate": 1000.0, "norm_prior_clips": 1_000_000, "pca_dim": 4096,
+    "pca_max_frames": 10_000_000, "hidden_dim": 4096, "embed_dim": 4096, "context": 64,
+    "tau": 100.0, "tau_a": 100.0, "highlight_window": 10_000, "highlight_margin": 10_000, "ensemble": 16,
+    "steps": 1_000_000, "lr": 10.0, "weight_decay": 10.0, "batch_unlabeled": 100_000, "crop_frames": 100_000,
+    "feature_noise": 100.0, "w_ll": 1000.0, "w_lu": 1000.0, "w_uu": 1000.0, "ll_supcon": 1000.0,
+    "lu_align": 1000.0, "uu_neighbors": 1000, "uu_neighbor_weight": 1000.0, "uu_im": 1000.0,
+    "uu_supcon": 1000.0, "refresh_every": 1_000_000, "sinkhorn_iters": 1000, "sinkhorn_eps": 100.0,
+    "sharpen": 100.0, "confidence_temperature": 1000.0, "snapshot_every": 1_000_000,
+}
+_MAX_FEATURE_COLUMN = 1_000_000
+
+
+def _check_types(c: SEREConfig) -> None:
+    """Each setting has its field's type: a whole number where a count is meant, a finite number
+    where a weight is, True/False for a switch, a word for a choice."""
+    for f in fields(c):
+        value, kind = getattr(c, f.name), str(f.type)
+        if kind == "bool":
+            ok, what = isinstance(value, bool), "True or False"
+        elif kind == "int":
+            ok, what = isinstance(value, numbers.Integral) and not isinstance(value, bool), "a whole number"
+        elif kind == "float":
+            ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+            what = "a finite number"
+        elif kind == "str":
+            ok, what = isinstance(value, str), "a word"
+        else:  # feature_range: (start, stop) or None
+            ok = value is None or (isinstance(value, tuple) and len(value) == 2 and all(
+                isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value))
+            what = "(start, stop) or None"
+        if not ok:
+            raise ConfigError(f"SEREConfig.{f.name} must be {what} (got {value!r:.80})")
 
 
 def _check(c: SEREConfig) -> None:
@@ -134,10 +174,14 @@ def _check(c: SEREConfig) -> None:
         if not ok:
             raise ConfigError(f"SEREConfig.{name} {what} (got {getattr(c, name)!r})")
 
+    _check_types(c)
+    for name, most in _AT_MOST.items():
+        need(getattr(c, name) <= most, name, f"must be at most {most:g}")
+
     need(c.pooling in POOLINGS, "pooling", f"must be one of {POOLINGS}")
     need(c.conv_edges in CONV_EDGES, "conv_edges", f"must be one of {CONV_EDGES}")
     need(c.highlight_score in HIGHLIGHT_SCORES, "highlight_score", f"must be one of {HIGHLIGHT_SCORES}")
-    need(c.target_frame_rate > 0, "target_frame_rate", "must be positive")
+    need(c.target_frame_rate >= 0.1, "target_frame_rate", "must be at least 0.1 frames per second")
     need(c.pca_dim >= 0, "pca_dim", "must be 0 (off) or positive")
     for name in ("ensemble", "hidden_dim", "embed_dim", "context", "batch_unlabeled", "crop_frames",
                  "pca_max_frames", "refresh_every", "sinkhorn_iters", "highlight_window"):
@@ -155,7 +199,7 @@ def _check(c: SEREConfig) -> None:
                  "uu_neighbors", "num_threads"):
         need(getattr(c, name) >= 0, name, "must not be negative")
     if c.feature_range is not None:
-        need(len(c.feature_range) == 2 and 0 <= c.feature_range[0] < c.feature_range[1],
+        need(0 <= c.feature_range[0] < c.feature_range[1] <= _MAX_FEATURE_COLUMN,
              "feature_range", "must be (start, stop) with 0 <= start < stop")
 
 

@@ -8,6 +8,8 @@ False
 from __future__ import annotations
 
 import json
+import re
+import stat
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, is_dataclass, replace
@@ -17,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from sere_core.atomic import atomic_write_bytes
-from sere_core.errors import ModelMismatchError, NotFittedError
+from sere_core.atomic import atomic_folder, atomic_write_bytes
+from sere_core.errors import ConfigError, ModelMismatchError, NotFittedError
 from sere_core.method.config import SEREConfig
 from sere_core.method.data import ClipFeatures, Prediction, Snapshot, TrainingProgress
 from sere_core.method.normalization import PreprocessConfig, Preprocessor, pool_factor
@@ -35,6 +37,8 @@ SETTINGS_BEFORE_THEY_EXISTED: dict[str, Any] = {"highlight_score": "peak", "high
                                                 "conv_edges": "zeros", "highlight_margin": 0}
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
+#: What a model folder holds: its two files (and temporary files that killed saves of older versions left).
+_MODEL_FILE = re.compile(r"^(model\.json|model\.safetensors|\.model\.(json|safetensors)\..*\.tmp)$")
 LEARNED = ("classes_", "preprocessor_", "model_", "snapshots_", "history_", "n_features_in_",
            "frame_rate_", "encoder_", "fit_time_s_")
 
@@ -198,28 +202,36 @@ class SERE:
     def save(self, directory: str | Path) -> Path:
         """Write ``model.safetensors`` (weights, normalization, projection) and ``model.json``.
 
-        Each file is written atomically and ``model.json`` goes last (an older one is removed
-        first), so a crash mid-save leaves a folder that :meth:`load` refuses, never a model
-        mixing new weights with old settings.
+        The two files are written into a new folder that then replaces ``directory`` in one step
+        (:func:`~sere_core.atomic.atomic_folder`), so a save that is killed leaves the model that
+        was there before, never neither. Since the whole folder is replaced, a folder holding
+        anything but a saved model is refused rather than emptied.
         """
         from safetensors.torch import save as tensors_to_bytes
 
         self._check_fitted()
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        others = sorted(p.name for p in directory.iterdir() if not _MODEL_FILE.match(p.name)) \
+            if directory.is_dir() else []
+        if others or (directory.exists() and not directory.is_dir()):
+            raise ConfigError(
+                f"{directory} is not empty ({', '.join(others[:3]) or 'a file'}...): a model is saved into a "
+                "folder of its own, which replaces an earlier model there; choose a new folder")
         arrays, pre_meta = self.preprocessor_.state()
         tensors = {f"model.{k}": v.detach().contiguous() for k, v in self.model_.state_dict().items()}
         tensors.update({f"pre.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()})
-        (directory / META_FILE).unlink(missing_ok=True)
-        atomic_write_bytes(directory / WEIGHTS_FILE, tensors_to_bytes(tensors))
         meta = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "config": self.config.to_dict(),
             "classes": self.classes_, "encoder": self.encoder_, "n_features_in": self.n_features_in_,
             "frame_rate": self.frame_rate_, "in_dim": self.preprocessor_.out_dim,
             "preprocessor": pre_meta,
         }
-        atomic_write_bytes(directory / META_FILE, json.dumps(meta, indent=2).encode("utf-8"))
-        return directory
+
+        def fill(folder: Path) -> None:
+            atomic_write_bytes(folder / WEIGHTS_FILE, tensors_to_bytes(tensors))
+            atomic_write_bytes(folder / META_FILE, json.dumps(meta, indent=2).encode("utf-8"))
+
+        return atomic_folder(directory, fill)
 
     @classmethod
     def load(cls, directory: str | Path, expected_encoder: Any = None,
@@ -230,32 +242,38 @@ class SERE:
         from safetensors.torch import load_file
 
         directory = Path(directory)
+        meta = _read_meta(directory)
+        _regular_file(directory / WEIGHTS_FILE, MAX_WEIGHTS_BYTES)
         try:
-            meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
             tensors = load_file(str(directory / WEIGHTS_FILE))
-        except FileNotFoundError as err:
-            raise ModelMismatchError(f"{directory} is not a saved SERE model ({err.filename} is missing)") from err
         except SafetensorError as err:
             raise ModelMismatchError(_not_safetensors(directory / WEIGHTS_FILE)) from err
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
+        except OSError as err:
             raise ModelMismatchError(f"{directory}: the saved model is damaged ({err})") from err
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-            raise ModelMismatchError(
-                f"{directory / META_FILE}: not a SERE model of format version {FORMAT_VERSION}")
+        mismatch = ModelMismatchError(
+            f"{directory}: {META_FILE} and {WEIGHTS_FILE} do not belong to the same trained model "
+            f"(for example a different set of emotions); copy both files from one model folder")
         try:
             model = cls(SEREConfig.from_dict({**SETTINGS_BEFORE_THEY_EXISTED, **meta["config"]}))
             arrays = {k[4:]: v.numpy() for k, v in tensors.items() if k.startswith("pre.")}
+            _check_preprocessor(arrays, meta["preprocessor"], meta["in_dim"], directory)
             model.preprocessor_ = Preprocessor.from_state(preprocess_config(model.config), arrays,
                                                           meta["preprocessor"])
+            weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+            with torch.device("meta"):  # shapes first: a crafted size must not allocate anything
+                shapes = {k: tuple(v.shape) for k, v in
+                          model._build(meta["in_dim"], len(meta["classes"])).state_dict().items()}
+            if shapes != {k: tuple(v.shape) for k, v in weights.items()}:
+                raise mismatch
             net = model._build(meta["in_dim"], len(meta["classes"]))
-            net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-            model.classes_ = [str(c) for c in meta["classes"]]
-            model.n_features_in_ = int(meta["n_features_in"])
+            net.load_state_dict(weights)
+            model.classes_ = list(meta["classes"])
+            model.n_features_in_ = meta["n_features_in"]
             model.frame_rate_ = float(meta["frame_rate"])
+        except ConfigError as err:
+            raise ModelMismatchError(f"{directory / META_FILE}: {err}") from None
         except (KeyError, TypeError, ValueError, RuntimeError) as err:  # RuntimeError: shape mismatch
-            raise ModelMismatchError(
-                f"{directory}: {META_FILE} and {WEIGHTS_FILE} do not belong to the same trained model "
-                f"(for example a different set of emotions); copy both files from one model folder") from err
+            raise mismatch from err
         net.eval()
         model.model_ = net
         model.encoder_ = meta.get("encoder")
@@ -285,6 +303,97 @@ class SERE:
         if classes is not None and sorted(classes) != sorted(self.classes_):
             raise ModelMismatchError(
                 f"the model knows the emotions {self.classes_} but {sorted(classes)} were expected")
+
+
+#: A model's ``model.json`` is a few kilobytes and its weights a few megabytes; anything far
+#: larger is not a SERE model, and reading it would only cost memory.
+MAX_META_BYTES = 1_000_000
+MAX_WEIGHTS_BYTES = 512_000_000
+_MAX_CLASSES = 100
+_MAX_DIM = 1_000_000
+
+
+def _regular_file(path: Path, most: int) -> None:
+    """Refuse what is missing, not a regular file (a FIFO would block forever) or too large."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ModelMismatchError(f"{path.parent} is not a saved SERE model ({path.name} is missing)") from None
+    except OSError as err:
+        raise ModelMismatchError(f"{path}: cannot be read ({err.strerror or err})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ModelMismatchError(f"{path} is not a regular file; use a model folder written by `sere fit` or the app")
+    if info.st_size > most:
+        raise ModelMismatchError(
+            f"{path} is {info.st_size / 1e6:.0f} MB, far larger than a SERE model ({most / 1e6:.0f} MB at most)")
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number")
+
+
+def _read_meta(directory: Path) -> dict[str, Any]:
+    """``model.json``, parsed and checked field by field before anything is built from it."""
+    path = directory / META_FILE
+    _regular_file(path, MAX_META_BYTES)
+    try:
+        meta = json.loads(path.read_bytes().decode("utf-8"), parse_constant=_no_constant)
+    except (ValueError, RecursionError, UnicodeDecodeError, OSError) as err:  # ValueError: JSON, huge ints
+        raise ModelMismatchError(f"{path}: the saved model is damaged ({str(err)[:200]})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        raise ModelMismatchError(f"{path}: not a SERE model of format version {FORMAT_VERSION}")
+
+    def bad(field: str, what: str) -> ModelMismatchError:
+        return ModelMismatchError(f"{path}: {field} {what} (got {meta.get(field)!r:.80})")
+
+    def count(field: str, most: int) -> None:
+        value = meta.get(field)
+        if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= most):
+            raise bad(field, f"must be a whole number from 1 to {most}")
+
+    count("in_dim", _MAX_DIM)
+    count("n_features_in", _MAX_DIM)
+    rate = meta.get("frame_rate")
+    if not (isinstance(rate, (int, float)) and not isinstance(rate, bool) and 1 <= rate <= 100_000):
+        raise bad("frame_rate", "must be a number of frames per second from 1 to 100000")
+    classes = meta.get("classes")
+    if not (isinstance(classes, list) and 2 <= len(classes) <= _MAX_CLASSES
+            and all(isinstance(c, str) and 0 < len(c) <= 100 for c in classes) and len(set(classes)) == len(classes)):
+        raise bad("classes", f"must list 2 to {_MAX_CLASSES} different emotion names")
+    if not isinstance(meta.get("config"), dict):
+        raise bad("config", "must be the model's settings")
+    encoder = meta.get("encoder")
+    if encoder is not None and not (
+        isinstance(encoder, dict) and isinstance(encoder.get("name"), str)
+        and all(isinstance(encoder.get(k), str) for k in ("version",) if k in encoder)
+        and (encoder.get("layers") is None or (isinstance(encoder["layers"], list)
+                                               and all(isinstance(x, int) for x in encoder["layers"])))
+        and (encoder.get("dim") is None or isinstance(encoder["dim"], int))
+    ):
+        raise bad("encoder", "must describe the encoder (its name, version, layers and dimension)")
+    pre = meta.get("preprocessor")
+    if not (isinstance(pre, dict) and isinstance(pre.get("groups"), list)
+            and all(isinstance(g, str) for g in pre["groups"]) and isinstance(pre.get("frame_rate"), (int, float))
+            and not isinstance(pre.get("frame_rate"), bool) and 1 <= pre["frame_rate"] <= 100_000):
+        raise bad("preprocessor", "must hold the normalization groups and the frame rate")
+    return meta
+
+
+def _check_preprocessor(arrays: dict[str, np.ndarray], pre: dict, in_dim: int, directory: Path) -> None:
+    """The normalization and projection arrays fit together and give the network's ``in_dim``."""
+    stats = [arrays.get(f"norm.{i}.{kind}") for i in range(len(pre["groups"])) for kind in ("mean", "std")]
+    widths = {a.shape[0] if a is not None and a.ndim == 1 else None for a in stats}
+    width = widths.pop() if len(widths) == 1 else None
+    if "pca.components" in arrays:
+        ok = width is not None and arrays["pca.components"].shape == (in_dim, width) and all(
+            name in arrays and arrays[name].shape == shape for name, shape in (("pca.mean", (width,)),
+                                                                             ("pca.scale", (in_dim,))))
+    else:
+        ok = width == in_dim
+    if not ok:
+        raise ModelMismatchError(
+            f"{directory}: the normalization in {WEIGHTS_FILE} does not fit the model in {META_FILE}; "
+            "copy both files from one model folder")
 
 
 def _member_progress(progress: ProgressFn | None, member: int, n_members: int, t0: float) -> ProgressFn | None:

@@ -9,6 +9,7 @@ set for the duration of a call and restored afterwards.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 import torch
@@ -21,6 +22,7 @@ def limited_threads(n: int | None) -> Iterator[None]:
         return
     from threadpoolctl import threadpool_limits
 
+    n = min(n, os.cpu_count() or 1)  # more threads than cores only wait for each other
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
