@@ -61,18 +61,24 @@ def launch_options(ctx: AppContext) -> dict[str, Any]:
 
 
 def friendly(fn):
-    """Show ``SereError`` messages to the user as they are (``gr.Error``)."""
+    """Show user mistakes (``SereError``, ``gr.Error``) as a message and one log line; a bug is
+    shown the same way, but logged once with its traceback. Gradio itself prints no traceback
+    (``print_exception=False``): it would print a user mistake's, and a bug's a second time."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
+        except gr.Error as exc:
+            log.info("%s: %s", fn.__name__, exc.message)
+            exc.print_exception = False
             raise
+        except SereError as exc:
+            log.info("%s: %s", fn.__name__, exc)
+            raise gr.Error(sv.user_message(exc), print_exception=False) from None
         except Exception as exc:
-            if not isinstance(exc, SereError):  # a bug, not a user mistake: keep the traceback
-                log.exception("handler %s failed", fn.__name__)
-            raise gr.Error(sv.user_message(exc)) from exc
+            log.exception("handler %s failed", fn.__name__)
+            raise gr.Error(sv.user_message(exc), print_exception=False) from exc
 
     return wrapper
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import socket
 import struct
@@ -603,3 +604,22 @@ def test_hf_version_follows_the_weights(tmp_path):
     version_a = get_encoder(f"hf:{tmp_path / 'a'}").info.version
     assert version_a == get_encoder(f"hf:{tmp_path / 'a'}").info.version
     assert version_a != get_encoder(f"hf:{tmp_path / 'b'}").info.version
+
+
+def test_encoding_leaves_no_torch_compiler_cache_in_the_temp_folder(tmp_path):
+    """transformers' model import makes torch create ``$TMPDIR/torchinductor_<user>``; SERE puts
+    that folder in its own cache, so a run leaves nothing in a shared temp folder."""
+    import subprocess
+    import sys
+
+    tmp, cache = tmp_path / "tmp", tmp_path / "cache"
+    tmp.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("TORCHINDUCTOR_CACHE_DIR", "SERE_CACHE_DIR")}
+    env.update(TMPDIR=str(tmp), SERE_CACHE_DIR=str(cache))
+    code = ("import numpy as np\nfrom sere_core.encoders import get_encoder\n"
+            "e = get_encoder('whisper-base'); e.load()\n"
+            "print(e.encode(np.random.default_rng(0).standard_normal(16000).astype('float32') * 0.1).shape)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert list(tmp.iterdir()) == []
+    assert (cache / "torch-inductor").is_dir()
