@@ -42,9 +42,10 @@ class AppProcess:
     """``python app.py`` on 127.0.0.1 with its own data folder; ``kill()`` is a real SIGKILL."""
 
     def __init__(self, data_dir: Path, cache_dir: Path, *, train_steps: int = 30,
-                 database_url: str | None = None) -> None:
+                 database_url: str | None = None, prefix: tuple[str, ...] = ()) -> None:
+        """``prefix`` runs the app through another command (``unshare ...``, as a container would)."""
         self.data_dir, self.cache_dir = Path(data_dir), Path(cache_dir)
-        self.train_steps, self.database_url = train_steps, database_url
+        self.train_steps, self.database_url, self.prefix = train_steps, database_url, prefix
         self.proc: subprocess.Popen | None = None
         self.port = 0
         self.starts = 0
@@ -69,7 +70,7 @@ class AppProcess:
             env["SERE_DATABASE_URL"] = self.database_url
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("wb") as log:
-            self.proc = subprocess.Popen([sys.executable, str(REPO / "app.py")], cwd=REPO, env=env,
+            self.proc = subprocess.Popen([*self.prefix, sys.executable, str(REPO / "app.py")], cwd=REPO, env=env,
                                          stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

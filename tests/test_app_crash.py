@@ -130,10 +130,32 @@ def _run(url: str, run_id: int | None = None) -> TrainingRun | None:
 @pytest.mark.browser
 @pytest.mark.slow
 def test_sigkill_during_training(tmp_path, db_url):
+    _sigkill_during_training(tmp_path, db_url)
+
+
+#: The app as a container runs it: pid 1 of a pid namespace of its own, at every start.
+CONTAINER = ("unshare", "--pid", "--fork", "--mount-proc", "--kill-child")
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_sigkill_during_training_in_a_container(tmp_path):
+    """The restarted app has the pid the killed one had: the run is still failed at once."""
+    probe = subprocess.run([*CONTAINER, sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0 or probe.stdout.strip() != "1":
+        pytest.skip(f"cannot start a process in a pid namespace here: {probe.stderr.strip()[:200]}")
+    run = _sigkill_during_training(tmp_path, f"sqlite:///{tmp_path / 'data' / 'sere.db'}", CONTAINER)
+    assert run.worker_pid == 1
+
+
+def _sigkill_during_training(tmp_path, db_url, prefix=()):
+    """Kill the app inside a training run, restart it: the run is failed, a new one starts."""
     database_url = None if db_url.startswith("sqlite") else db_url
     url = db_url if database_url else f"sqlite:///{tmp_path / 'data' / 'sere.db'}"
     _prepare_project(tmp_path / "data", tmp_path / "cache", database_url)
-    app = AppProcess(tmp_path / "data", tmp_path / "cache", train_steps=100_000, database_url=database_url)
+    app = AppProcess(tmp_path / "data", tmp_path / "cache", train_steps=100_000, database_url=database_url,
+                     prefix=prefix)
     with chromium() as browser:
         try:
             page = open_page(browser, app.start().url)
@@ -151,6 +173,10 @@ def test_sigkill_during_training(tmp_path, db_url):
         finally:
             app.stop()
         # Training ran in a thread of the app: nothing it started outlives it or writes on.
+        # (A namespace's processes die with its first one, which can take the kernel a moment.)
+        deadline = time.monotonic() + 10
+        while [pid for pid in children if Path(f"/proc/{pid}").exists()] and time.monotonic() < deadline:
+            time.sleep(0.2)
         time.sleep(1.0)
         assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
         assert _files(tmp_path / "data") == after_kill
@@ -180,6 +206,7 @@ def test_sigkill_during_training(tmp_path, db_url):
             assert all(len(label_history(s, cid)) == 1 for cid in labels)
     finally:
         engine.dispose()
+    return run
 
 
 def test_a_run_queued_by_an_app_that_died_is_failed_at_the_next_start(tmp_path, db_url):

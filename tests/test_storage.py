@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 import threading
@@ -553,6 +554,28 @@ def test_mark_stale_runs_failed(factory):
         assert mark_stale_runs_failed(s, now=t0 + timedelta(seconds=6)) == []  # nothing left to fail
 
 
+def test_a_run_of_an_earlier_process_with_this_pid_is_failed(factory):
+    """A restarted container's app is pid 1 again: the run that the killed pid 1 was training is
+    not this process's, although its pid is (issue 14: it stayed "running" for 600 s)."""
+    from sere_core.storage import runs
+
+    ids = {}
+    for name in ("earlier", "mine"):
+        project_id, _ = _project(factory, name=name, n_clips=0)
+        with session_scope(factory) as s:
+            ids[name] = create_run(s, project_id, worker_pid=os.getpid()).id
+    with session_scope(factory) as s:
+        start_run(s, ids["earlier"])
+        start_run(s, ids["mine"])
+        assert get_run(s, ids["mine"]).worker_instance == runs.PROCESS_INSTANCE
+        get_run(s, ids["earlier"]).worker_instance = "0" * 32  # what the killed process wrote
+    with session_scope(factory) as s:
+        failed = mark_stale_runs_failed(s)
+        assert [r.id for r in failed] == [ids["earlier"]]
+        assert "earlier instance of this app" in get_run(s, ids["earlier"]).error
+        assert get_run(s, ids["mine"]).status is RunStatus.RUNNING
+
+
 # ------------------------------------------------------------------------- predictions & snapshots
 
 
@@ -686,7 +709,7 @@ def test_upgrade_from_version_1(db_url):
             older_id, newer_id = older.id, newer.id
         assert schema_version(engine) == 1
 
-        assert init_schema(engine) == 2
+        assert init_schema(engine) == SCHEMA_VERSION
         assert "uq_training_runs_one_active_per_project" in _index_names(engine, "training_runs")
         with session_scope(engine) as s:
             assert get_run(s, older_id).status is RunStatus.FAILED
@@ -701,6 +724,23 @@ def test_upgrade_from_version_1(db_url):
         engine.dispose()
 
 
+def test_upgrade_from_version_2_adds_the_worker_instance(db_url):
+    engine = open_database(db_url, migrate=False)
+    try:
+        assert init_schema(engine, MIGRATIONS[:2]) == 2
+        with engine.begin() as conn:  # a database of the release before migration 3
+            conn.execute(text("ALTER TABLE training_runs DROP COLUMN worker_instance"))
+        assert "worker_instance" not in {c["name"] for c in inspect(engine).get_columns("training_runs")}
+        assert init_schema(engine) == SCHEMA_VERSION == 3
+        project_id, _ = _project(session_factory(engine), n_clips=0)
+        with session_scope(engine) as s:
+            run_id = create_run(s, project_id, worker_pid=os.getpid()).id
+        with session_scope(engine) as s:
+            assert get_run(s, run_id).worker_instance is not None
+    finally:
+        engine.dispose()
+
+
 def test_failed_migration_rolls_back_and_newer_database_is_refused(db_url):
     engine = open_database(db_url)
     try:
@@ -708,9 +748,9 @@ def test_failed_migration_rolls_back_and_newer_database_is_refused(db_url):
             conn.execute(text("CREATE TABLE half_done (id INTEGER PRIMARY KEY)"))
             raise RuntimeError("disk on fire")
 
-        with pytest.raises(SchemaVersionError, match="version 3.*disk on fire.*left at version 2"):
-            init_schema(engine, (*MIGRATIONS, Migration(3, "broken", broken)))
-        assert schema_version(engine) == 2
+        with pytest.raises(SchemaVersionError, match="version 4.*disk on fire.*left at version 3"):
+            init_schema(engine, (*MIGRATIONS, Migration(4, "broken", broken)))
+        assert schema_version(engine) == 3
         assert not inspect(engine).has_table("half_done")  # the DDL was rolled back too
 
         with pytest.raises(SchemaVersionError, match="without gaps"):

@@ -254,6 +254,9 @@ class TrainingRun(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     worker_pid: Mapped[int | None] = mapped_column(Integer)
     worker_host: Mapped[str | None] = mapped_column(String(255))
+    #: The worker process's instance id (``runs.PROCESS_INSTANCE``): a pid alone is reused, and a
+    #: restarted container's app has the pid the killed one had.
+    worker_instance: Mapped[str | None] = mapped_column(String(64))
 
     project: Mapped[Project] = relationship(back_populates="runs")
 

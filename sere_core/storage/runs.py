@@ -10,7 +10,10 @@ index makes the database refuse a second one even if two requests race past the 
 
 A worker that dies (the app is restarted, the process is killed) cannot mark its run failed, so
 :func:`mark_stale_runs_failed` does it at the next start: runs whose worker process is gone from
-this host, or which gave no heartbeat for ``stale_after_s``, become ``failed`` with a message.
+this host, or which gave no heartbeat for ``stale_after_s``, become ``failed`` with a message. A
+run belongs to a process instance (:data:`PROCESS_INSTANCE`), not only to a pid: in a container
+the restarted app is pid 1 again, like the one that was killed, and must not mistake that one's
+run for its own.
 Workers should call :func:`update_progress` (or :func:`heartbeat`) at least every minute.
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -33,6 +37,8 @@ from ._util import clean_text, finite_float, json_safe
 from .models import ACTIVE_STATUSES, Clip, ClipRole, Label, Prediction, RunStatus, Snapshot, TrainingRun, utcnow
 from .projects import get_project, parse_role
 
+#: This process's identity in ``TrainingRun.worker_instance``, unique across restarts.
+PROCESS_INSTANCE = uuid.uuid4().hex
 #: Seconds without a heartbeat after which an active run counts as abandoned.
 DEFAULT_STALE_AFTER_S = 600.0
 #: Longest error text kept on a run (tracebacks can be long).
@@ -120,6 +126,7 @@ def create_run(
         heartbeat_at=now,
         worker_pid=worker_pid,
         worker_host=(worker_host or socket.gethostname()) if worker_pid is not None else None,
+        worker_instance=_instance_of(worker_pid, worker_host),
     )
     try:
         with session.begin_nested():
@@ -148,6 +155,7 @@ def start_run(
     run.heartbeat_at = now
     run.worker_pid = worker_pid if worker_pid is not None else os.getpid()
     run.worker_host = worker_host if worker_host is not None else socket.gethostname()
+    run.worker_instance = _instance_of(run.worker_pid, run.worker_host)
     if total_steps is not None:
         run.total_steps = int(total_steps)
     session.flush()
@@ -269,6 +277,13 @@ def pid_alive(pid: int) -> bool | None:
         return True
 
 
+def _instance_of(pid: int | None, host: str | None) -> str | None:
+    """:data:`PROCESS_INSTANCE` when ``pid`` on ``host`` is this process; None when unknown."""
+    if pid == os.getpid() and host in (None, socket.gethostname()):
+        return PROCESS_INSTANCE
+    return None
+
+
 def mark_stale_runs_failed(
     session: Session,
     now: datetime | None = None,
@@ -278,7 +293,8 @@ def mark_stale_runs_failed(
 ) -> list[TrainingRun]:
     """Fail every queued/running run whose worker is gone; return them.
 
-    A run is abandoned when its worker process (recorded on this ``host``) no longer exists, or
+    A run is abandoned when its worker process (recorded on this ``host``) no longer exists or
+    has this process's pid but not its instance (a restart that got the same pid), or
     when its last heartbeat (its creation, for a queued run) is older than ``stale_after_s``.
     Call this when the app starts, before offering to train.
     """
@@ -296,7 +312,10 @@ def mark_stale_runs_failed(
     for run in runs:
         last = run.heartbeat_at or run.started_at or run.created_at
         reason = None
-        if run.worker_pid is not None and run.worker_host == host and pid_alive(run.worker_pid) is False:
+        ours = run.worker_host == host and run.worker_pid is not None
+        if ours and run.worker_pid == os.getpid() and run.worker_instance != PROCESS_INSTANCE:
+            reason = f"its worker process {run.worker_pid} on {host} was an earlier instance of this app"
+        elif ours and pid_alive(run.worker_pid) is False:
             reason = f"its worker process {run.worker_pid} on {host} is gone"
         elif last is None or now - last > limit:
             seconds = "an unknown time" if last is None else f"{int((now - last).total_seconds())} s"

@@ -80,9 +80,15 @@ def _m2_one_active_run_per_project(conn: Connection) -> None:
     )
 
 
+def _m3_run_worker_instance(conn: Connection) -> None:
+    if "worker_instance" not in {c["name"] for c in inspect(conn).get_columns("training_runs")}:
+        conn.execute(text("ALTER TABLE training_runs ADD COLUMN worker_instance VARCHAR(64)"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _m1_initial_schema),
     Migration(2, "one queued/running training run per project", _m2_one_active_run_per_project),
+    Migration(3, "a run belongs to a process instance, not to a pid", _m3_run_worker_instance),
 )
 
 #: The version a database has after :func:`init_schema` with this release.
