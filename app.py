@@ -83,6 +83,13 @@ def friendly(fn):
     return wrapper
 
 
+def upload_folder() -> str:
+    """Where Gradio keeps uploads (``GRADIO_TEMP_DIR``, which ``main`` puts in the data folder)."""
+    from gradio.utils import get_upload_folder
+
+    return get_upload_folder()
+
+
 def _audio(view: Any) -> tuple[int, Any]:
     """A clip for gr.Audio as 16-bit samples (Gradio would convert float audio with a warning)."""
     import numpy as np
@@ -399,13 +406,15 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
         def importer(role):
             @friendly
             def handler(pid, files, language, progress=gr.Progress()):
-                pid = _pid(pid)
-                if pid is None:
-                    raise gr.Error("Open or create a project first (step 1).")
                 files = files if isinstance(files, list) else [files] if files else []
                 paths = [getattr(f, "name", f) for f in files]
-                report = sv.import_audio(ctx, pid, paths, role, language=language,
-                                         progress=lambda d, t, m: progress((d, t), desc=m))
+                try:
+                    if _pid(pid) is None:
+                        raise gr.Error("Open or create a project first (step 1).")
+                    report = sv.import_audio(ctx, _pid(pid), paths, role, language=language,
+                                             progress=lambda d, t, m: progress((d, t), desc=m))
+                finally:  # imported or refused, an upload's temporary copy is not kept
+                    sv.discard_uploads(paths, upload_folder())
                 return report.markdown()
 
             return handler
@@ -557,10 +566,15 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
 
         @friendly
         def import_labels(pid, file):
-            pid = _pid(pid)
-            if pid is None or file is None:
+            if file is None:
                 raise gr.Error("Open a project and choose a labels CSV.")
-            result = sv.import_labels_file(ctx, pid, getattr(file, "name", file))
+            path = getattr(file, "name", file)
+            try:
+                if _pid(pid) is None:
+                    raise gr.Error("Open a project and choose a labels CSV.")
+                result = sv.import_labels_file(ctx, _pid(pid), path)
+            finally:  # applied or refused, the upload's temporary copy is not kept
+                sv.discard_uploads([path], upload_folder())
             text = f"{result.applied} labels applied, {result.unchanged} unchanged, {result.skipped} empty."
             if result.rejected:
                 text += "\n\n" + "\n".join(f"- line {n}: {why}" for n, why in result.rejected[:50])
@@ -638,7 +652,7 @@ def main() -> None:
     demo = build_app(ctx)
     demo.queue(default_concurrency_limit=4).launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-        max_file_size=f"{int(AudioConfig().max_file_mb)}mb", **launch_options(ctx))
+        max_file_size=AudioConfig().max_file_bytes, **launch_options(ctx))  # bytes: SERE's MB, not MiB
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import os
 import re
 import tempfile
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -44,6 +45,10 @@ DEFAULT_EMOTIONS = ("neutral", "happy", "sad", "angry")
 #: Labels per emotion the method is designed for (few-shot).
 SHOTS = 5
 ARCHIVE_EXTENSIONS = (".zip",)
+#: Files in one upload (the web server's own limit per request is the same).
+MAX_UPLOAD_FILES = 1000
+#: Rejected files listed one by one in an import report; the rest are counted by reason.
+MAX_REPORT_ROWS = 50
 
 Progress = Callable[[int, int, str], Any]
 
@@ -109,9 +114,14 @@ class ImportReport:
             parts.append(f"{self.labeled} labels taken from the manifest")
         text = "; ".join(parts) + "."
         if self.failures:
-            rows = "\n".join(f"| {_md(f.file)} | {_md(f.reason)} | {_md(f.message)} |" for f in self.failures)
+            shown = self.failures[:MAX_REPORT_ROWS]
+            rows = "\n".join(f"| {_md(f.file)} | {_md(f.reason)} | {_md(f.message)} |" for f in shown)
             text += (f"\n\n**{len(self.failures)} file{'s' if len(self.failures) != 1 else ''} rejected:**\n\n"
                      "| file | reason | details |\n| --- | --- | --- |\n" + rows)
+            rest = Counter(f.reason for f in self.failures[MAX_REPORT_ROWS:])
+            if rest:
+                counts = ", ".join(f"{n:,} {reason}" for reason, n in rest.most_common())
+                text += f"\n\n… and {rest.total():,} more ({counts})."
         return text
 
 
@@ -345,63 +355,131 @@ def _import_items(ctx: AppContext, project_id: int, items: Sequence[_Item], role
                     "imported without a label"))
         if len(segments) > 1:
             report.split_files += 1
-        with ctx.session() as s:
-            recording = st.add_recording(s, ctx.blobs, item.path, original_name=item.name)
-            for k, seg in enumerate(segments):
-                if reference is not None and item.reference:
-                    reference[seg.audio_id] = item.reference
-                if seg.audio_id in known:
-                    report.duplicates += 1
-                    continue
-                ctx.segments.put(seg.audio_id, seg.samples, seg.sample_rate)
-                stem, suffix = Path(item.name).stem, Path(item.name).suffix
-                name = item.name if len(segments) == 1 else f"{stem} #{k + 1:03d} ({seg.start_s:.1f}-{seg.end_s:.1f} s){suffix}"
-                clip = st.add_clip(s, project_id, audio_id=seg.audio_id, original_name=name,
-                                   duration_s=seg.duration_s, role=role, language=item.language,
-                                   speaker=item.speaker, recording_id=recording.id,
-                                   start_s=seg.start_s, end_s=seg.end_s)
-                known.add(seg.audio_id)
-                report.added += 1
-                report.clip_ids.append(clip.id)
-                if emotion is not None and role == "source":
-                    st.set_label(s, clip.id, emotion)
-                    report.labeled += 1
+        try:
+            _add_segments(ctx, project_id, item, segments, role, emotion, known, reference, report)
+        except SereError as exc:  # a bad value in this row: the file is refused, the rest go on
+            report.failures.append(FileFailure(item.name, "invalid", user_message(exc)))
     progress(len(items), len(items), "Imported")
     return report
 
 
+def _add_segments(ctx: AppContext, project_id: int, item: _Item, segments: Sequence[Any], role: str,
+                  emotion: str | None, known: set[str], reference: dict[str, str] | None,
+                  report: ImportReport) -> None:
+    """One file's clips, in one transaction: all of them or (on an error) none."""
+    from sere_core import storage as st
+
+    added: list[int] = []
+    fresh: set[str] = set()
+    with ctx.session() as s:
+        recording = st.add_recording(s, ctx.blobs, item.path, original_name=item.name)
+        for k, seg in enumerate(segments):
+            if reference is not None and item.reference:
+                reference[seg.audio_id] = item.reference
+            if seg.audio_id in known or seg.audio_id in fresh:
+                report.duplicates += 1
+                continue
+            ctx.segments.put(seg.audio_id, seg.samples, seg.sample_rate)
+            stem, suffix = Path(item.name).stem, Path(item.name).suffix
+            name = item.name if len(segments) == 1 else f"{stem} #{k + 1:03d} ({seg.start_s:.1f}-{seg.end_s:.1f} s){suffix}"
+            clip = st.add_clip(s, project_id, audio_id=seg.audio_id, original_name=name,
+                               duration_s=seg.duration_s, role=role, language=item.language,
+                               speaker=item.speaker, recording_id=recording.id,
+                               start_s=seg.start_s, end_s=seg.end_s)
+            fresh.add(seg.audio_id)
+            added.append(clip.id)
+            if emotion is not None and role == "source":
+                st.set_label(s, clip.id, emotion)
+    known |= fresh  # only once the transaction has committed
+    report.added += len(added)
+    report.clip_ids += added
+    if emotion is not None and role == "source":
+        report.labeled += len(added)
+
+
 def _expand_uploads(paths: Iterable[str | Path], workdir: Path, language: str | None,
                     speaker: str | None) -> tuple[list[_Item], list[FileFailure]]:
-    """Uploaded files -> items; zip archives and CSV manifests go through ``read_manifest``."""
-    from sere_core.audio import SUPPORTED_EXTENSIONS
+    """Uploaded files -> items; zip archives and CSV manifests go through ``read_manifest``.
 
+    A browser uploads each file into a folder of its own, so a CSV's relative paths cannot reach
+    the audio files sent with it: a row whose file is not beside the CSV is matched by file name
+    with the other files of the same upload, which then come in once, with the row's labels.
+    """
+    from sere_core.audio import SUPPORTED_EXTENSIONS
+    from sere_core.manifests import read_manifest
+
+    uploads = [Path(raw) for raw in paths]
+    by_name: dict[str, list[Path]] = {}
+    for path in uploads:
+        if path.suffix.lower() not in (*ARCHIVE_EXTENSIONS, ".csv"):
+            by_name.setdefault(path.name, []).append(path)
     items: list[_Item] = []
     failures: list[FileFailure] = []
-    for raw in paths:
-        path = Path(raw)
+    claimed: set[Path] = set()  # uploaded audio files a CSV row refers to
+    for n, path in enumerate(uploads):
         suffix = path.suffix.lower()
-        if suffix in ARCHIVE_EXTENSIONS or suffix == ".csv":
-            try:
-                from sere_core.manifests import read_manifest
-
-                entries = read_manifest(path, workdir=workdir / f"upload-{len(items)}-{path.stem}"[:200])
-            except ImportError:
-                failures.append(FileFailure(path.name, "unsupported", "archives cannot be read by this version"))
-                continue
-            except ManifestError as exc:
-                failures.append(FileFailure(path.name, "manifest", str(exc)))
-                continue
-            if suffix == ".csv" and not entries:
-                failures.append(FileFailure(path.name, "manifest", "the CSV lists no audio files"))
-            for e in entries:
-                p = Path(e.path)
-                items.append(_Item(p, p.name, e.emotion, e.language or language, e.speaker or speaker))
-        elif suffix in SUPPORTED_EXTENSIONS or not suffix:
+        if suffix not in (*ARCHIVE_EXTENSIONS, ".csv"):
+            continue
+        skipped: list[ManifestError] = []
+        try:
+            entries = read_manifest(path, workdir=workdir / f"upload-{n}-{path.stem}"[:200], skipped=skipped)
+        except ManifestError as exc:
+            failures.append(FileFailure(path.name, "manifest", str(exc)))
+            continue
+        failures += [FileFailure(path.name, "manifest-row", str(exc)) for exc in skipped]
+        if suffix == ".csv" and not entries and not skipped:
+            failures.append(FileFailure(path.name, "manifest", "the CSV lists no audio files"))
+        missing = []
+        for e in entries:
+            found = Path(e.path)
+            if suffix == ".csv" and not found.exists():
+                same = by_name.get(found.name, [])
+                if len(same) != 1:
+                    missing.append(found.name) if not same else failures.append(FileFailure(
+                        found.name, "manifest-row", f"{path.name} lists it, and several uploaded files have "
+                        "this name; upload the CSV and its audio in one .zip instead"))
+                    continue
+                found = same[0]
+                claimed.add(found)
+            items.append(_Item(found, found.name, e.emotion, e.language or language, e.speaker or speaker))
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            failures.append(FileFailure(
+                path.name, "missing-audio", f"{len(missing)} file{'s' if len(missing) != 1 else ''} it lists "
+                f"{'were' if len(missing) != 1 else 'was'} not uploaded ({shown}); upload the CSV together "
+                "with its audio files, or both in one .zip"))
+    for path in uploads:
+        suffix = path.suffix.lower()
+        if suffix in (*ARCHIVE_EXTENSIONS, ".csv") or path in claimed:
+            continue
+        if suffix in SUPPORTED_EXTENSIONS or not suffix:
             items.append(_Item(path, path.name, None, language, speaker))
         else:
             failures.append(FileFailure(path.name, "unsupported-format",
                                         f"'{suffix}' files are not audio; use {', '.join(sorted(SUPPORTED_EXTENSIONS))} or .zip"))
     return items, failures
+
+
+def discard_uploads(paths: Iterable[str | Path], upload_root: str | Path) -> None:
+    """Delete uploaded files once they are imported or refused, with the folders that held them.
+
+    The web server keeps every upload in a folder of its own until deleted, so without this the
+    disk only grows (rejected files included). What an import keeps is copied into the blob
+    store first. Only files inside ``upload_root`` are touched, never a path given from elsewhere.
+    """
+    root = Path(upload_root).resolve()
+    for raw in paths:
+        path = Path(raw).resolve()
+        if not path.is_relative_to(root) or path == root:
+            continue
+        path.unlink(missing_ok=True)
+        folder = path.parent
+        while folder != root and folder.is_relative_to(root):
+            try:
+                folder.rmdir()  # only when empty: a folder holding other files stays
+            except OSError:
+                break
+            folder = folder.parent
 
 
 def import_audio(ctx: AppContext, project_id: int, paths: Sequence[str | Path], role: str, *,
@@ -416,6 +494,10 @@ def import_audio(ctx: AppContext, project_id: int, paths: Sequence[str | Path], 
         raise ConfigError(f"role must be 'source' or 'target', not {role!r}.")
     if not paths:
         raise InvalidDataError("Choose one or more audio files (or a .zip) to upload first.")
+    if len(paths) > MAX_UPLOAD_FILES:
+        raise InvalidDataError(
+            f"{len(paths)} files were chosen; at most {MAX_UPLOAD_FILES} go in one upload. Upload them in "
+            "several parts, or as a .zip archive.")
     get_summary(ctx, project_id)  # a clear error for a deleted project
     with tempfile.TemporaryDirectory(prefix="sere-upload-") as tmp:
         items, failures = _expand_uploads(paths, Path(tmp), (language or "").strip() or None,

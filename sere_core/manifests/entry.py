@@ -12,6 +12,8 @@ from sere_core.errors import ManifestError
 
 #: Columns a CSV manifest may have; only ``path`` is required, others are ignored.
 MANIFEST_COLUMNS: tuple[str, ...] = ("path", "emotion", "language", "speaker")
+#: Longest value of each text column (the database stores no more).
+MAX_CHARS: dict[str, int] = {"emotion": 100, "language": 32, "speaker": 200}
 
 _WINDOWS_ABSOLUTE = re.compile(r"^[A-Za-z]:[\\/]|^[A-Za-z]:$|^\\\\")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -58,7 +60,7 @@ def resolve_inside(raw: str, base: Path) -> Path:
     resolved = (candidate if candidate.is_absolute() else base_resolved / candidate).resolve()
     if not resolved.is_relative_to(base_resolved):
         raise ManifestError(
-            f"the path '{text}' points outside the manifest's folder ({base_resolved}); "
+            f"the path '{text}' points outside the manifest's folder; "
             "list only recordings stored next to the manifest or in its subfolders"
         )
     return resolved
@@ -102,6 +104,10 @@ class ManifestEntry:
         raw = row.get("path")
         if raw is None:
             raise ManifestError("the row has no 'path' value")
+        for column, most in MAX_CHARS.items():
+            value = _clean(row.get(column))
+            if value is not None and len(value) > most:
+                raise ManifestError(f"the {column} '{value[:40]}...' is longer than {most} characters")
         return cls(
             path=resolve_inside(raw, base),
             emotion=row.get("emotion"),

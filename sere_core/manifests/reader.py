@@ -35,24 +35,27 @@ def read_manifest(
     workdir: Path | None = None,
     *,
     limits: ArchiveLimits = ArchiveLimits(),
+    skipped: list[ManifestError] | None = None,
 ) -> list[ManifestEntry]:
     """List the recordings described by a CSV file, a folder or a ``.zip`` archive.
 
     A zip is extracted (safely) into a new folder inside ``workdir``, or inside the system's
     temporary folder when ``workdir`` is None; the entries point there, so the caller owns
     that folder and removes it when done. Raises ``ManifestError`` (``ArchiveError`` for
-    unsafe archives) naming the file and, for a CSV, the row.
+    unsafe archives) naming the file and, for a CSV, the row. With a ``skipped`` list, a bad
+    CSV row or an archive inside the archive is appended to it (its message names the file and
+    the row) and the rest is read; without, the first one raises.
     """
     src = Path(source)
     if not src.exists():
-        raise ManifestError(f"{src}: no such file or folder")
+        raise ManifestError(f"{src.name}: no such file or folder")
     if src.is_dir():
-        return read_folder(src)
+        return read_folder(src, skipped)
     suffix = src.suffix.lower()
     if suffix == ".csv":
-        return read_csv(src)
+        return read_csv(src, skipped)
     if suffix == ".zip":
-        return read_zip(src, workdir, limits=limits)
+        return read_zip(src, workdir, limits=limits, skipped=skipped)
     raise ManifestError(
         f"{src.name}: a manifest must be a CSV file, a folder of recordings or a .zip archive"
     )
@@ -76,12 +79,40 @@ def _delimiter(header_line: str) -> str:
     return best if counts[best] > 0 else ","
 
 
-def read_csv(path: str | os.PathLike[str]) -> list[ManifestEntry]:
+def _skip_or_raise(error: ManifestError, skipped: list[ManifestError] | None) -> None:
+    if skipped is None:
+        raise error
+    skipped.append(error)
+
+
+def _rows(src: Path, text: str, delimiter: str) -> list[list[str]]:
+    """The CSV's rows, one per line of the file (a quoted cell may span lines; blank lines give
+    empty rows). A quote that is never closed is reported at the row where it opens."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    rows: list[list[str]] = []
+    while True:
+        start = reader.line_num + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return rows
+        except csv.Error as exc:
+            if "unexpected end of data" in str(exc) or reader.line_num > start:
+                raise ManifestError(
+                    f"{src.name}, row {start}: the CSV is malformed (a quote \" opened in this row is "
+                    "never closed); check the quotes in that row") from None
+            raise ManifestError(f"{src.name}, row {start}: the CSV is malformed ({exc})") from None
+        rows.extend([[]] * (reader.line_num - start))  # the lines a quoted cell spanned
+        rows.append(cells)
+
+
+def read_csv(path: str | os.PathLike[str], skipped: list[ManifestError] | None = None) -> list[ManifestEntry]:
     """Read a CSV manifest: column ``path`` (relative to the CSV's folder) plus optional
     ``emotion``, ``language`` and ``speaker``; other columns are ignored.
 
     Row numbers in messages are the spreadsheet's: the header is row 1 (unless blank lines
-    precede it) and blank lines are counted.
+    precede it) and blank lines are counted. A bad row raises, or with a ``skipped`` list is
+    appended to it and left out.
     """
     src = Path(path)
     try:
@@ -92,11 +123,7 @@ def read_csv(path: str | os.PathLike[str]) -> list[ManifestEntry]:
     if not text.strip():
         raise ManifestError(f"{src.name}: the manifest is empty; row 1 should be a header with a 'path' column")
     first_line = next(line for line in text.lstrip("\ufeff").splitlines() if line.strip())
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(first_line))
-    try:
-        rows = list(reader)
-    except csv.Error as exc:
-        raise ManifestError(f"{src.name}, row {reader.line_num}: the CSV is malformed ({exc})") from None
+    rows = _rows(src, text, _delimiter(first_line))
     # Row numbers follow the file's lines, as a spreadsheet shows them; blank lines count.
     header_at = next(i for i, cells in enumerate(rows) if any(c.strip() for c in cells))
     header_row = header_at + 1
@@ -120,14 +147,16 @@ def read_csv(path: str | os.PathLike[str]) -> list[ManifestEntry]:
         try:
             entry = ManifestEntry.from_row(row, base)
         except ManifestError as exc:
-            raise ManifestError(f"{src.name}, row {number}: {exc}") from None
+            _skip_or_raise(ManifestError(f"{src.name}, row {number}: {exc}"), skipped)
+            continue
         if entry.path in first_row:
-            raise ManifestError(
+            _skip_or_raise(ManifestError(
                 f"{src.name}, row {number}: '{row['path']}' is already listed in row {first_row[entry.path]}"
-            )
+            ), skipped)
+            continue
         first_row[entry.path] = number
         entries.append(entry)
-    if not entries:
+    if not entries and not skipped:
         raise ManifestError(f"{src.name}: the manifest has a header but lists no recordings")
     return entries
 
@@ -136,13 +165,27 @@ def _hidden(name: str) -> bool:
     return name.startswith(".") or name == "__MACOSX"
 
 
-def read_folder(path: str | os.PathLike[str]) -> list[ManifestEntry]:
-    """List the audio files under a folder, labelled by the rule in this module's docstring."""
+#: Archives found inside a folder or an archive: reported, not opened (an archive in an archive
+#: is how zip bombs nest).
+NESTED_ARCHIVES = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar")
+
+
+def read_folder(path: str | os.PathLike[str], skipped: list[ManifestError] | None = None) -> list[ManifestEntry]:
+    """List the audio files under a folder, labelled by the rule in this module's docstring.
+
+    An archive in the folder is not opened: it raises, or with a ``skipped`` list is appended
+    to it."""
     root = Path(path).resolve()
     found: list[tuple[Path, Path]] = []  # (relative path, resolved path)
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
         for name in sorted(filenames):
+            if not _hidden(name) and Path(name).suffix.lower() in NESTED_ARCHIVES:
+                rel = (Path(dirpath) / name).relative_to(root).as_posix()
+                _skip_or_raise(ManifestError(
+                    f"{rel}: archives inside a folder or an archive are not opened; unpack it and "
+                    "upload its contents"), skipped)
+                continue
             if _hidden(name) or Path(name).suffix.lower() not in AUDIO_EXTENSIONS:
                 continue
             full = Path(dirpath) / name
@@ -154,7 +197,7 @@ def read_folder(path: str | os.PathLike[str]) -> list[ManifestEntry]:
                     "copy the recording into the folder instead"
                 )
             found.append((rel, resolved))
-    if not found:
+    if not found and not skipped:
         raise ManifestError(
             f"{Path(path).name}: the folder contains no audio files "
             f"(looked for {', '.join(sorted({'.wav', '.flac', '.ogg', '.mp3'}))})"
@@ -176,7 +219,8 @@ def _visible(folder: Path) -> list[Path]:
 
 
 def read_zip(
-    path: str | os.PathLike[str], workdir: Path | None = None, *, limits: ArchiveLimits = ArchiveLimits()
+    path: str | os.PathLike[str], workdir: Path | None = None, *, limits: ArchiveLimits = ArchiveLimits(),
+    skipped: list[ManifestError] | None = None,
 ) -> list[ManifestEntry]:
     """Extract an archive safely, then read it as a CSV manifest (exactly one ``*.csv`` at its
     top level) or as a folder. A single folder wrapping everything is looked inside, because
@@ -200,9 +244,11 @@ def read_zip(
             if len(csvs) > 1:
                 names = ", ".join(p.name for p in csvs)
                 raise ManifestError(f"it holds several CSV manifests at its top level ({names}); keep only one")
-            if csvs:
-                return read_csv(csvs[0])
-            return read_folder(root)
+            inner: list[ManifestError] | None = [] if skipped is not None else None
+            entries = read_csv(csvs[0], inner) if csvs else read_folder(root, inner)
+            if skipped is not None:  # named after the archive the user knows
+                skipped.extend(ManifestError(f"{src.name}: {exc}") for exc in inner)
+            return entries
         except ArchiveError:
             raise
         except ManifestError as exc:

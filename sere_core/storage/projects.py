@@ -22,6 +22,7 @@ from ..errors import (
     NotFoundError,
     ProjectExistsError,
 )
+from ..manifests.entry import MAX_CHARS
 from ._util import clean_text, finite_float
 from .blobs import BlobStore
 from .models import ACTIVE_STATUSES, Clip, ClipRole, Label, Project, Recording, TrainingRun
@@ -241,8 +242,8 @@ def add_clip(
         audio_id=audio_id,
         recording_id=recording_id,
         original_name=original_name,
-        language=clean_text(language, "language", max_len=32, required=False),
-        speaker=clean_text(speaker, "speaker", max_len=200, required=False),
+        language=clean_text(language, "language", max_len=MAX_CHARS["language"], required=False),
+        speaker=clean_text(speaker, "speaker", max_len=MAX_CHARS["speaker"], required=False),
         duration_s=duration,
         start_s=start,
         end_s=end,

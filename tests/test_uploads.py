@@ -1,0 +1,151 @@
+"""Uploads as the app receives them (issue 14): each file in a folder of its own, deleted once
+imported or refused; bad manifest rows reported with file and row while the rest go in; a CSV
+finds the audio sent with it; reports stay short and show no server paths."""
+
+from __future__ import annotations
+
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from sere_core.app import AppContext, AppSettings
+from sere_core.app import services as sv
+from sere_core.storage import labels_for_project
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    c = AppContext.open(AppSettings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", encoder="prosody"))
+    yield c
+    c.close()
+
+
+def speech(seconds: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    return (0.2 * (0.25 + 0.75 * np.abs(np.sin(4 * np.pi * t))) * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def wav_bytes(seed: int, seconds: float = 1.0) -> bytes:
+    path = Path(tempfile.mkdtemp()) / "x.wav"
+    sf.write(path, speech(seconds, seed), 16000)
+    return path.read_bytes()
+
+
+def uploaded(root: Path, name: str, data: bytes) -> Path:
+    """A file as Gradio stores an upload: ``<upload folder>/<hash>/<name>``."""
+    folder = root / f"{abs(hash((name, data))):x}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_bytes(data)
+    return folder / name
+
+
+def test_rejected_and_imported_uploads_leave_nothing_in_the_upload_folder(ctx, tmp_path):
+    root = tmp_path / "gradio"
+    rng = np.random.default_rng(0)
+    junk = [uploaded(root, f"noise-{i}.wav", rng.integers(0, 255, 200_000, dtype=np.uint8).tobytes())
+            for i in range(5)]
+    good = uploaded(root, "good.wav", wav_bytes(1))
+    outside = tmp_path / "mine.wav"
+    outside.write_bytes(wav_bytes(2))
+    pid = sv.create_project(ctx, "uploads", "happy, sad").id
+    paths = [*junk, good, outside]
+    report = sv.import_audio(ctx, pid, paths, "target", warm=False)
+    sv.discard_uploads(paths, root)
+    assert report.added == 2 and len(report.failures) == 5
+    assert list(root.iterdir()) == []  # files and their folders are gone...
+    assert outside.exists()  # ...but nothing outside the upload folder is touched
+    view = sv.clip_view(ctx, report.clip_ids[0])  # the imported clip still plays
+    assert view.samples.size > 8000
+
+
+def test_too_many_files_in_one_upload_are_refused_with_a_message(ctx, tmp_path):
+    pid = sv.create_project(ctx, "many", "happy, sad").id
+    with pytest.raises(sv.InvalidDataError, match=f"at most {sv.MAX_UPLOAD_FILES} go in one upload"):
+        sv.import_audio(ctx, pid, [tmp_path / f"{i}.wav" for i in range(sv.MAX_UPLOAD_FILES + 1)], "target")
+
+
+def _zip(path: Path, entries: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return path
+
+
+def test_a_bad_manifest_row_is_reported_with_its_row_and_the_rest_goes_in(ctx, tmp_path):
+    rows = [f"clip{i}.wav,happy,de,{'x' * 300 if i == 5 else f'spk{i}'}" for i in range(1, 9)]
+    archive = _zip(tmp_path / "batch.zip", {"manifest.csv": ("path,emotion,language,speaker\n" + "\n".join(rows)).encode(),
+                                           **{f"clip{i}.wav": wav_bytes(10 + i) for i in range(1, 9)}})
+    pid = sv.create_project(ctx, "rows", "happy, sad").id
+    report = sv.import_audio(ctx, pid, [archive], "source", warm=False)
+    assert report.added == 7 and report.labeled == 7
+    [failure] = report.failures
+    assert failure.file == "batch.zip" and failure.reason == "manifest-row"
+    assert "manifest.csv, row 6" in failure.message and "speaker" in failure.message
+    with ctx.session() as s:
+        assert len(labels_for_project(s, pid)) == 7
+
+
+def test_a_csv_uploaded_with_its_audio_finds_it_by_name(ctx, tmp_path):
+    root = tmp_path / "gradio"
+    csv = uploaded(root, "labels.csv", b"path,emotion\naudio/a.wav,happy\nb.wav,sad\nc.wav,happy\n")
+    files = [uploaded(root, name, wav_bytes(20 + i)) for i, name in enumerate(("a.wav", "b.wav", "c.wav"))]
+    pid = sv.create_project(ctx, "csv", "happy, sad").id
+    report = sv.import_audio(ctx, pid, [csv, *files], "source", warm=False)
+    assert report.failures == [] and report.added == 3 and report.labeled == 3  # each file once, labeled
+    with ctx.session() as s:
+        assert sorted(labels_for_project(s, pid).values()) == ["happy", "happy", "sad"]
+
+
+def test_a_csv_without_its_audio_says_what_is_missing(ctx, tmp_path):
+    csv = uploaded(tmp_path / "gradio", "labels.csv", b"path,emotion\na.wav,happy\nb.wav,sad\n")
+    pid = sv.create_project(ctx, "csv alone", "happy, sad").id
+    report = sv.import_audio(ctx, pid, [csv], "source", warm=False)
+    assert report.added == 0
+    [failure] = report.failures
+    assert failure.reason == "missing-audio"
+    assert "2 files it lists were not uploaded (a.wav, b.wav)" in failure.message
+    assert "upload the CSV together with its audio files, or both in one .zip" in failure.message
+
+
+def test_an_unclosed_quote_is_reported_as_malformed_at_its_row(ctx, tmp_path):
+    csv = tmp_path / "quotes.csv"
+    csv.write_text('path,emotion\na.wav,happy\n"b.wav,sad\nc.wav,happy\n')
+    pid = sv.create_project(ctx, "quotes", "happy, sad").id
+    [failure] = sv.import_audio(ctx, pid, [csv], "source", warm=False).failures
+    assert failure.reason == "manifest"
+    assert "quotes.csv, row 3: the CSV is malformed" in failure.message and "never closed" in failure.message
+
+
+def test_an_archive_inside_an_archive_is_reported_not_ignored(ctx, tmp_path):
+    inner = _zip(tmp_path / "inner.zip", {"x.wav": wav_bytes(30)})
+    archive = _zip(tmp_path / "outer.zip", {"a.wav": wav_bytes(31), "more/inner.zip": inner.read_bytes()})
+    pid = sv.create_project(ctx, "nested", "happy, sad").id
+    report = sv.import_audio(ctx, pid, [archive], "target", warm=False)
+    assert report.added == 1
+    [failure] = report.failures
+    assert failure.file == "outer.zip" and "more/inner.zip" in failure.message
+    assert "not opened; unpack it and upload its contents" in failure.message
+
+
+def test_a_long_report_is_summarized_and_names_no_server_path(ctx, tmp_path):
+    bad = []
+    for i in range(120):
+        path = tmp_path / f"empty-{i}.wav"
+        path.write_bytes(b"")
+        bad.append(path)
+    outside = tmp_path / "outside.csv"
+    outside.write_text("path\n../../secret.wav\n")
+    pid = sv.create_project(ctx, "long", "happy, sad").id
+    report = sv.import_audio(ctx, pid, [*bad, outside], "target", warm=False)
+    text = report.markdown()
+    assert len(report.failures) == 121
+    assert text.count("\n| ") == sv.MAX_REPORT_ROWS + 2  # header, separator and 50 files
+    assert f"… and {121 - sv.MAX_REPORT_ROWS} more (71 empty)." in text
+    assert "| outside.csv | manifest-row |" in text  # manifests come first
+    for message in (f.message for f in report.failures):
+        assert str(tmp_path) not in message and tempfile.gettempdir() + "/" not in message, message
