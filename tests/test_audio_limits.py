@@ -20,7 +20,7 @@ import soundfile as sf
 
 from sere_core.audio import AudioConfig, load_audio
 from sere_core.audio.io import iter_blocks, probe
-from sere_core.errors import RecordingTooLongError, UnreadableAudioError
+from sere_core.errors import RecordingTooLongError, SilentAudioError, TooShortError, UnreadableAudioError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,3 +96,55 @@ def test_a_decode_bomb_uploaded_to_the_app_is_refused_in_bounded_memory(tmp_path
     assert result["failures"] == [["too-long", "the recording lasts 8 h, longer than the 2 h allowed; "
                                    "please cut it into shorter recordings"]]
     assert result["peak_growth_mb"] < 300, result  # decoding it grew the peak by 1.8-2.5 GB
+
+
+# --- smaller cases of the same issue -----------------------------------------------------------------
+
+
+def _tone(seconds: float, rate: int = 16000) -> np.ndarray:
+    t = np.arange(int(round(seconds * rate))) / rate
+    return (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+
+
+def test_a_file_that_is_only_a_dc_offset_is_silent(tmp_path):
+    path = tmp_path / "dc.wav"
+    sf.write(path, np.full(32000, 0.2, dtype=np.float32), 16000)
+    with pytest.raises(SilentAudioError, match="only a constant offset"):
+        load_audio(path)
+    sf.write(path, _tone(2.0) * 0.5 + 0.2, 16000)  # a sound on top of an offset still loads
+    assert load_audio(path)
+
+
+@pytest.mark.parametrize("seconds, loads", [(0.29, False), (0.31, True)])
+@pytest.mark.parametrize("surrounded", [False, True], ids=["alone", "inside-silence"])
+def test_the_minimum_length_holds_the_same_wherever_the_sound_sits(tmp_path, seconds, loads, surrounded):
+    quiet = np.zeros(8000, dtype=np.float32)
+    samples = np.concatenate([quiet, _tone(seconds), quiet]) if surrounded else _tone(seconds)
+    path = tmp_path / "short.wav"
+    sf.write(path, samples, 16000)
+    if loads:
+        assert load_audio(path)
+    else:
+        with pytest.raises(TooShortError, match=f"only {seconds:.2f} s of speech"):
+            load_audio(path)
+
+
+def test_a_wav_whose_header_understates_its_audio_is_reported_damaged(tmp_path):
+    path = tmp_path / "understated.wav"
+    sf.write(path, _tone(2.0), 16000, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    at = data.find(b"data")
+    data[at + 4 : at + 8] = (3200).to_bytes(4, "little")  # 0.1 s of the 2 s that follow
+    path.write_bytes(bytes(data))
+    with pytest.raises(UnreadableAudioError, match="announces less audio than the file holds"):
+        load_audio(path)
+
+
+def test_a_wav_with_a_chunk_after_its_audio_still_loads(tmp_path):
+    path = tmp_path / "tagged.wav"
+    sf.write(path, _tone(2.0), 16000, subtype="PCM_16")
+    body = b"INFOINAM" + (10_000).to_bytes(4, "little") + b"x" * 10_000
+    data = bytearray(path.read_bytes() + b"LIST" + len(body).to_bytes(4, "little") + body)
+    data[4:8] = (len(data) - 8).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    assert load_audio(path)

@@ -338,10 +338,32 @@ def _check_wav_complete(p: Path, info: AudioFileInfo) -> None:
                         raise UnreadableAudioError(
                             p, f"the file is incomplete: {detail} (it was probably cut off while copying)"
                         )
+                    after = offset + 8 + size + (size & 1)
+                    if info.size_bytes - after >= _TRAILING_BYTES:
+                        fh.seek(after)
+                        if not _plausible_chunk(fh.read(8), info.size_bytes - after, endian):
+                            raise UnreadableAudioError(
+                                p, "the file is damaged: its header announces less audio than the file "
+                                "holds (it was perhaps written by a program that stopped early); "
+                                "please export it again",
+                            )
                     return
                 offset += 8 + size + (size & 1)
     except OSError as exc:
         raise UnreadableAudioError(p, f"the file cannot be read ({exc.strerror or exc})") from None
+
+
+# More bytes than this after a WAV's data chunk must be another chunk (LIST, id3, ...); anything
+# else is audio that a damaged header does not count.
+_TRAILING_BYTES = 4096
+
+
+def _plausible_chunk(header: bytes, remaining: int, endian: str) -> bool:
+    """Whether ``header`` starts a RIFF chunk: a printable four-letter id and a size that fits."""
+    if len(header) < 8 or not all(32 <= b < 127 for b in header[:4]):
+        return False
+    (size,) = struct.unpack(endian + "I", header[4:])
+    return size <= remaining - 8
 
 
 _BIT_REVERSED = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))

@@ -76,7 +76,14 @@ def segment_signal(
             f"(no speech above {config.silence_dbfs:g} dBFS was found)",
         )
     first, last = activity.frames_to_samples(regions[0][0], regions[-1][1])
-    speech_s = (last - first) / sample_rate
+    f0, f1 = regions[0][0], regions[-1][1]
+    dc = float(np.mean(samples[first:last], dtype=np.float64))
+    if float(activity.power[f0:f1].mean()) - dc * dc < 10 ** (config.silence_dbfs / 10):
+        raise SilentAudioError(
+            source, f"the file holds no sound, only a constant offset ({dc:+.3f} of full scale); "
+            "check the microphone or the recording's channel")
+    start, end = _sound_edges(samples, first, last, activity)
+    speech_s = (end - start) / sample_rate
     if speech_s < config.min_speech_s:
         raise TooShortError(
             source,
@@ -118,6 +125,21 @@ def segment_signal(
             )
         )
     return segments
+
+
+def _sound_edges(samples: np.ndarray, first: int, last: int, activity) -> tuple[int, int]:
+    """Where the sound starts and ends within the first and last speech frames, to the sample.
+
+    Frame edges alone would measure 0.29 s of sound between silences as 0.30 s but the same
+    sound at a file's very start as 0.29 s; the minimum length is then kept the same way
+    wherever the sound sits. (Trimming still follows whole frames.)
+    """
+    amplitude = 10 ** (activity.threshold_db / 20)
+    n = activity.frame_len
+    head = np.flatnonzero(np.abs(samples[first : first + n]) >= amplitude)
+    tail_at = max(first, last - n)
+    tail = np.flatnonzero(np.abs(samples[tail_at:last]) >= amplitude)
+    return (first + int(head[0]) if len(head) else first), (tail_at + int(tail[-1]) + 1 if len(tail) else last)
 
 
 def _frames_up(seconds: float, frame_s: float) -> int:

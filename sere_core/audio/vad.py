@@ -21,6 +21,7 @@ from sere_core.audio.config import AudioConfig
 _FLOOR_DB = -120.0
 _LOUD_PERCENTILE = 98.0
 _NOISE_PERCENTILE = 10.0
+_STEADY_DB = 3.0
 _CHUNK_FRAMES = 8192
 
 
@@ -76,7 +77,9 @@ def speech_threshold_db(levels_db: np.ndarray, config: AudioConfig = AudioConfig
 
     The highest of: the absolute silence level; ``vad_range_db`` below the loud frames (98th
     percentile); and ``vad_noise_fraction`` of the way from the noise floor (10th percentile) to
-    the loud frames, which matters only on recordings with audible background noise.
+    the loud frames, which matters only on recordings with audible background noise. The last
+    stays ``_STEADY_DB`` below the loud frames: on a sound without pauses the "noise floor" is
+    the sound itself, and frames a fraction of a dB below it must not be cut off.
     """
     if len(levels_db) == 0:
         return config.silence_dbfs
@@ -85,7 +88,7 @@ def speech_threshold_db(levels_db: np.ndarray, config: AudioConfig = AudioConfig
     return max(
         config.silence_dbfs,
         loud - config.vad_range_db,
-        noise + config.vad_noise_fraction * (loud - noise),
+        min(noise + config.vad_noise_fraction * (loud - noise), loud - _STEADY_DB),
     )
 
 
