@@ -45,7 +45,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any])
         except OSError:
             pass
         raise
-    _fsync_dir(path.parent)  # make the rename itself durable
+    fsync_dir(path.parent)  # make the rename itself durable
     return path
 
 
@@ -69,7 +69,7 @@ def atomic_folder(path: str | os.PathLike[str], fill: Callable[[Path], Any]) -> 
     new = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".new", dir=parent))
     try:
         fill(new)
-        _fsync_dir(new)
+        fsync_dir(new)
         if not path.exists():
             os.rename(new, path)
         elif _exchange(new, path):  # ``new`` now holds the old folder
@@ -82,7 +82,7 @@ def atomic_folder(path: str | os.PathLike[str], fill: Callable[[Path], Any]) -> 
     except BaseException:
         shutil.rmtree(new, ignore_errors=True)
         raise
-    _fsync_dir(parent)
+    fsync_dir(parent)
     for stale in parent.glob(f".{glob.escape(path.name)}.*"):
         if stale.suffix in (".new", ".old") and stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
@@ -106,11 +106,11 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     """Make renames in ``folder`` durable where the platform allows it."""
     try:
         fd = os.open(folder, os.O_RDONLY)
-    except OSError:
+    except OSError:  # not possible on every platform (Windows); the rename is still atomic
         return
     try:
         os.fsync(fd)

@@ -19,25 +19,13 @@ import tempfile
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import BinaryIO
 
+from ..atomic import fsync_dir
 from ..errors import InvalidDataError, UnsafePathError
 
 _CHUNK = 1 << 20
 _EXT_RE = re.compile(r"^[a-z0-9]{1,10}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 KINDS = ("audio",)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # not possible on every platform (Windows); the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class BlobStore:
@@ -127,7 +115,7 @@ class BlobStore:
             folder.mkdir(parents=True, exist_ok=True)
             final = folder / f"{sha256}.{ext}"
             os.replace(tmp, final)
-            _fsync_dir(folder)
+            fsync_dir(folder)
             return sha256, self.relative(final)
         finally:
             tmp.unlink(missing_ok=True)
