@@ -434,10 +434,13 @@ def _expand_uploads(paths: Iterable[str | Path], workdir: Path, language: str | 
             found = Path(e.path)
             if suffix == ".csv" and not found.exists():
                 same = by_name.get(found.name, [])
-                if len(same) != 1:
-                    missing.append(found.name) if not same else failures.append(FileFailure(
-                        found.name, "manifest-row", f"{path.name} lists it, and several uploaded files have "
-                        "this name; upload the CSV and its audio in one .zip instead"))
+                if not same:
+                    missing.append(found.name)
+                    continue
+                if len(same) > 1:
+                    failures.append(FileFailure(found.name, "manifest-row", f"{path.name} lists it, and several "
+                                                "uploaded files have this name; upload the CSV and its audio in "
+                                                "one .zip instead"))
                     continue
                 found = same[0]
                 claimed.add(found)
