@@ -193,7 +193,7 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
                                             file_count="multiple", file_types=["audio", ".zip", ".csv"],
                                             elem_id="sere-src-upload")
                         src_folder = gr.UploadButton("Upload a folder", file_count="directory", size="sm")
-                        src_report = gr.Markdown("")
+                        src_report = gr.Markdown("", elem_id="sere-src-report")
 
             # ---- 3 Target audio
             with gr.Tab("3 · Target audio", id="target"):

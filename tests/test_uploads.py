@@ -149,3 +149,42 @@ def test_a_long_report_is_summarized_and_names_no_server_path(ctx, tmp_path):
     assert "| outside.csv | manifest-row |" in text  # manifests come first
     for message in (f.message for f in report.failures):
         assert str(tmp_path) not in message and tempfile.gettempdir() + "/" not in message, message
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_files_uploaded_in_the_browser_are_deleted_once_refused(tmp_path):
+    """Through Chromium, Gradio's upload route and the app's handler: five files of random bytes
+    named .wav are refused, and the upload folder (in the data folder) holds none of them."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from app_server import AppProcess, chromium, open_page, open_project, tab
+
+    setup = AppContext.open(AppSettings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", encoder="prosody"))
+    try:
+        sv.create_project(setup, "Uploads", "happy, sad")
+    finally:
+        setup.close()
+    rng = np.random.default_rng(0)
+    junk = []
+    for i in range(5):
+        junk.append(tmp_path / f"random-{i}.wav")
+        junk[-1].write_bytes(rng.integers(0, 255, 2_000_000, dtype=np.uint8).tobytes())
+    app = AppProcess(tmp_path / "data", tmp_path / "cache")
+    with chromium() as browser:
+        try:
+            page = open_page(browser, app.start().url)
+            open_project(page, "Uploads")
+            tab(page, "2 · Source clips")
+            page.set_input_files("#sere-src-upload input[type=file]", [str(p) for p in junk])
+            page.locator("#sere-src-report", has_text="5 files rejected").wait_for(timeout=60000)
+            for p in junk:
+                assert page.locator("#sere-src-report", has_text=p.name).count() == 1
+            root = tmp_path / "data" / "gradio"
+            assert [p for p in root.iterdir() if p.is_dir()] == []  # every upload's folder is gone
+            # Gradio's own gr.File.preprocess leaves one empty NamedTemporaryFile per file at the
+            # root (gradio 6.31); no byte of an upload stays.
+            assert sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) == 0
+        finally:
+            app.stop()
