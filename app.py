@@ -131,7 +131,7 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
 
     # ---------------------------------------------------------------- page
     with gr.Blocks(title="SERE Studio", fill_width=False) as demo:
-        project = gr.BrowserState(None, storage_key="sere-studio-project")
+        project = gr.BrowserState(None, storage_key="sere-studio-project", secret=ctx.browser_state_secret())
         queue = gr.State({"clip": None, "order": [], "skipped": [], "history": []})
         seen_run = gr.State(None)
         review_clip = gr.State(None)

@@ -58,9 +58,10 @@ class AppProcess:
     def log(self) -> Path:
         return self.data_dir.parent / f"app-{self.starts}.log"
 
-    def start(self, timeout: float = 120.0) -> AppProcess:
+    def start(self, timeout: float = 120.0, *, same_port: bool = False) -> AppProcess:
+        """``same_port``: the address of the previous start, so a browser keeps its local storage."""
         self.starts += 1
-        self.port = free_port()
+        self.port = self.port if same_port and self.port else free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SERE_", "GRADIO_"))}
         env.update(SERE_DATA_DIR=str(self.data_dir), SERE_CACHE_DIR=str(self.cache_dir), SERE_ENCODER="prosody",
                    SERE_TRAIN_STEPS=str(self.train_steps), SERE_TORCH_THREADS="1", OMP_NUM_THREADS="1",

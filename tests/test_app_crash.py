@@ -84,10 +84,12 @@ def test_sigkill_right_after_a_label_is_confirmed(tmp_path):
         assert len(confirmed) == 6
         assert _stored_labels(url, "Kill while labeling") == confirmed
 
-        try:  # the restart: the project opens with its labels
-            page = open_page(browser, app.start().url)
-            open_project(page, "Kill while labeling")
-            # the line updates after the project opens: wait for it rather than read it at once
+        try:  # the restart: the same browser finds its open project again, with its labels
+            page.goto(app.start(same_port=True).url)
+            page.sere_errors.clear()  # what the page said while the server was down
+            page.wait_for_selector("#sere-load-demo", timeout=60000)
+            # nobody chooses the project: the browser kept it (gr.BrowserState, a key fixed across restarts)
+            page.wait_for_selector("#sere-project-line:has-text('Kill while labeling')", timeout=30000)
             page.wait_for_selector("#sere-project-line:has-text('(6 labeled)')", timeout=30000)
             label_panel(page)
             assert page.get_attribute("#sere-counts", "data-total") == "6"

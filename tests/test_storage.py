@@ -576,6 +576,31 @@ def test_a_run_of_an_earlier_process_with_this_pid_is_failed(factory):
         assert get_run(s, ids["mine"]).status is RunStatus.RUNNING
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="process start times are read from /proc")
+def test_a_run_whose_pid_another_program_got_is_failed(factory):
+    """The killed worker's pid now belongs to a program that started after the run: the run is
+    abandoned, although that pid is alive and the heartbeat is only a minute old."""
+    ids = {}
+    for name in ("reused", "alive"):
+        project_id, _ = _project(factory, name=name, n_clips=0)
+        with session_scope(factory) as s:
+            ids[name] = create_run(s, project_id).id
+    t0 = utcnow()
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with session_scope(factory) as s:
+            start_run(s, ids["reused"], worker_pid=worker.pid, now=t0 - timedelta(seconds=60))
+            start_run(s, ids["alive"], worker_pid=worker.pid, now=t0 + timedelta(seconds=1))
+        with session_scope(factory) as s:
+            failed = mark_stale_runs_failed(s, now=t0 + timedelta(seconds=2))
+            assert [r.id for r in failed] == [ids["reused"]]
+            assert "another program has its pid now" in get_run(s, ids["reused"]).error
+            assert get_run(s, ids["alive"]).status is RunStatus.RUNNING
+    finally:
+        worker.kill()
+        worker.wait()
+
+
 # ------------------------------------------------------------------------- predictions & snapshots
 
 

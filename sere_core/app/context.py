@@ -223,6 +223,14 @@ class AppContext:
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
+    def browser_state_secret(self) -> str:
+        """The key ``gr.BrowserState`` encrypts with. Gradio hands it to the page, so it is a key
+        derived from the server's secret, fixed across restarts (a random one would make every
+        browser forget its open project at each restart)."""
+        from sere_core.app.secret_key import derived_key, server_secret
+
+        return derived_key(server_secret(self.settings.data_dir), "gr.BrowserState")[:32]
+
     def export_dir(self) -> Path:
         folder = self.settings.data_dir / "exports"
         folder.mkdir(parents=True, exist_ok=True)

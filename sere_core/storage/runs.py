@@ -13,7 +13,8 @@ A worker that dies (the app is restarted, the process is killed) cannot mark its
 this host, or which gave no heartbeat for ``stale_after_s``, become ``failed`` with a message. A
 run belongs to a process instance (:data:`PROCESS_INSTANCE`), not only to a pid: in a container
 the restarted app is pid 1 again, like the one that was killed, and must not mistake that one's
-run for its own.
+run for its own. A pid that another program got since (it started after the run did) gives the
+run away too.
 Workers should call :func:`update_progress` (or :func:`heartbeat`) at least every minute.
 """
 
@@ -24,7 +25,7 @@ import socket
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,9 @@ from .projects import get_project, parse_role
 PROCESS_INSTANCE = uuid.uuid4().hex
 #: Seconds without a heartbeat after which an active run counts as abandoned.
 DEFAULT_STALE_AFTER_S = 600.0
+#: Seconds a run's worker may seem to have started after the run: the boot time that process
+#: start times count from is in whole seconds, and the clock may be corrected meanwhile.
+PID_REUSE_MARGIN_S = 5.0
 #: Longest error text kept on a run (tracebacks can be long).
 MAX_ERROR_CHARS = 20_000
 #: Most loss points kept per run; beyond it older points are thinned (the whole list is
@@ -277,11 +281,29 @@ def pid_alive(pid: int) -> bool | None:
         return True
 
 
+def process_started_at(pid: int) -> datetime | None:
+    """When process ``pid`` of this host started (UTC), from ``/proc``; None where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            ticks = int(handle.read().rsplit(b")", 1)[1].split()[19])  # field 22: start, in ticks since boot
+        with open("/proc/stat", "rb") as handle:
+            boot = next(int(line.split()[1]) for line in handle if line.startswith(b"btime "))
+        return datetime.fromtimestamp(boot + ticks / os.sysconf("SC_CLK_TCK"), timezone.utc)
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
 def _instance_of(pid: int | None, host: str | None) -> str | None:
     """:data:`PROCESS_INSTANCE` when ``pid`` on ``host`` is this process; None when unknown."""
     if pid == os.getpid() and host in (None, socket.gethostname()):
         return PROCESS_INSTANCE
     return None
+
+
+def _started_after(pid: int, moment: datetime | None) -> bool:
+    """Whether process ``pid`` started after ``moment``, so it cannot have started that run."""
+    started = process_started_at(pid)
+    return started is not None and moment is not None and started - moment > timedelta(seconds=PID_REUSE_MARGIN_S)
 
 
 def mark_stale_runs_failed(
@@ -293,9 +315,10 @@ def mark_stale_runs_failed(
 ) -> list[TrainingRun]:
     """Fail every queued/running run whose worker is gone; return them.
 
-    A run is abandoned when its worker process (recorded on this ``host``) no longer exists or
-    has this process's pid but not its instance (a restart that got the same pid), or
-    when its last heartbeat (its creation, for a queued run) is older than ``stale_after_s``.
+    A run is abandoned when its worker process (recorded on this ``host``) no longer exists, has
+    this process's pid but not its instance (a restart that got the same pid) or started after
+    the run (another program got the pid), or when its last heartbeat (its creation, for a queued
+    run) is older than ``stale_after_s``.
     Call this when the app starts, before offering to train.
     """
     now = _now(now)
@@ -317,6 +340,8 @@ def mark_stale_runs_failed(
             reason = f"its worker process {run.worker_pid} on {host} was an earlier instance of this app"
         elif ours and pid_alive(run.worker_pid) is False:
             reason = f"its worker process {run.worker_pid} on {host} is gone"
+        elif ours and _started_after(run.worker_pid, run.started_at or run.created_at):
+            reason = f"its worker process {run.worker_pid} on {host} is gone (another program has its pid now)"
         elif last is None or now - last > limit:
             seconds = "an unknown time" if last is None else f"{int((now - last).total_seconds())} s"
             reason = f"no sign of life from its worker for {seconds}"
