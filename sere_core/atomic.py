@@ -89,6 +89,28 @@ def atomic_folder(path: str | os.PathLike[str], fill: Callable[[Path], Any]) -> 
     return path
 
 
+def recover_folder(path: str | os.PathLike[str]) -> bool:
+    """Put back the old folder where :func:`atomic_folder` died between its two renames.
+
+    Only where ``renameat2`` is missing does a swap take two steps; a crash (or an error) between
+    them leaves ``path`` missing and the old folder inside ``.<name>.*.old``. Readers call this
+    before opening ``path``, so that they find the old folder instead of nothing. True when a
+    folder was put back.
+    """
+    path = Path(path)
+    if os.path.lexists(path):
+        return False
+    for old in sorted(path.parent.glob(f".{glob.escape(path.name)}.*.old/{glob.escape(path.name)}")):
+        try:
+            os.rename(old, path)
+        except OSError:  # another reader put one back first
+            continue
+        fsync_dir(path.parent)
+        shutil.rmtree(old.parent, ignore_errors=True)
+        return True
+    return False
+
+
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two paths in one step with Linux's ``renameat2``; False where that is not available."""
     if not sys.platform.startswith("linux"):

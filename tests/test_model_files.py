@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sere_core.benchmark.synthetic import make_task, unlabel
@@ -86,21 +87,30 @@ def _edit(meta: dict, path: str, value) -> dict:
     return meta
 
 
-CRAFTED = {  # field -> value written into model.json
-    "in_dim": 30_000_000,
-    "config.context": 1e7,
-    "config.hidden_dim": 10**7,
-    "config.ensemble": 100_000,
-    "config.num_threads": 1e6,
-    "config.highlight_window": 1e12,
-    "config.target_frame_rate": 1e-300,
-    "config.steps": True,
-    "encoder": "whisper-base",
-    "classes": ["happy"] * 3,
-    "n_features_in": "512",
-    "frame_rate": "50",
-    "preprocessor.groups": [["lang:de"]],
-}
+CRAFTED = [  # (field, value written into model.json)
+    ("in_dim", 30_000_000),
+    ("config.context", 1e7),
+    ("config.hidden_dim", 10**7),
+    ("config.ensemble", 100_000),
+    ("config.num_threads", 1e6),
+    ("config.highlight_window", 1e12),
+    ("config.target_frame_rate", 1e-300),
+    ("config.tau", 1e-300),  # these three would predict NaN
+    ("config.tau_a", 1e-300),
+    ("config.confidence_temperature", 1e-300),
+    ("config.steps", True),
+    ("config.feature_range", [0, 5]),  # the normalization holds 32 columns
+    ("encoder", "whisper-base"),
+    ("encoder", {"name": "prosody", "dim": -5}),
+    ("classes", ["happy"] * 3),
+    ("n_features_in", "512"),
+    ("n_features_in", 1000),
+    ("frame_rate", "50"),
+    ("format_version", True),
+    ("preprocessor.groups", [["lang:de"]]),
+    ("preprocessor.groups", ["lang:xx", "lang:yy", "lang:zz"]),  # no "*": all clips' statistics
+    ("preprocessor.frame_rate", 100_000.0),
+]
 RAW = {  # what model.json holds, as text
     "nan frame_rate": lambda text: text.replace('"frame_rate": 50.0', '"frame_rate": NaN', 1),
     "infinite frame_rate": lambda text: text.replace('"frame_rate": 50.0', '"frame_rate": Infinity', 1),
@@ -137,17 +147,62 @@ def _copy(src: Path, dst: Path) -> Path:
     return dst
 
 
-@pytest.mark.parametrize("field", sorted(CRAFTED))
-def test_a_crafted_setting_is_refused_before_anything_is_built(tmp_path, models, field):
+@pytest.mark.parametrize(("field", "value"), CRAFTED, ids=[f"{f}={v!r:.24}" for f, v in CRAFTED])
+def test_a_crafted_setting_is_refused_before_anything_is_built(tmp_path, models, field, value):
     folder = _copy(models[1], tmp_path / "model")
     meta = json.loads((folder / "model.json").read_text())
-    meta = _edit(meta, field, CRAFTED[field])
-    if "frame_rate" in meta and field != "frame_rate":
-        assert meta["frame_rate"] == 50.0  # RAW's replacements below rely on it
-    (folder / "model.json").write_text(json.dumps(meta))
+    assert meta["frame_rate"] == 50.0  # RAW's replacements below rely on it
+    (folder / "model.json").write_text(json.dumps(_edit(meta, field, value)))
     err = _load_within(folder)
     assert isinstance(err, SereError), repr(err)
-    assert "model.json" in str(err) and field.split(".")[-1] in str(err), str(err)
+    name = field.split(".")[-1]
+    assert "model.json" in str(err) and (name in str(err) or name.replace("_", " ") in str(err)), str(err)
+
+
+WEIGHTS = {  # what is changed in model.safetensors
+    "nan prototype": lambda w: w["model.prototypes"].__setitem__((0, 0), np.nan),
+    "infinite std": lambda w: w["pre.norm.0.std"].__setitem__(0, np.inf),
+    "negative std": lambda w: w["pre.norm.1.std"].__setitem__(0, -1.0),
+    "zero pca scale": lambda w: w["pre.pca.scale"].__setitem__(0, 0.0),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WEIGHTS))
+def test_weights_that_would_predict_nan_are_refused(tmp_path, models, case):
+    from safetensors.numpy import load_file, save_file
+
+    folder = _copy(models[1], tmp_path / "model")
+    weights = load_file(folder / "model.safetensors")
+    WEIGHTS[case](weights)
+    save_file(weights, folder / "model.safetensors")
+    err = _load_within(folder)
+    assert isinstance(err, SereError) and "model.safetensors" in str(err), repr(err)
+
+
+def test_a_swap_that_died_between_its_two_renames_is_undone_by_the_next_load(tmp_path, models, monkeypatch):
+    """Where the file system cannot exchange two folders in one step, a save renames the old folder
+    aside and the new one in; dying between the two leaves no DIR, and the next load puts the old back."""
+    import sere_core.atomic as atomic
+
+    folder = tmp_path / "model"
+    SERE.load(models[1]).save(folder)
+    new = SERE.load(models[2])
+    real_rename, renames = os.rename, []
+
+    def dies_second(src, dst):
+        renames.append(dst)
+        if len(renames) == 2:
+            raise OSError("killed between the renames")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(atomic.os, "rename", dies_second)
+    with pytest.raises(OSError, match="killed"):
+        new.save(folder)
+    monkeypatch.undo()
+    assert not folder.exists()
+    assert _seed(folder) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
 @pytest.mark.parametrize("case", sorted(RAW))

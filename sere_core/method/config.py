@@ -144,6 +144,9 @@ _AT_MOST: dict[str, float] = {
     "uu_supcon": 1000.0, "refresh_every": 1_000_000, "sinkhorn_iters": 1000, "sinkhorn_eps": 100.0,
     "sharpen": 100.0, "confidence_temperature": 1000.0, "snapshot_every": 1_000_000,
 }
+#: Lower bounds of the temperatures that divide logits and scores at prediction: below them the
+#: float32 quotients overflow and every probability becomes NaN.
+_AT_LEAST: dict[str, float] = {"tau": 1e-3, "tau_a": 1e-3, "confidence_temperature": 1e-3}
 _MAX_FEATURE_COLUMN = 1_000_000
 
 
@@ -177,6 +180,8 @@ def _check(c: SEREConfig) -> None:
     _check_types(c)
     for name, most in _AT_MOST.items():
         need(getattr(c, name) <= most, name, f"must be at most {most:g}")
+    for name, least in _AT_LEAST.items():
+        need(getattr(c, name) >= least, name, f"must be at least {least:g}")
 
     need(c.pooling in POOLINGS, "pooling", f"must be one of {POOLINGS}")
     need(c.conv_edges in CONV_EDGES, "conv_edges", f"must be one of {CONV_EDGES}")
@@ -187,7 +192,7 @@ def _check(c: SEREConfig) -> None:
                  "pca_max_frames", "refresh_every", "sinkhorn_iters", "highlight_window"):
         need(getattr(c, name) >= 1, name, "must be at least 1")
     need(c.steps >= 0, "steps", "must not be negative")
-    for name in ("tau", "tau_a", "lr", "sinkhorn_eps", "sharpen", "confidence_temperature"):
+    for name in ("lr", "sinkhorn_eps", "sharpen"):
         need(getattr(c, name) > 0, name, "must be positive")
     for name in ("dropout", "frame_drop"):
         need(0 <= getattr(c, name) < 1, name, "must be in [0, 1)")

@@ -8,6 +8,7 @@ False
 from __future__ import annotations
 
 import json
+import os
 import re
 import stat
 import time
@@ -19,11 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from sere_core.atomic import atomic_folder, atomic_write_bytes
+from sere_core.atomic import atomic_folder, atomic_write_bytes, recover_folder
 from sere_core.errors import ConfigError, ModelMismatchError, NotFittedError
 from sere_core.method.config import SEREConfig
 from sere_core.method.data import ClipFeatures, Prediction, Snapshot, TrainingProgress
-from sere_core.method.normalization import PreprocessConfig, Preprocessor, pool_factor
+from sere_core.method.normalization import GLOBAL, PreprocessConfig, Preprocessor, pool_factor
 from sere_core.method.training import ProgressFn, embed_clips, pad, pseudo_labels, train
 from sere_core.method.model import EnsembleModel, SEREModel, assemble, l2_normalize, side_by_side
 from sere_core.method.threads import limited_threads
@@ -53,13 +54,9 @@ def encoder_dict(info: Any) -> dict[str, Any] | None:
     return data
 
 
-def _not_safetensors(path: Path) -> str:
-    """Why ``path`` was refused; pickles are named as such because loading one can run code."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(2)
-    except OSError:
-        head = b""
+def _not_safetensors(path: Path, head: bytes) -> str:
+    """Why ``path`` (starting with ``head``) was refused; pickles are named as such because
+    loading one can run code."""
     if head[:1] == b"\x80" or head == b"PK":  # pickle protocol 2+, or torch.save's zipped pickle
         return (f"{path} is a Python pickle, not a safetensors file; SERE never opens pickles "
                 "because they can run code. Use a model folder written by `sere fit` or the app")
@@ -239,24 +236,26 @@ class SERE:
         """Read a model written by :meth:`save`; with ``expected_encoder`` / ``expected_classes``
         it raises ``ModelMismatchError`` unless they match (see :meth:`check_compatible`)."""
         from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        from safetensors.torch import load as tensors_from_bytes
 
         directory = Path(directory)
+        recover_folder(directory)  # a save that died between its two renames (see atomic_folder)
         meta = _read_meta(directory)
-        _regular_file(directory / WEIGHTS_FILE, MAX_WEIGHTS_BYTES)
+        weights_file = directory / WEIGHTS_FILE
+        data = _read_regular(weights_file, MAX_WEIGHTS_BYTES)
         try:
-            tensors = load_file(str(directory / WEIGHTS_FILE))
+            tensors = tensors_from_bytes(data)
         except SafetensorError as err:
-            raise ModelMismatchError(_not_safetensors(directory / WEIGHTS_FILE)) from err
-        except OSError as err:
-            raise ModelMismatchError(f"{directory}: the saved model is damaged ({err})") from err
+            raise ModelMismatchError(_not_safetensors(weights_file, data[:2])) from err
+        del data
+        _check_finite(tensors, weights_file)
         mismatch = ModelMismatchError(
             f"{directory}: {META_FILE} and {WEIGHTS_FILE} do not belong to the same trained model "
             f"(for example a different set of emotions); copy both files from one model folder")
         try:
             model = cls(SEREConfig.from_dict({**SETTINGS_BEFORE_THEY_EXISTED, **meta["config"]}))
             arrays = {k[4:]: v.numpy() for k, v in tensors.items() if k.startswith("pre.")}
-            _check_preprocessor(arrays, meta["preprocessor"], meta["in_dim"], directory)
+            _check_preprocessor(arrays, meta, model.config.feature_range, directory)
             model.preprocessor_ = Preprocessor.from_state(preprocess_config(model.config), arrays,
                                                           meta["preprocessor"])
             weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
@@ -313,19 +312,36 @@ _MAX_CLASSES = 100
 _MAX_DIM = 1_000_000
 
 
-def _regular_file(path: Path, most: int) -> None:
-    """Refuse what is missing, not a regular file (a FIFO would block forever) or too large."""
+def _read_regular(path: Path, most: int) -> bytes:
+    """The bytes of ``path``; refuses what is missing, not a regular file (a FIFO would block
+    forever) or larger than ``most``. The checks are made on the opened file (non-blocking, so a
+    FIFO cannot hold the open), so the file cannot be swapped between checking and reading."""
     try:
-        info = path.stat()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except FileNotFoundError:
         raise ModelMismatchError(f"{path.parent} is not a saved SERE model ({path.name} is missing)") from None
     except OSError as err:
         raise ModelMismatchError(f"{path}: cannot be read ({err.strerror or err})") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise ModelMismatchError(f"{path} is not a regular file; use a model folder written by `sere fit` or the app")
-    if info.st_size > most:
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ModelMismatchError(
+                f"{path} is not a regular file; use a model folder written by `sere fit` or the app")
+        data = handle.read(most + 1) if info.st_size <= most else b""
+    if info.st_size > most or len(data) > most:
         raise ModelMismatchError(
-            f"{path} is {info.st_size / 1e6:.0f} MB, far larger than a SERE model ({most / 1e6:.0f} MB at most)")
+            f"{path} is {max(info.st_size, len(data)) / 1e6:.0f} MB, far larger than a SERE model "
+            f"({most / 1e6:.0f} MB at most)")
+    return data
+
+
+def _check_finite(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Every saved number is finite: a NaN would predict NaN without complaint."""
+    for name, value in tensors.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ModelMismatchError(
+                f"{path}: {name} holds values that are not finite numbers; the saved model is damaged, "
+                "use a model folder written by `sere fit` or the app")
 
 
 def _no_constant(name: str) -> None:
@@ -335,12 +351,13 @@ def _no_constant(name: str) -> None:
 def _read_meta(directory: Path) -> dict[str, Any]:
     """``model.json``, parsed and checked field by field before anything is built from it."""
     path = directory / META_FILE
-    _regular_file(path, MAX_META_BYTES)
+    data = _read_regular(path, MAX_META_BYTES)
     try:
-        meta = json.loads(path.read_bytes().decode("utf-8"), parse_constant=_no_constant)
-    except (ValueError, RecursionError, UnicodeDecodeError, OSError) as err:  # ValueError: JSON, huge ints
+        meta = json.loads(data.decode("utf-8"), parse_constant=_no_constant)
+    except (ValueError, RecursionError, UnicodeDecodeError) as err:  # ValueError: JSON, huge ints
         raise ModelMismatchError(f"{path}: the saved model is damaged ({str(err)[:200]})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+    if not (isinstance(meta, dict) and meta.get("format") == FORMAT
+            and type(meta.get("format_version")) is int and meta["format_version"] == FORMAT_VERSION):
         raise ModelMismatchError(f"{path}: not a SERE model of format version {FORMAT_VERSION}")
 
     def bad(field: str, what: str) -> ModelMismatchError:
@@ -367,33 +384,54 @@ def _read_meta(directory: Path) -> dict[str, Any]:
         isinstance(encoder, dict) and isinstance(encoder.get("name"), str)
         and all(isinstance(encoder.get(k), str) for k in ("version",) if k in encoder)
         and (encoder.get("layers") is None or (isinstance(encoder["layers"], list)
-                                               and all(isinstance(x, int) for x in encoder["layers"])))
-        and (encoder.get("dim") is None or isinstance(encoder["dim"], int))
+                                               and all(_whole(x, 0, _MAX_DIM) for x in encoder["layers"])))
+        and (encoder.get("dim") is None or _whole(encoder["dim"], 1, _MAX_DIM))
     ):
         raise bad("encoder", "must describe the encoder (its name, version, layers and dimension)")
     pre = meta.get("preprocessor")
-    if not (isinstance(pre, dict) and isinstance(pre.get("groups"), list)
-            and all(isinstance(g, str) for g in pre["groups"]) and isinstance(pre.get("frame_rate"), (int, float))
-            and not isinstance(pre.get("frame_rate"), bool) and 1 <= pre["frame_rate"] <= 100_000):
-        raise bad("preprocessor", "must hold the normalization groups and the frame rate")
+    groups = pre.get("groups") if isinstance(pre, dict) else None
+    if not (isinstance(groups, list) and GLOBAL in groups and len(set(groups)) == len(groups)
+            and all(isinstance(g, str) for g in groups)):
+        raise bad("preprocessor", "must list the normalization groups, each once, the group of all clips "
+                                  f"({GLOBAL!r}) among them")
+    if pre.get("frame_rate") != rate:  # fit stores the clips' rate twice
+        raise bad("preprocessor", f"must hold the frame rate of the model ({rate})")
     return meta
 
 
-def _check_preprocessor(arrays: dict[str, np.ndarray], pre: dict, in_dim: int, directory: Path) -> None:
-    """The normalization and projection arrays fit together and give the network's ``in_dim``."""
-    stats = [arrays.get(f"norm.{i}.{kind}") for i in range(len(pre["groups"])) for kind in ("mean", "std")]
+def _whole(value: Any, least: int, most: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and least <= value <= most
+
+
+def _check_preprocessor(arrays: dict[str, np.ndarray], meta: dict, feature_range: tuple[int, int] | None,
+                        directory: Path) -> None:
+    """The normalization and projection arrays fit together, take the encoder's ``n_features_in``
+    columns (those of ``feature_range``) and give the network's ``in_dim``."""
+    broken = ModelMismatchError(
+        f"{directory}: the normalization in {WEIGHTS_FILE} does not fit the model in {META_FILE}; "
+        "copy both files from one model folder")
+    in_dim, n_features = meta["in_dim"], meta["n_features_in"]
+    stats = [arrays.get(f"norm.{i}.{kind}") for i in range(len(meta["preprocessor"]["groups"]))
+             for kind in ("mean", "std")]
     widths = {a.shape[0] if a is not None and a.ndim == 1 else None for a in stats}
     width = widths.pop() if len(widths) == 1 else None
+    if width is None or not all((std >= 0).all() for std in stats[1::2]):
+        raise broken
+    start, stop = feature_range if feature_range is not None else (0, n_features)
+    if stop > n_features or stop - start != width:
+        raise ModelMismatchError(
+            f"{directory / META_FILE}: n_features_in ({n_features}) and feature_range ({feature_range}) "
+            f"do not fit the normalization in {WEIGHTS_FILE} ({width} columns); copy both files from one "
+            "model folder")
     if "pca.components" in arrays:
-        ok = width is not None and arrays["pca.components"].shape == (in_dim, width) and all(
+        ok = arrays["pca.components"].shape == (in_dim, width) and all(
             name in arrays and arrays[name].shape == shape for name, shape in (("pca.mean", (width,)),
                                                                              ("pca.scale", (in_dim,))))
+        ok = ok and bool((arrays["pca.scale"] > 0).all())
     else:
         ok = width == in_dim
     if not ok:
-        raise ModelMismatchError(
-            f"{directory}: the normalization in {WEIGHTS_FILE} does not fit the model in {META_FILE}; "
-            "copy both files from one model folder")
+        raise broken
 
 
 def _member_progress(progress: ProgressFn | None, member: int, n_members: int, t0: float) -> ProgressFn | None:
