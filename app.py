@@ -577,7 +577,10 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
                 sv.discard_uploads([path], upload_folder())
             text = f"{result.applied} labels applied, {result.unchanged} unchanged, {result.skipped} empty."
             if result.rejected:
-                text += "\n\n" + "\n".join(f"- line {n}: {why}" for n, why in result.rejected[:50])
+                shown = result.rejected[:sv.MAX_REPORT_ROWS]
+                text += "\n\n" + "\n".join(f"- line {n}: {sv.without_paths(why)}" for n, why in shown)
+                if len(result.rejected) > len(shown):
+                    text += f"\n\n… and {len(result.rejected) - len(shown):,} more lines rejected."
             return text
 
         # ---------------------------------------------------------------- wiring

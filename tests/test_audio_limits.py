@@ -115,6 +115,25 @@ def test_a_file_that_is_only_a_dc_offset_is_silent(tmp_path):
     assert load_audio(path)
 
 
+@pytest.mark.parametrize("offset", [0.01, 0.2])
+def test_speech_on_an_offset_is_trimmed_and_normalized_as_without_it(tmp_path, offset):
+    """Quiet speech (RMS 0.01) on an offset as loud or louder: the offset filled the pauses, so
+    the silence around the speech was kept and the gain was set by the offset, not the voice."""
+    rng = np.random.default_rng(1)
+    t = np.arange(16000) / 16000
+    speech = (0.02 * rng.standard_normal(16000) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    quiet = np.zeros(32000, dtype=np.float32)
+    samples = np.concatenate([quiet, speech, quiet]) + (1e-3 * rng.standard_normal(80000)).astype(np.float32)
+    clean, shifted = tmp_path / "clean.wav", tmp_path / "shifted.wav"
+    sf.write(clean, samples, 16000)
+    sf.write(shifted, samples + np.float32(offset), 16000)
+    [want] = load_audio(clean)
+    [got] = load_audio(shifted)
+    assert (got.start_s, got.end_s) == (want.start_s, want.end_s)
+    assert abs(float(got.samples.mean())) < 1e-3
+    assert np.sqrt(np.mean(got.samples ** 2)) == pytest.approx(np.sqrt(np.mean(want.samples ** 2)), rel=0.01)
+
+
 @pytest.mark.parametrize("seconds, loads", [(0.29, False), (0.31, True)])
 @pytest.mark.parametrize("surrounded", [False, True], ids=["alone", "inside-silence"])
 def test_the_minimum_length_holds_the_same_wherever_the_sound_sits(tmp_path, seconds, loads, surrounded):

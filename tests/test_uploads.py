@@ -63,6 +63,18 @@ def test_rejected_and_imported_uploads_leave_nothing_in_the_upload_folder(ctx, t
     assert view.samples.size > 8000
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="open files are listed through /proc")
+def test_gradios_empty_placeholders_go_but_an_upload_being_written_stays(tmp_path):
+    root = tmp_path / "gradio"
+    root.mkdir()
+    (root / "tmpleft1").touch()  # what gr.File's preprocessing leaves, one per file
+    (root / "tmpfull").write_bytes(b"RIFF")  # not empty: not a placeholder
+    (root / "mine").touch()
+    with (root / "tmpwriting").open("wb"):  # the server is writing an upload into it
+        sv.discard_uploads([], root)
+        assert sorted(p.name for p in root.iterdir()) == ["mine", "tmpfull", "tmpwriting"]
+
+
 def test_too_many_files_in_one_upload_are_refused_with_a_message(ctx, tmp_path):
     pid = sv.create_project(ctx, "many", "happy, sad").id
     with pytest.raises(sv.InvalidDataError, match=f"at most {sv.MAX_UPLOAD_FILES} go in one upload"):
@@ -182,9 +194,80 @@ def test_files_uploaded_in_the_browser_are_deleted_once_refused(tmp_path):
             for p in junk:
                 assert page.locator("#sere-src-report", has_text=p.name).count() == 1
             root = tmp_path / "data" / "gradio"
-            assert [p for p in root.iterdir() if p.is_dir()] == []  # every upload's folder is gone
-            # Gradio's own gr.File.preprocess leaves one empty NamedTemporaryFile per file at the
-            # root (gradio 6.31); no byte of an upload stays.
-            assert sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) == 0
+            # Every upload's folder is gone, and so are the empty files gr.File.preprocess leaves
+            # at the root, one per file (gradio 6.31).
+            assert list(root.iterdir()) == []
         finally:
             app.stop()
+
+
+def test_a_server_path_in_a_message_is_cut_to_the_file_name(ctx, tmp_path):
+    """A directory named like an archive makes the zip reader quote the OS error, path and all."""
+    folder = tmp_path / "sere-upload-x" / "clips.zip"
+    folder.mkdir(parents=True)
+    pid = sv.create_project(ctx, "paths", "happy, sad").id
+    text = sv.import_audio(ctx, pid, [folder], "target", warm=False).markdown()
+    assert "clips.zip" in text and str(tmp_path) not in text and tempfile.gettempdir() + "/" not in text, text
+    error = sv.InvalidDataError(f"cannot read {tmp_path}/data/gradio/abc/a.wav (see /tmp/x/)")
+    assert sv.user_message(error) == "cannot read a.wav (see x)"
+    kept = "happy/a.wav lasts 1/2 s; see https://example.org/a/b"  # relative paths, ratios and URLs stay
+    assert sv.without_paths(kept) == kept
+
+
+def test_an_unclosed_quote_in_a_labels_file_is_reported_at_its_line(ctx, tmp_path):
+    wavs = []
+    for i in range(3):
+        wavs.append(tmp_path / f"c{i}.wav")
+        wavs[-1].write_bytes(wav_bytes(40 + i))
+    pid = sv.create_project(ctx, "labels", "happy, sad").id
+    assert sv.import_audio(ctx, pid, wavs, "source", warm=False).added == 3
+    labels = tmp_path / "labels.csv"
+    labels.write_text('original_name,emotion\nc0.wav,happy\n"c1.wav,sad\nc2.wav,happy\n')
+    with pytest.raises(sv.InvalidDataError, match=r'labels.csv, line 3: the CSV is malformed \(a quote " opened'):
+        sv.import_labels_file(ctx, pid, labels)
+    with ctx.session() as s:
+        assert labels_for_project(s, pid) == {}  # nothing half-applied
+
+
+@pytest.mark.slow
+def test_uploads_through_the_real_web_server_are_deleted_once_imported_or_refused(tmp_path):
+    """The same through ``python app.py`` and Gradio's own upload route: the size limit the server
+    enforces is SERE's, in bytes, and the upload folder is empty after the import."""
+    httpx = pytest.importorskip("httpx")
+    from app_server import AppProcess
+    from gradio_client import Client, handle_file
+
+    from sere_core.audio import AudioConfig
+
+    data, cache = tmp_path / "data", tmp_path / "cache"
+    c = AppContext.open(AppSettings(data_dir=data, cache_dir=cache, encoder="prosody"))
+    pid = sv.create_project(c, "web uploads", "happy, sad").id
+    c.close()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    rng = np.random.default_rng(7)
+    files = []
+    for i in range(5):
+        files.append(mine / f"noise-{i}.wav")
+        files[-1].write_bytes(rng.integers(0, 255, 200_000, dtype=np.uint8).tobytes())
+    files.append(mine / "good.wav")
+    files[-1].write_bytes(wav_bytes(50, seconds=1.5))
+
+    app = AppProcess(data, cache).start()
+    try:
+        config = httpx.get(app.url + "/config", timeout=30).json()
+        assert config["max_file_size"] == AudioConfig().max_file_bytes  # bytes, not MiB
+        [src] = [x["id"] for x in config["components"] if x.get("props", {}).get("elem_id") == "sere-src-upload"]
+        [importer] = [i for i, d in enumerate(config["dependencies"]) if [src, "upload"] in d["targets"]]
+        client = Client(app.url, download_files=False, verbose=False)
+        report = client.predict(pid, [handle_file(str(p)) for p in files], None, fn_index=importer)
+        assert "**1 clip added** from 6 files" in report and "**5 files rejected:**" in report, report
+        assert str(data) not in report and str(tmp_path) not in report
+        left = [p for p in (data / "gradio").rglob("*") if p.is_file()]
+        assert left == [], left
+        show_clip = next(i for i, d in enumerate(config["dependencies"]) if d.get("api_name") == "show_clip")
+        audio = client.predict(pid, None, fn_index=show_clip)[0]  # the kept clip plays from the blob store
+        assert httpx.get(audio["url"], timeout=30).content.startswith(b"RIFF")
+    finally:
+        app.stop()
+    assert all(p.exists() for p in files)  # the client's own files are untouched

@@ -126,7 +126,18 @@ class ImportReport:
 
 
 def _md(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    return without_paths(str(text)).replace("|", "\\|").replace("\n", " ")
+
+
+#: An absolute path of two or more parts (``/tmp/sere-upload-x/a.wav``), not a relative one
+#: (``happy/a.wav``), a ratio (``1/2``) or the path of a URL.
+_SERVER_PATH = re.compile(r"(?<![\w.~/:-])/(?:[^\s/'\"`()<>|,;:]+/)+[^\s/'\"`()<>|,;:]*")
+
+
+def without_paths(text: str) -> str:
+    """``text`` with each absolute path cut to its file name: messages go to web visitors, who
+    need the name of their file, not the server's folders (temporary, data or upload)."""
+    return _SERVER_PATH.sub(lambda m: Path(m.group(0)).name or "…", text)
 
 
 @dataclass(frozen=True)
@@ -483,6 +494,34 @@ def discard_uploads(paths: Iterable[str | Path], upload_root: str | Path) -> Non
             except OSError:
                 break
             folder = folder.parent
+    _discard_placeholders(root)
+
+
+def _discard_placeholders(root: Path) -> None:
+    """Delete the empty ``tmp*`` files Gradio's File component leaves in the upload folder, one
+    per file it hands to a handler (``gr.File`` preprocessing opens a temporary file it never
+    uses), so that a thousand-file upload does not leave a thousand files behind.
+
+    The web server writes each upload into a ``tmp*`` file there too before moving it into its
+    folder; that one is open while it is written, so only empty files this process does not hold
+    open go. Where the open files cannot be listed (no ``/proc``), nothing is deleted.
+    """
+    try:
+        fds = list(Path("/proc/self/fd").iterdir())
+    except OSError:
+        return
+    held = set()
+    for fd in fds:
+        try:
+            held.add(Path(os.readlink(fd)))
+        except OSError:  # closed meanwhile
+            continue
+    for path in root.glob("tmp*"):
+        try:
+            if path.is_file() and not path.is_symlink() and path.stat().st_size == 0 and path not in held:
+                path.unlink()
+        except OSError:  # gone meanwhile, or being replaced: leave it
+            continue
 
 
 def import_audio(ctx: AppContext, project_id: int, paths: Sequence[str | Path], role: str, *,
@@ -1022,5 +1061,5 @@ def export_model(ctx: AppContext, project_id: int, run_id: int | None = None) ->
 def user_message(exc: BaseException) -> str:
     """The text to show for an error: a ``SereError`` says it itself; anything else is a bug."""
     if isinstance(exc, SereError):
-        return str(exc)
+        return without_paths(str(exc))
     return f"Something went wrong ({type(exc).__name__}). The details are in the server log."

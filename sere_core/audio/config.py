@@ -35,6 +35,11 @@ class AudioConfig:
         silence_dbfs: a frame quieter than this is never speech; a file with no louder frame is
             silent. Low enough for very quiet but real recordings (some RAVDESS clips peak near
             -55 dBFS), high enough to reject digital silence, dither and faint hiss.
+        dc_offset_db: a recording's mean (a constant offset, from a faulty sound card or
+            microphone) less than this many dB below its loud frames is subtracted before levels are
+            measured; else it would fill the pauses and skew the loudness. Weaker offsets, common
+            in real recordings (some CASIA clips hold one 19 dB below their speech), look like
+            background noise to the detector and are left, so those samples stay as recorded.
         vad_range_db: speech frames lie within this many dB of the file's loud frames.
         vad_noise_fraction: on a noisy recording speech must also rise this fraction of the way
             from the noise floor to the loud frames (0 disables the noise-floor rule).
@@ -57,6 +62,7 @@ class AudioConfig:
     target_dbfs: float = -23.0
     peak_dbfs: float = -1.0
     silence_dbfs: float = -60.0
+    dc_offset_db: float = 15.0
     vad_range_db: float = 40.0
     vad_noise_fraction: float = 0.3
     frame_s: float = 0.02
@@ -84,7 +90,7 @@ class AudioConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"AudioConfig.{name} must be positive, got {getattr(self, name)}")
-        non_negative = ("min_pause_s", "hangover_s", "click_s", "vad_range_db")
+        non_negative = ("min_pause_s", "hangover_s", "click_s", "vad_range_db", "dc_offset_db")
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"AudioConfig.{name} must not be negative, got {getattr(self, name)}")

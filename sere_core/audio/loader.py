@@ -18,7 +18,16 @@ from sere_core.audio.config import AudioConfig
 from sere_core.audio.io import probe
 from sere_core.audio.processing import audio_hash, decode_mono, normalize_loudness
 from sere_core.audio.segment import AudioSegment, BatchResult, Failure
-from sere_core.audio.vad import detect_speech, pad_regions, split_at_quietest
+from sere_core.audio.vad import (
+    LOUD_PERCENTILE,
+    NOISE_PERCENTILE,
+    SpeechActivity,
+    detect_speech,
+    frame_mean,
+    pad_regions,
+    power_to_db,
+    split_at_quietest,
+)
 from sere_core.errors import AudioError, InvalidSamplesError, SilentAudioError, TooShortError
 
 log = logging.getLogger(__name__)
@@ -63,8 +72,13 @@ def segment_signal(
     if samples.ndim != 1:
         raise ValueError(f"segment_signal expects mono samples of shape [n], got {samples.shape}")
     activity = detect_speech(samples, sample_rate, config)
+    offset = _remove_offset(samples, activity, config)
+    if offset:
+        activity = detect_speech(samples, sample_rate, config)
     frame_s = activity.frame_len / sample_rate
     if activity.n_frames == 0 or float(activity.levels_db.max()) < config.silence_dbfs:
+        if offset:
+            raise _offset_only(source, offset)
         raise SilentAudioError(
             source, f"the file is silent (no speech above {config.silence_dbfs:g} dBFS was found)"
         )
@@ -76,12 +90,6 @@ def segment_signal(
             f"(no speech above {config.silence_dbfs:g} dBFS was found)",
         )
     first, last = activity.frames_to_samples(regions[0][0], regions[-1][1])
-    f0, f1 = regions[0][0], regions[-1][1]
-    dc = float(np.mean(samples[first:last], dtype=np.float64))
-    if float(activity.power[f0:f1].mean()) - dc * dc < 10 ** (config.silence_dbfs / 10):
-        raise SilentAudioError(
-            source, f"the file holds no sound, only a constant offset ({dc:+.3f} of full scale); "
-            "check the microphone or the recording's channel")
     start, end = _sound_edges(samples, first, last, activity)
     speech_s = (end - start) / sample_rate
     if speech_s < config.min_speech_s:
@@ -125,6 +133,39 @@ def segment_signal(
             )
         )
     return segments
+
+
+def _remove_offset(samples: np.ndarray, activity: SpeechActivity, config: AudioConfig) -> float:
+    """Subtract the recording's mean in place when it fills the pauses and lies within
+    ``config.dc_offset_db`` of the loud frames; return what was subtracted (0.0 when nothing was).
+
+    A silent file is left as it is, so one that turns silent once the offset is gone held
+    nothing but the offset. The pauses must be made of the offset: a lone click also moves the
+    mean, but subtracting it would fill the silence around the click instead.
+    """
+    if activity.n_frames == 0 or float(activity.levels_db.max()) < config.silence_dbfs:
+        return 0.0
+    mean = float(np.mean(samples, dtype=np.float64))
+    loud_db = float(np.percentile(activity.levels_db, LOUD_PERCENTILE))
+    if mean == 0 or 20 * np.log10(abs(mean)) < loud_db - config.dc_offset_db:
+        return 0.0
+    without = activity.power - 2 * mean * frame_mean(samples, activity.frame_len) + mean * mean
+    quiet_db = float(np.percentile(activity.levels_db, NOISE_PERCENTILE))
+    if float(np.percentile(power_to_db(without), NOISE_PERCENTILE)) > quiet_db - _OFFSET_FILLS_DB:
+        return 0.0
+    samples -= np.float32(mean)
+    return mean
+
+
+# Subtracting an offset that fills the pauses lowers their level by at least this much.
+_OFFSET_FILLS_DB = 3.0
+
+
+def _offset_only(source: str, offset: float) -> SilentAudioError:
+    return SilentAudioError(
+        source, f"the file holds no sound, only a constant offset ({offset:+.3f} of full scale); "
+        "check the microphone or the recording's channel"
+    )
 
 
 def _sound_edges(samples: np.ndarray, first: int, last: int, activity) -> tuple[int, int]:

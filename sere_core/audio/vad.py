@@ -19,8 +19,8 @@ import numpy as np
 from sere_core.audio.config import AudioConfig
 
 _FLOOR_DB = -120.0
-_LOUD_PERCENTILE = 98.0
-_NOISE_PERCENTILE = 10.0
+LOUD_PERCENTILE = 98.0
+NOISE_PERCENTILE = 10.0
 _STEADY_DB = 3.0
 _CHUNK_FRAMES = 8192
 
@@ -67,6 +67,19 @@ def frame_power(samples: np.ndarray, frame_len: int) -> np.ndarray:
     return out
 
 
+def frame_mean(samples: np.ndarray, frame_len: int) -> np.ndarray:
+    """Mean of each frame, ``[ceil(n / frame_len)]`` float64, computed without big temporaries."""
+    n = len(samples)
+    full = n // frame_len
+    out = np.empty(full + (1 if n % frame_len else 0), dtype=np.float64)
+    for a in range(0, full, _CHUNK_FRAMES):
+        b = min(full, a + _CHUNK_FRAMES)
+        out[a:b] = samples[a * frame_len : b * frame_len].reshape(b - a, frame_len).mean(axis=1, dtype=np.float64)
+    if n % frame_len:
+        out[-1] = float(samples[full * frame_len :].mean(dtype=np.float64))
+    return out
+
+
 def power_to_db(power: np.ndarray) -> np.ndarray:
     """Mean square to dBFS (RMS), floored at -120 dB so digital silence stays finite."""
     return 10.0 * np.log10(np.maximum(power, 10 ** (_FLOOR_DB / 10)))
@@ -83,8 +96,8 @@ def speech_threshold_db(levels_db: np.ndarray, config: AudioConfig = AudioConfig
     """
     if len(levels_db) == 0:
         return config.silence_dbfs
-    loud = float(np.percentile(levels_db, _LOUD_PERCENTILE))
-    noise = float(np.percentile(levels_db, _NOISE_PERCENTILE))
+    loud = float(np.percentile(levels_db, LOUD_PERCENTILE))
+    noise = float(np.percentile(levels_db, NOISE_PERCENTILE))
     return max(
         config.silence_dbfs,
         loud - config.vad_range_db,

@@ -172,7 +172,7 @@ def import_labels(
     except OSError as exc:
         raise InvalidDataError(f"{Path(path).name}: cannot read the labels file ({exc.strerror}).") from exc
     with handle:
-        reader = csv.DictReader(handle)
+        reader = csv.DictReader(handle, strict=True)  # strict: an unclosed quote is an error, not one huge cell
         try:
             header = [(h or "").strip().lower() for h in reader.fieldnames or []]
         except (csv.Error, UnicodeDecodeError) as exc:
@@ -183,6 +183,7 @@ def import_labels(
                 f"'original_name' column; found {header}."
             )
         reader.fieldnames = header
+        line = reader.line_num
         try:
             for raw in reader:
                 line = reader.line_num
@@ -215,6 +216,11 @@ def import_labels(
                 set_label(session, clip.id, emotion, author=author, session_id=session_id)
                 current[clip.id] = emotion
                 result.applied += 1
-        except (csv.Error, UnicodeDecodeError) as exc:
+        except csv.Error as exc:
+            why = ("a quote \" opened there or below is never closed" if "unexpected end of data" in str(exc)
+                   else str(exc))
+            raise InvalidDataError(f"{Path(path).name}, line {line + 1}: the CSV is malformed ({why}); "
+                                   "fix that row and import the file again.") from exc
+        except UnicodeDecodeError as exc:
             raise InvalidDataError(f"{Path(path).name}: not a readable CSV file ({exc}).") from exc
     return result
