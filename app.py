@@ -1,10 +1,15 @@
-"""SERE Studio: the web app. Wiring only: the logic lives in ``sere_core.app`` (services, jobs).
+"""SERE Studio: the web app. Wiring only: the logic lives in ``sere_core.app``.
 
-Run ``python app.py`` and open http://127.0.0.1:7860. Settings come from the environment
-(``SERE_DATA_DIR``, ``SERE_DATABASE_URL``, ``SERE_CACHE_DIR``, ``SERE_ENCODER``, ``SERE_TRAIN_STEPS``).
+Run ``python app.py`` and open http://127.0.0.1:7860. Settings come from the environment (see the
+README). The page is one builder per tab; each screen has one view (``sere_core.app.views``) and
+one function here that turns it into the screen's components, which nothing else writes.
+
+Per visitor, the page keeps three things: a visitor token and the open project in the browser
+(``gr.BrowserState``, so both survive a reload and a server restart), and the caller the server
+derived from them (``gr.State``, on the server, so a request cannot claim another identity).
+Every handler acts for that caller, on the ids the page shows; only the endpoints in the README
+are public API.
 """
-
-from __future__ import annotations
 
 import os
 
@@ -14,18 +19,21 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import functools  # noqa: E402
 import html  # noqa: E402
 import logging  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import gradio as gr  # noqa: E402
 
-from sere_core.app import AppContext  # noqa: E402
+from sere_core.app import AppContext, exports, imports, labeling, projects, review, training, views  # noqa: E402
+from sere_core.app import demo as dm  # noqa: E402
 from sere_core.app import figures as fg  # noqa: E402
-from sere_core.app import services as sv  # noqa: E402
-from sere_core.app.pipeline import demo_reference  # noqa: E402
+from sere_core.app.access import Caller, caller_for, new_token, token_id  # noqa: E402
+from sere_core.app.context import PER_VISITOR, set_thread_limits  # noqa: E402
+from sere_core.app.label_queue import LabelQueue  # noqa: E402
+from sere_core.app.messages import user_message  # noqa: E402
 from sere_core.audio import AudioConfig  # noqa: E402
-from sere_core.errors import NotFoundError, SereError  # noqa: E402
-from sere_core.storage import MAX_EMOTIONS  # noqa: E402
+from sere_core.errors import ActiveRunError, SereError  # noqa: E402
 from sere_core.viz import empty_figure, start_umap_warm_up  # noqa: E402
 
 log = logging.getLogger("sere_studio")
@@ -38,8 +46,14 @@ LICENCE_NOTE = (
 FIELD_HINT = "Click a point in the field, or choose a clip above, to listen to it."
 #: Most clips listed in the field's clip menu (a 100,000-clip list would weigh megabytes).
 MAX_CLIP_CHOICES = 2000
-KEYS = ("<span class='sere-keys'>Keys: <kbd>1</kbd>-<kbd>9</kbd> emotion · <kbd>S</kbd> skip · "
-        "<kbd>U</kbd> undo · <kbd>P</kbd> play</span>")
+#: The clip pads' markup around the value the server renders (``figures.label_pad``).
+PAD_TEMPLATE = ("<div class='sere-pad' data-kind='${value.kind}' data-clip='${value.clip ?? \"\"}' "
+                "data-rev='${value.rev}'>${value.audio ? `<audio controls autoplay src='${value.audio}'></audio>` : ''}"
+                "${value.html}</div>")
+#: Every handler of the page is private: only ``api_endpoints`` are public API.
+PRIVATE: dict[str, Any] = {"api_visibility": "private"}
+#: Short database work (labels, views, polls) shares its own pool of request threads.
+QUICK: dict[str, Any] = {"api_visibility": "private", "concurrency_id": "quick", "concurrency_limit": 16}
 
 
 def launch_options(ctx: AppContext) -> dict[str, Any]:
@@ -60,6 +74,11 @@ def launch_options(ctx: AppContext) -> dict[str, Any]:
     }
 
 
+def oauth_enabled() -> bool:
+    """Whether the Space enables "Sign in with Hugging Face" (``hf_oauth: true`` in the README)."""
+    return bool(os.environ.get("OAUTH_CLIENT_ID")) and os.environ.get("SYSTEM") == "spaces"
+
+
 def friendly(fn):
     """Show user mistakes (``SereError``, ``gr.Error``) as a message and one log line; a bug is
     shown the same way, but logged once with its traceback. Gradio itself prints no traceback
@@ -75,10 +94,10 @@ def friendly(fn):
             raise
         except SereError as exc:
             log.info("%s: %s", fn.__name__, exc)
-            raise gr.Error(sv.user_message(exc), print_exception=False) from None
+            raise gr.Error(user_message(exc), print_exception=False) from None
         except Exception as exc:
             log.exception("handler %s failed", fn.__name__)
-            raise gr.Error(sv.user_message(exc), print_exception=False) from exc
+            raise gr.Error(user_message(exc), print_exception=False) from exc
 
     return wrapper
 
@@ -97,562 +116,823 @@ def _audio(view: Any) -> tuple[int, Any]:
     return view.sample_rate, (np.clip(view.samples, -1.0, 1.0) * 32767).astype(np.int16)
 
 
-def _pid(value: Any) -> int | None:
+def _int(value: Any) -> int | None:
     try:
         return int(value) if value not in (None, "") else None
     except (TypeError, ValueError):
         return None
 
 
+def who(me: Any) -> Caller:
+    """The caller of a page event (set when the page loaded)."""
+    if not isinstance(me, Caller):
+        raise gr.Error("This page has lost its connection to the server; reload it.")
+    return me
+
+
+@dataclass
+class Page:
+    """What every tab shares: the visitor token and open project (kept in the browser) and the
+    caller (kept on the server)."""
+
+    blocks: Any
+    visitor: Any
+    project: Any
+    me: Any
+    tabs: Any = None
+
+
 def build_app(ctx: AppContext | None = None) -> gr.Blocks:
-    """The page. ``ctx`` holds the shared resources (database, files, workers); per-user state is
-    the open project (kept in the browser) and the labeling queue (kept in the session)."""
+    """The page. ``ctx`` holds the shared resources (database, files, workers)."""
     ctx = ctx or AppContext.open()
     start_umap_warm_up()  # numba compiles UMAP once, in the background, not on a user's click
+    secret = ctx.browser_state_secret()
 
-    # ---------------------------------------------------------------- helpers (no Gradio state)
-    def emotions_of(pid: int | None) -> list[str]:
-        return sv.get_summary(ctx, pid).emotions if pid is not None else []
-
-    def project_line(pid: int | None) -> str:
-        if pid is None:
-            return "No project open. Start with **Load demo** or create a project below."
-        s = sv.get_summary(ctx, pid)
-        return (f"**{html.escape(s.name)}** · emotions: {', '.join(s.emotions)} · "
-                f"{s.n_source} source clips ({s.n_labeled} labeled) · {s.n_target} target clips · "
-                f"encoder {s.encoder}")
-
-    def project_choices() -> list[tuple[str, int]]:
-        return [(p.name, p.id) for p in sv.list_projects(ctx)]
-
-    def emotion_buttons(emotions: list[str], prefix: str = "") -> list[Any]:
-        return [gr.update(value=f"{prefix}{i + 1 if i < 9 else 0} · {emotions[i]}", visible=True)
-                if i < len(emotions) else gr.update(visible=False) for i in range(MAX_EMOTIONS)]
-
-    # ---------------------------------------------------------------- page
-    with gr.Blocks(title="SERE Studio", fill_width=False) as demo:
-        project = gr.BrowserState(None, storage_key="sere-studio-project", secret=ctx.browser_state_secret())
-        queue = gr.State({"clip": None, "order": [], "skipped": [], "history": []})
-        seen_run = gr.State(None)
-        review_clip = gr.State(None)
-
-        gr.Markdown("# SERE Studio\nLabel a few clips in a language you know; SERE learns the emotions "
-                    "and finds them in another language.", elem_id="sere-header")
-        project_line_md = gr.Markdown(project_line(None), elem_id="sere-project-line")
-
+    with gr.Blocks(title="SERE Studio", fill_width=False, delete_cache=(3600, 7200)) as demo:
+        page = Page(blocks=demo, visitor=gr.BrowserState(None, storage_key="sere-studio-visitor", secret=secret),
+                    project=gr.BrowserState(None, storage_key="sere-studio-project", secret=secret),
+                    me=gr.State(None))
+        header = Header.build(ctx)
         with gr.Tabs(selected="project", elem_id="sere-tabs") as tabs:
-            # ---- 1 Project
-            with gr.Tab("1 · Project", id="project"):
-                with gr.Row():
-                    with gr.Column(scale=1):
-                        gr.Markdown("### Try it\nA ready project: 32 German clips to label, 40 English "
-                                    "clips to recognise.")
-                        demo_btn = gr.Button("Load demo", variant="primary", elem_id="sere-load-demo")
-                        gr.Markdown(LICENCE_NOTE, elem_classes="sere-licence")
-                    with gr.Column(scale=1):
-                        gr.Markdown("### Open a project")
-                        project_dd = gr.Dropdown(choices=project_choices(), label="Your projects",
-                                                 value=None, elem_id="sere-project-dd")
-                        gr.Markdown("### New project")
-                        new_name = gr.Textbox(label="Name", placeholder="e.g. Yoruba interviews")
-                        new_emotions = gr.Textbox(label="Emotions (comma separated, 2-10)",
-                                                  value=", ".join(sv.DEFAULT_EMOTIONS))
-                        create_btn = gr.Button("Create project")
-                with gr.Accordion("Edit the emotions of the open project", open=False):
-                    emotions_box = gr.Textbox(label="Emotions", elem_id="sere-emotions")
-                    save_emotions_btn = gr.Button("Save emotions")
-
-            # ---- 2 Source clips
-            with gr.Tab("2 · Source clips", id="source"):
-                with gr.Row():
-                    with gr.Column(scale=2):
-                        with gr.Column(elem_id="sere-label-panel"):
-                            clip_title = gr.Markdown("", elem_id="sere-clip-title")
-                            label_audio = gr.Audio(label="Listen", type="numpy", interactive=False,
-                                                   autoplay=True, elem_id="sere-label-audio")
-                            label_wave = gr.Plot(label="Waveform", show_label=False)
-                            clip_hint = gr.Markdown("", elem_classes="sere-hint", elem_id="sere-clip-hint")
-                            with gr.Row():
-                                emo_btns = [gr.Button(visible=False, elem_id=f"sere-emo-{i + 1}",
-                                                      elem_classes="sere-emo", variant="primary")
-                                            for i in range(MAX_EMOTIONS)]
-                            with gr.Row():
-                                skip_btn = gr.Button("Skip (S)", elem_id="sere-skip", size="sm")
-                                undo_btn = gr.Button("Undo (U)", elem_id="sere-undo", size="sm")
-                            gr.HTML(KEYS)
-                    with gr.Column(scale=1):
-                        counts = gr.HTML(fg.counts_html({}, sv.SHOTS))
-                        suggest_btn = gr.Button("Suggest clips to label", elem_id="sere-suggest")
-                        gr.Markdown("Suggestions put typical, varied clips first, so 5 labels per "
-                                    "emotion cover the recordings well.", elem_classes="sere-keys")
-                        demo_labels_btn = gr.Button("Demo: label 5 per emotion for me", size="sm",
-                                                    visible=False, elem_id="sere-demo-labels")
-                        gr.Markdown("### Add source clips")
-                        src_lang = gr.Textbox(label="Language code (optional)", placeholder="e.g. de")
-                        src_files = gr.File(label="Audio files or a .zip (a CSV manifest inside may carry labels)",
-                                            file_count="multiple", file_types=["audio", ".zip", ".csv"],
-                                            elem_id="sere-src-upload")
-                        src_folder = gr.UploadButton("Upload a folder", file_count="directory", size="sm")
-                        src_report = gr.Markdown("", elem_id="sere-src-report")
-
-            # ---- 3 Target audio
-            with gr.Tab("3 · Target audio", id="target"):
-                gr.Markdown("Unlabeled recordings in the language you want to analyse. Long recordings "
-                            "are split at pauses into utterances of at most 30 s.")
-                with gr.Row():
-                    with gr.Column():
-                        tgt_lang = gr.Textbox(label="Language code (optional)", placeholder="e.g. en")
-                        tgt_files = gr.File(label="Audio files, long recordings or a .zip", file_count="multiple",
-                                            file_types=["audio", ".zip", ".csv"], elem_id="sere-tgt-upload")
-                        tgt_folder = gr.UploadButton("Upload a folder", file_count="directory", size="sm")
-                    with gr.Column():
-                        tgt_report = gr.Markdown("", elem_id="sere-tgt-report")
-
-            # ---- 4 Train
-            with gr.Tab("4 · Train", id="train"):
-                readiness = gr.Markdown("", elem_id="sere-readiness")
-                with gr.Row():
-                    train_btn = gr.Button("Start training", variant="primary", elem_id="sere-train")
-                    cancel_btn = gr.Button("Cancel", variant="stop", interactive=False, elem_id="sere-cancel")
-                progress_box = gr.HTML(fg.progress_html(None), elem_id="sere-progress")
-                metrics_md = gr.Markdown("", elem_id="sere-metrics")
-                loss_plot = gr.Plot(show_label=False, elem_id="sere-loss")
-                gr.Markdown("Loss terms of the Triple-Resonance Interaction Chain: **ll** labeled-labeled, "
-                            "**lu** labeled-unlabeled, **uu** unlabeled-unlabeled.", elem_classes="sere-keys")
-                gr.Markdown("Training runs in the background: you can keep labeling or close the page "
-                            "and come back.", elem_classes="sere-keys")
-
-            # ---- 5 Resonance field
-            with gr.Tab("5 · Resonance field", id="field"):
-                with gr.Row():
-                    with gr.Column(scale=3):
-                        field_plot = gr.Plot(show_label=False, elem_id="sere-field")
-                        gr.Markdown("Colour: emotion · ◆ source language · ● target language · outlined: "
-                                    "labeled by you · ★ emotion prototypes. Press **▶ replay** or drag the "
-                                    "slider to watch training; click a point to listen.",
-                                    elem_classes="sere-keys")
-                    with gr.Column(scale=2):
-                        clip_dd = gr.Dropdown(label="Clip", choices=[], elem_id="sere-clip-dd")
-                        clicked = gr.Textbox(visible="hidden", elem_id="sere-clicked")
-                        field_info = gr.Markdown(FIELD_HINT, elem_id="sere-field-info")
-                        field_audio = gr.Audio(label="Listen", type="numpy", interactive=False,
-                                               autoplay=True, elem_id="sere-field-audio")
-                        field_probs = gr.Plot(show_label=False)
-                        field_wave = gr.Plot(show_label=False)
-
-            # ---- 6 Review
-            with gr.Tab("6 · Review", id="review"):
-                with gr.Row():
-                    with gr.Column(scale=3):
-                        sort_dd = gr.Dropdown(list(sv.SORTS), value="least confident first", label="Order")
-                        table = gr.Dataframe(interactive=False, max_height=520, elem_id="sere-review-table",
-                                             column_widths=["56px", "200px", "90px", "100px", "96px", "220px",
-                                                            "150px"])
-                        with gr.Row(elem_id="sere-review-pages"):
-                            prev_page_btn = gr.Button("◀ previous", size="sm", elem_id="sere-prev-page")
-                            page_no = gr.Number(value=1, precision=0, minimum=1, label="Page", elem_id="sere-page")
-                            next_page_btn = gr.Button("next ▶", size="sm", elem_id="sere-next-page")
-                        page_info = gr.Markdown("", elem_id="sere-page-info")
-                        retrain_btn = gr.Button("Retrain with the confirmed labels", elem_id="sere-retrain")
-                    with gr.Column(scale=2):
-                        with gr.Column(elem_id="sere-review-panel"):
-                            review_info = gr.Markdown("Choose a row to listen and confirm or correct.")
-                            review_audio = gr.Audio(label="Listen", type="numpy", interactive=False,
-                                                    autoplay=True, elem_id="sere-review-audio")
-                            review_wave = gr.Plot(show_label=False)
-                            gr.Markdown("Shaded: the emotional highlights, the moments that weighed most in the "
-                                        "decision. One can sit at a clip's very start or end, even before the "
-                                        "voice: the model uses those instants too.", elem_classes="sere-keys")
-                            review_probs = gr.Plot(show_label=False)
-                            confirm_btn = gr.Button("Confirm (Enter)", variant="primary", elem_id="sere-confirm",
-                                                    interactive=False)
-                            gr.Markdown("Or correct it:", elem_classes="sere-keys")
-                            with gr.Row():
-                                rev_btns = [gr.Button(visible=False, elem_id=f"sere-rev-emo-{i + 1}", size="sm")
-                                            for i in range(MAX_EMOTIONS)]
-
-            # ---- 7 Export
-            with gr.Tab("7 · Export", id="export"):
-                with gr.Row():
-                    exp_pred_btn = gr.Button("Predictions (CSV)", elem_id="sere-exp-pred")
-                    exp_labels_btn = gr.Button("Labels (CSV, can be imported again)", elem_id="sere-exp-labels")
-                    exp_model_btn = gr.Button("Trained model (zip)", elem_id="sere-exp-model")
-                export_file = gr.File(label="Download", interactive=False, elem_id="sere-export-file")
-                gr.Markdown("### Import labels")
-                labels_upload = gr.File(label="A labels CSV exported before", file_types=[".csv"])
-                import_report = gr.Markdown("")
-
-        timer = gr.Timer(1.0, active=False)
-
-        # ---------------------------------------------------------------- handlers: project
-        head_outputs = [project_line_md, emotions_box, project_dd, demo_labels_btn, *emo_btns, *rev_btns]
-
-        def show_head(pid):
-            pid = _pid(pid)
-            if pid is not None:
-                try:
-                    sv.get_summary(ctx, pid)
-                except NotFoundError:
-                    pid = None
-            emotions = emotions_of(pid)
-            demo_project = pid is not None and bool(demo_reference(ctx, pid))
-            return [project_line(pid), ", ".join(emotions),
-                    gr.update(choices=project_choices(), value=pid),
-                    gr.update(visible=demo_project),
-                    *emotion_buttons(emotions), *emotion_buttons(emotions)]
-
-        @friendly
-        def load_demo(progress=gr.Progress()):
-            summary, report = sv.load_demo(ctx, progress=lambda d, t, m: progress((d, t), desc=m))
-            gr.Info(f"Demo project ready: {summary.n_source} German and {summary.n_target} English clips.")
-            return summary.id, gr.Tabs(selected="source")
-
-        @friendly
-        def create(name, emotions):
-            summary = sv.create_project(ctx, name, emotions)
-            return summary.id, gr.Tabs(selected="source")
-
-        @friendly
-        def save_emotions(pid, text):
-            if _pid(pid) is None:
-                raise gr.Error("Open a project first.")
-            sv.set_emotions(ctx, _pid(pid), text)
-            gr.Info("Emotions saved.")
-            return pid
-
-        # ---------------------------------------------------------------- handlers: labeling
-        label_outputs = [queue, label_audio, label_wave, clip_title, clip_hint, counts, project_line_md]
-
-        @friendly
-        def show_clip(pid, q):
-            pid = _pid(pid)
-            q = dict(q or {})
-            if pid is None:
-                return [q, None, empty_figure("Open a project first.", height=200), "", "",
-                        fg.counts_html({}, sv.SHOTS), project_line(None)]
-            emotions = emotions_of(pid)
-            clip_id = sv.next_clip_to_label(ctx, pid, q.get("order"), q.get("skipped", []))
-            q["clip"] = clip_id
-            counts_html = fg.counts_html(sv.label_counts(ctx, pid), sv.SHOTS)
-            if clip_id is None:
-                n_src = sv.get_summary(ctx, pid).n_source
-                msg = ("**Every source clip is labeled.** Go on to step 4 to train." if n_src else
-                       "**No source clips yet.** Upload some on the right, or load the demo (step 1).")
-                return [q, None, empty_figure("Nothing left to label.", height=200), msg, "", counts_html,
-                        project_line(pid)]
-            view = sv.clip_view(ctx, clip_id)
-            left = len(sv.unlabeled_clip_ids(ctx, pid))
-            title = f"**{html.escape(view.name)}** · {view.duration_s:.1f} s · {left} unlabeled left"
-            hint = ""
-            if view.reference:
-                key = emotions.index(view.reference) + 1 if view.reference in emotions else None
-                hint = (f"Demo hint: the corpus labels this clip **{view.reference}**"
-                        + (f" (press <kbd>{key % 10}</kbd>)" if key else "") + ".")
-            return [q, _audio(view), fg.clip_waveform(view), title, hint, counts_html,
-                    project_line(pid)]
-
-        def label_with(index):
-            @friendly
-            def handler(pid, q, request: gr.Request):
-                pid, q = _pid(pid), dict(q or {})
-                if pid is None or q.get("clip") is None:
-                    return show_clip(pid, q)
-                emotions = emotions_of(pid)
-                if index >= len(emotions):
-                    return show_clip(pid, q)
-                sv.label_clip(ctx, q["clip"], emotions[index], session_id=request.session_hash if request else None)
-                q["history"] = [*q.get("history", []), q["clip"]][-200:]
-                return show_clip(pid, q)
-
-            return handler
-
-        @friendly
-        def skip(pid, q):
-            q = dict(q or {})
-            if q.get("clip") is not None:
-                q["skipped"] = [c for c in q.get("skipped", []) if c != q["clip"]] + [q["clip"]]
-            return show_clip(pid, q)
-
-        @friendly
-        def undo(pid, q, request: gr.Request):
-            q = dict(q or {})
-            history = list(q.get("history", []))
-            if not history:
-                gr.Info("Nothing to undo.")
-                return show_clip(pid, q)
-            clip_id = history.pop()
-            sv.undo_label(ctx, clip_id, session_id=request.session_hash if request else None)
-            q["history"] = history
-            q["skipped"] = [c for c in q.get("skipped", []) if c != clip_id]
-            q["order"] = [clip_id] + [c for c in q.get("order", []) if c != clip_id]
-            return show_clip(pid, q)
-
-        @friendly
-        def suggest(pid, q, progress=gr.Progress()):
-            pid, q = _pid(pid), dict(q or {})
-            if pid is None:
-                raise gr.Error("Open a project first.")
-            q["order"] = sv.suggest_clips(ctx, pid, progress=lambda d, t, m: progress((d, t), desc=m))
-            q["skipped"] = []
-            gr.Info("The clips are now in the suggested order.")
-            return show_clip(pid, q)
-
-        @friendly
-        def demo_labels(pid, q):
-            n = sv.apply_reference_labels(ctx, _pid(pid))
-            gr.Info(f"{n} clips labeled from the corpus.")
-            return show_clip(pid, q)
-
-        def importer(role):
-            @friendly
-            def handler(pid, files, language, progress=gr.Progress()):
-                files = files if isinstance(files, list) else [files] if files else []
-                paths = [getattr(f, "name", f) for f in files]
-                try:
-                    if _pid(pid) is None:
-                        raise gr.Error("Open or create a project first (step 1).")
-                    report = sv.import_audio(ctx, _pid(pid), paths, role, language=language,
-                                             progress=lambda d, t, m: progress((d, t), desc=m))
-                finally:  # imported or refused, an upload's temporary copy is not kept
-                    sv.discard_uploads(paths, upload_folder())
-                return report.markdown()
-
-            return handler
-
-        # ---------------------------------------------------------------- handlers: training
-        train_outputs = [readiness, progress_box, loss_plot, metrics_md, train_btn, cancel_btn, timer, seen_run]
-
-        @friendly
-        def show_training(pid, seen=None):
-            pid = _pid(pid)
-            if pid is None:
-                return ["Open a project first.", fg.progress_html(None), fg.loss_figure(None), "",
-                        gr.update(interactive=False), gr.update(interactive=False), gr.Timer(active=False), seen]
-            ok, notes = sv.training_readiness(ctx, pid)
-            counts = sv.label_counts(ctx, pid, role=None)
-            text = (f"Labeled clips: {', '.join(f'{e} {n}' for e, n in counts.items())}."
-                    + "".join(f"\n- {n}" for n in notes))
-            status = sv.training_status(ctx, pid)
-            active = status is not None and status.active
-            key = (status.run_id, status.status, status.step) if status else None
-            return [text, fg.progress_html(status), fg.loss_figure(status), fg.metrics_markdown(status),
-                    gr.update(interactive=ok and not active), gr.update(interactive=active),
-                    gr.Timer(active=active), key]
-
-        @friendly
-        def train(pid):
-            pid = _pid(pid)
-            if pid is None:
-                raise gr.Error("Open a project first.")
-            sv.start_training(ctx, pid)
-            return [*show_training(pid), gr.Tabs(selected="train")]
-
-        @friendly
-        def cancel(pid):
-            sv.cancel_training(ctx, _pid(pid))
-            gr.Info("Training cancelled.")
-            return show_training(pid)
-
-        table_outputs = [table, page_no, page_info]
-        result_outputs = [field_plot, clip_dd, *table_outputs]
-
-        def show_table(pid, sort, page=1):
-            """One page of the review table (a large project is never sent whole)."""
-            pid = _pid(pid)
-            if pid is None:
-                return [None, 1, ""]
-            tp = sv.predictions_page(ctx, pid, sort=sort, page=int(page or 1))
-            return [tp.rows, tp.page, tp.caption()]
-
-        @friendly
-        def show_results(pid, sort="least confident first"):
-            pid = _pid(pid)
-            if pid is None:
-                return [fg.field_figure(None), gr.update(choices=[], value=None), *show_table(None, sort)]
-            data = sv.field_data(ctx, pid)
-            choices = []
-            if data is not None:
-                pts = data.points.sort_values(["role", "name"], ascending=[False, True])
-                choices = [(f"{r.name} ({r.role})", int(r.clip_id)) for r in pts.head(MAX_CLIP_CHOICES).itertuples()]
-            label = ("Clip" if data is None or len(data.points) <= MAX_CLIP_CHOICES else
-                     f"Clip (the first {MAX_CLIP_CHOICES} by name; click the field for the others)")
-            return [fg.field_figure(data), gr.update(choices=choices, value=None, label=label),
-                    *show_table(pid, sort)]
-
-        def poll(pid, seen, sort):
-            """Timer tick: progress while a run is active; the results once when it ends."""
-            out = show_training(pid, seen)
-            now = out[-1]
-            finished = seen is not None and now is not None and now != seen and now[1] == "succeeded"
-            results = show_results(pid, sort) if finished else [gr.skip()] * len(result_outputs)
-            if finished:
-                gr.Info("Training finished: the resonance field and the predictions are ready.")
-            return [*out, *results]
-
-        # ---------------------------------------------------------------- handlers: field & review
-        detail_outputs = [field_info, field_audio, field_probs, field_wave]
-
-        def describe(view) -> str:
-            parts = [f"**{html.escape(view.name)}** · {view.role} language"
-                     + (f" ({html.escape(view.language)})" if view.language else "")
-                     + (f" · speaker {html.escape(view.speaker)}" if view.speaker else "")]
-            if view.prediction:
-                p = view.prediction
-                parts.append(f"Predicted **{p.emotion}** ({p.confidence:.0%} confident)"
-                             + (f"; highlights at {', '.join(f'{a:.2f}-{b:.2f} s' for a, b in p.highlights)}"
-                                if p.highlights else ""))
-            if view.label:
-                parts.append(f"Your label: **{view.label}**")
-            if view.reference:
-                parts.append(f"Corpus label (demo): {view.reference}")
-            return "\n\n".join(parts)
-
-        @friendly
-        def show_detail(pid, clip_id):
-            pid = _pid(pid)
-            if pid is None or clip_id in (None, ""):
-                return [FIELD_HINT, None, empty_figure("", height=180), empty_figure("", height=200)]
-            view = sv.clip_view(ctx, int(clip_id))
-            return [describe(view), _audio(view),
-                    fg.clip_probabilities(view, emotions_of(pid)), fg.clip_waveform(view)]
-
-        def on_click(pid, text):
-            clip_id = str(text or "").split("|")[0]
-            return show_detail(pid, clip_id if clip_id.isdigit() else None)
-
-        review_outputs = [review_clip, review_info, review_audio, review_wave, review_probs, confirm_btn]
-
-        @friendly
-        def show_review(pid, clip_id):
-            pid = _pid(pid)
-            if pid is None or clip_id is None:
-                return [None, "Choose a row to listen and confirm or correct.", None,
-                        empty_figure("", height=200), empty_figure("", height=180),
-                        gr.update(interactive=False, value="Confirm (Enter)")]
-            view = sv.clip_view(ctx, int(clip_id))
-            confirm = (gr.update(interactive=True, value=f"Confirm {view.prediction.emotion} (Enter)")
-                       if view.prediction else gr.update(interactive=False, value="Confirm (Enter)"))
-            return [int(clip_id), describe(view), _audio(view), fg.clip_waveform(view),
-                    fg.clip_probabilities(view, emotions_of(pid)), confirm]
-
-        def pick_row(pid, evt: gr.SelectData):
-            row = evt.row_value if evt is not None else None
-            return show_review(pid, int(row[0]) if row else None)
-
-        def review_with(index):
-            @friendly
-            def handler(pid, clip_id, sort, page, request: gr.Request):
-                pid = _pid(pid)
-                if pid is None or clip_id is None:
-                    raise gr.Error("Choose a row first.")
-                emotion = None if index is None else emotions_of(pid)[index]
-                stored = sv.confirm_prediction(ctx, int(clip_id), emotion,
-                                               session_id=request.session_hash if request else None)
-                gr.Info(f"Labeled {stored}.")
-                nxt = sv.next_to_review(ctx, pid, sort, int(clip_id))
-                return [*show_table(pid, sort, page), *show_review(pid, nxt)]
-
-            return handler
-
-        # ---------------------------------------------------------------- handlers: export
-        @friendly
-        def export(kind, pid):
-            pid = _pid(pid)
-            if pid is None:
-                raise gr.Error("Open a project first.")
-            path = {"predictions": sv.export_predictions, "labels": sv.export_labels,
-                    "model": sv.export_model}[kind](ctx, pid)
-            return str(path)
-
-        @friendly
-        def import_labels(pid, file):
-            if file is None:
-                raise gr.Error("Open a project and choose a labels CSV.")
-            path = getattr(file, "name", file)
-            try:
-                if _pid(pid) is None:
-                    raise gr.Error("Open a project and choose a labels CSV.")
-                result = sv.import_labels_file(ctx, _pid(pid), path)
-            finally:  # applied or refused, the upload's temporary copy is not kept
-                sv.discard_uploads([path], upload_folder())
-            text = f"{result.applied} labels applied, {result.unchanged} unchanged, {result.skipped} empty."
-            if result.rejected:
-                shown = result.rejected[:sv.MAX_REPORT_ROWS]
-                text += "\n\n" + "\n".join(f"- line {n}: {sv.without_paths(why)}" for n, why in shown)
-                if len(result.rejected) > len(shown):
-                    text += f"\n\n… and {len(result.rejected) - len(shown):,} more lines rejected."
-            return text
-
-        # ---------------------------------------------------------------- wiring
-        def refresh_all(trigger):
-            """After the open project changes: header, labeling card, training, results."""
-            return (trigger.then(show_head, project, head_outputs)
-                    .then(lambda: {"clip": None, "order": [], "skipped": [], "history": []}, None, queue)
-                    .then(show_clip, [project, queue], label_outputs)
-                    .then(show_training, [project, seen_run], train_outputs)
-                    .then(show_results, [project, sort_dd], result_outputs))
-
-        refresh_all(demo.load(lambda p: p, project, project))
-        refresh_all(demo_btn.click(load_demo, None, [project, tabs]))
-        refresh_all(create_btn.click(create, [new_name, new_emotions], [project, tabs]))
-        refresh_all(project_dd.input(lambda v: v, project_dd, project))
-        refresh_all(save_emotions_btn.click(save_emotions, [project, emotions_box], project))
-
-        for i, b in enumerate(emo_btns):
-            b.click(label_with(i), [project, queue], label_outputs, show_progress="hidden")
-        skip_btn.click(skip, [project, queue], label_outputs, show_progress="hidden")
-        undo_btn.click(undo, [project, queue], label_outputs, show_progress="hidden")
-        suggest_btn.click(suggest, [project, queue], label_outputs)
-        demo_labels_btn.click(demo_labels, [project, queue], label_outputs).then(
-            show_head, project, head_outputs)
-
-        for files, folder, lang, role, report in ((src_files, src_folder, src_lang, "source", src_report),
-                                                  (tgt_files, tgt_folder, tgt_lang, "target", tgt_report)):
-            for trigger, clear in ((files.upload(importer(role), [project, files, lang], report), files),
-                                   (folder.upload(importer(role), [project, folder, lang], report), None)):
-                if clear is not None:
-                    trigger = trigger.then(lambda: None, None, clear)
-                trigger.then(show_head, project, head_outputs).then(show_clip, [project, queue], label_outputs)
-
-        tabs_train = [*train_outputs, tabs]
-        train_btn.click(train, project, tabs_train)
-        retrain_btn.click(train, project, tabs_train)
-        cancel_btn.click(cancel, project, train_outputs)
-        timer.tick(poll, [project, seen_run, sort_dd], [*train_outputs, *result_outputs], show_progress="hidden")
-        # Switching tabs refreshes the training panel (labels may have changed meanwhile).
-        tabs.select(lambda p, s: show_training(p, s), [project, seen_run], train_outputs, show_progress="hidden")
-
-        clicked.change(on_click, [project, clicked], detail_outputs)
-        clip_dd.input(show_detail, [project, clip_dd], detail_outputs)
-        sort_dd.input(show_table, [project, sort_dd], table_outputs)
-        page_no.submit(show_table, [project, sort_dd, page_no], table_outputs)
-        prev_page_btn.click(lambda p, s, n: show_table(p, s, max(1, int(n or 1) - 1)), [project, sort_dd, page_no],
-                            table_outputs)
-        next_page_btn.click(lambda p, s, n: show_table(p, s, int(n or 1) + 1), [project, sort_dd, page_no],
-                            table_outputs)
-        table.select(pick_row, project, review_outputs)
-        confirm_btn.click(review_with(None), [project, review_clip, sort_dd, page_no],
-                          [*table_outputs, *review_outputs])
-        for i, b in enumerate(rev_btns):
-            b.click(review_with(i), [project, review_clip, sort_dd, page_no], [*table_outputs, *review_outputs])
-
-        exp_pred_btn.click(functools.partial(export, "predictions"), project, export_file)
-        exp_labels_btn.click(functools.partial(export, "labels"), project, export_file)
-        exp_model_btn.click(functools.partial(export, "model"), project, export_file)
-        labels_upload.upload(import_labels, [project, labels_upload], import_report)
+            page.tabs = tabs
+            project_tab = ProjectTab.build(ctx, page, header)
+            source_tab = SourceTab.build(ctx, page)
+            target_tab = TargetTab.build(ctx, page)
+            train_tab = TrainTab.build(ctx, page)
+            field_tab = FieldTab.build(ctx, page)
+            review_tab = ReviewTab.build(ctx, page)
+            export_tab = ExportTab.build(ctx, page)
+        screens = Screens(project_tab, source_tab, train_tab, field_tab, review_tab)
+        screens.wire(ctx, page, target_tab, export_tab)
+        api_endpoints(ctx)
 
     demo.sere_context = ctx  # for tests and launch_options
     return demo
+
+
+# ============================================================================== header and screens
+
+
+@dataclass
+class Header:
+    line: Any
+    identity: Any
+
+    @classmethod
+    def build(cls, ctx: AppContext) -> "Header":
+        gr.Markdown("# SERE Studio\nLabel a few clips in a language you know; SERE learns the emotions "
+                    "and finds them in another language.", elem_id="sere-header")
+        with gr.Row(equal_height=True):
+            line = gr.HTML(fg.project_line(None), elem_id="sere-project-line-box")
+            with gr.Column(scale=0, min_width=220):
+                identity = gr.Markdown("", elem_id="sere-identity", elem_classes="sere-keys")
+                if oauth_enabled():
+                    gr.LoginButton(size="sm")
+        return cls(line, identity)
+
+
+@dataclass
+class ProjectTab:
+    header: Header
+    demo_btn: Any
+    reset_btn: Any
+    reset_row: Any
+    reset_yes: Any
+    reset_no: Any
+    project_dd: Any
+    new_name: Any
+    new_emotions: Any
+    create_btn: Any
+    emotions_box: Any
+    save_emotions_btn: Any
+    rename_box: Any
+    rename_btn: Any
+    delete_btn: Any
+    delete_row: Any
+    delete_text: Any
+    delete_yes: Any
+    delete_no: Any
+
+    @classmethod
+    def build(cls, ctx: AppContext, page: Page, header: Header) -> "ProjectTab":
+        with gr.Tab("1 · Project", id="project"):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    gr.Markdown("### Try it\nYour own copy of a ready project: 32 German clips to label, "
+                                "40 English clips to recognise.")
+                    with gr.Row():
+                        demo_btn = gr.Button("Load demo", variant="primary", elem_id="sere-load-demo")
+                        reset_btn = gr.Button("Reset demo", size="sm", elem_id="sere-reset-demo")
+                    with gr.Row(visible=False, elem_id="sere-reset-confirm") as reset_row:
+                        gr.Markdown("Reset the demo? Its labels and trainings are deleted and a fresh copy "
+                                    "is made.")
+                        reset_yes = gr.Button("Reset", variant="stop", size="sm", elem_id="sere-reset-yes")
+                        reset_no = gr.Button("Keep it", size="sm")
+                    gr.Markdown(LICENCE_NOTE, elem_classes="sere-licence")
+                with gr.Column(scale=1):
+                    gr.Markdown("### Open a project")
+                    project_dd = gr.Dropdown(choices=[], label="Your projects", value=None,
+                                             elem_id="sere-project-dd")
+                    gr.Markdown("### New project")
+                    new_name = gr.Textbox(label="Name", placeholder="e.g. Yoruba interviews")
+                    new_emotions = gr.Textbox(label="Emotions (comma separated, 2-10)",
+                                              value=", ".join(projects.DEFAULT_EMOTIONS))
+                    create_btn = gr.Button("Create project")
+            with gr.Accordion("Edit the open project", open=False):
+                emotions_box = gr.Textbox(label="Emotions", elem_id="sere-emotions")
+                save_emotions_btn = gr.Button("Save emotions", size="sm")
+                with gr.Row():
+                    rename_box = gr.Textbox(label="Name", elem_id="sere-rename", scale=3)
+                    rename_btn = gr.Button("Rename", size="sm", scale=1, elem_id="sere-rename-btn")
+                delete_btn = gr.Button("Delete this project…", variant="stop", size="sm", elem_id="sere-delete")
+                with gr.Row(visible=False, elem_id="sere-delete-confirm") as delete_row:
+                    delete_text = gr.Markdown("")
+                    delete_yes = gr.Button("Delete it", variant="stop", size="sm", elem_id="sere-delete-yes")
+                    delete_no = gr.Button("Keep it", size="sm")
+        return cls(header, demo_btn, reset_btn, reset_row, reset_yes, reset_no, project_dd, new_name,
+                   new_emotions, create_btn, emotions_box, save_emotions_btn, rename_box, rename_btn,
+                   delete_btn, delete_row, delete_text, delete_yes, delete_no)
+
+    @property
+    def outputs(self) -> list[Any]:
+        return [self.header.line, self.header.identity, self.project_dd, self.emotions_box, self.rename_box,
+                self.delete_text, self.delete_row, self.reset_row]
+
+    @staticmethod
+    def show(ctx: AppContext, caller: Caller, pid: int | None) -> list[Any]:
+        screen = views.project_screen(ctx, caller, pid)
+        p = screen.project
+        return [fg.project_line(p, ready=True), fg.identity_markdown(caller, ctx.settings),
+                gr.update(choices=screen.projects, value=p.id if p else None),
+                ", ".join(p.emotions) if p else "", p.name if p else "",
+                f"Delete **{html.escape(p.name)}** with its clips, labels and trainings? This cannot be undone."
+                if p else "", gr.Row(visible=False), gr.Row(visible=False)]
+
+
+@dataclass
+class SourceTab:
+    pad: Any
+    wave: Any
+    counts: Any
+    queue: Any
+    suggest_btn: Any
+    demo_labels_btn: Any
+    files: Any
+    folder: Any
+    language: Any
+    report: Any
+
+    @classmethod
+    def build(cls, ctx: AppContext, page: Page) -> "SourceTab":
+        with gr.Tab("2 · Source clips", id="source"):
+            queue = gr.State(LabelQueue())
+            with gr.Row():
+                with gr.Column(scale=2):
+                    pad = gr.HTML(fg.empty_pad("label", "Open a project first (step 1)."), html_template=PAD_TEMPLATE,
+                                  js_on_load=(ASSETS / "pad.js").read_text(encoding="utf-8"),
+                                  elem_id="sere-label-panel")
+                    wave = gr.Plot(label="Waveform", show_label=False)
+                with gr.Column(scale=1):
+                    counts = gr.HTML(fg.counts_html({}, labeling.SHOTS))
+                    suggest_btn = gr.Button("Suggest clips to label", elem_id="sere-suggest")
+                    gr.Markdown("Suggestions put typical, varied clips first, so 5 labels per "
+                                "emotion cover the recordings well.", elem_classes="sere-keys")
+                    demo_labels_btn = gr.Button("Demo: label 5 per emotion for me", size="sm",
+                                                visible=False, elem_id="sere-demo-labels")
+                    gr.Markdown("### Add source clips")
+                    language = gr.Textbox(label="Language code (optional)", placeholder="e.g. de")
+                    files = gr.File(label="Audio files or a .zip (a CSV manifest inside may carry labels)",
+                                    file_count="multiple", file_types=["audio", ".zip", ".csv"],
+                                    elem_id="sere-src-upload")
+                    folder = gr.UploadButton("Upload a folder", file_count="directory", size="sm")
+                    report = gr.Markdown("", elem_id="sere-src-report")
+        return cls(pad, wave, counts, queue, suggest_btn, demo_labels_btn, files, folder, language, report)
+
+    @property
+    def outputs(self) -> list[Any]:
+        return [self.queue, self.pad, self.wave, self.counts, self.demo_labels_btn]
+
+    @staticmethod
+    def show(ctx: AppContext, caller: Caller, pid: int | None, queue: Any) -> list[Any]:
+        screen = views.labeling_screen(ctx, caller, pid, queue if isinstance(queue, LabelQueue) else LabelQueue())
+        wave = (fg.clip_waveform(screen.clip) if screen.clip is not None else
+                empty_figure("Nothing to label here.", height=200))
+        return [screen.queue, fg.label_pad(screen), wave, fg.counts_html(screen.counts, labeling.SHOTS),
+                gr.update(visible=bool(screen.project and screen.project.is_demo))]
+
+
+@dataclass
+class TargetTab:
+    files: Any
+    folder: Any
+    language: Any
+    report: Any
+
+    @classmethod
+    def build(cls, ctx: AppContext, page: Page) -> "TargetTab":
+        with gr.Tab("3 · Target audio", id="target"):
+            gr.Markdown("Unlabeled recordings in the language you want to analyse. Long recordings "
+                        "are split at pauses into utterances of at most 30 s.")
+            with gr.Row():
+                with gr.Column():
+                    language = gr.Textbox(label="Language code (optional)", placeholder="e.g. en")
+                    files = gr.File(label="Audio files, long recordings or a .zip", file_count="multiple",
+                                    file_types=["audio", ".zip", ".csv"], elem_id="sere-tgt-upload")
+                    folder = gr.UploadButton("Upload a folder", file_count="directory", size="sm")
+                with gr.Column():
+                    report = gr.Markdown("", elem_id="sere-tgt-report")
+        return cls(files, folder, language, report)
+
+
+@dataclass
+class TrainTab:
+    readiness: Any
+    train_btn: Any
+    cancel_btn: Any
+    progress: Any
+    metrics: Any
+    loss: Any
+    seen: Any
+    timer: Any
+
+    @classmethod
+    def build(cls, ctx: AppContext, page: Page) -> "TrainTab":
+        with gr.Tab("4 · Train", id="train"):
+            readiness = gr.Markdown("", elem_id="sere-readiness")
+            with gr.Row():
+                train_btn = gr.Button("Start training", variant="primary", elem_id="sere-train", interactive=False)
+                cancel_btn = gr.Button("Cancel", variant="stop", interactive=False, elem_id="sere-cancel")
+            progress = gr.HTML(fg.progress_html(None), elem_id="sere-progress")
+            metrics = gr.Markdown("", elem_id="sere-metrics")
+            loss = gr.Plot(show_label=False, elem_id="sere-loss")
+            gr.Markdown("Loss terms of the Triple-Resonance Interaction Chain: **ll** labeled-labeled, "
+                        "**lu** labeled-unlabeled, **uu** unlabeled-unlabeled.", elem_classes="sere-keys")
+            gr.Markdown("Training runs in the background, whoever started it: you can keep labeling or "
+                        "close the page and come back.", elem_classes="sere-keys")
+        # The page follows the project's run, whoever started it: a cheap poll that redraws
+        # only when something changed.
+        return cls(readiness, train_btn, cancel_btn, progress, metrics, loss, gr.State(None),
+                   gr.Timer(2.0, active=True))
+
+    @property
+    def outputs(self) -> list[Any]:
+        return [self.readiness, self.progress, self.loss, self.metrics, self.train_btn, self.cancel_btn, self.seen]
+
+    @staticmethod
+    def show(ctx: AppContext, caller: Caller, pid: int | None) -> list[Any]:
+        screen = views.training_screen(ctx, caller, pid)
+        if screen.project is None:
+            return ["Open a project first.", fg.progress_html(None), fg.loss_figure(None), "",
+                    gr.update(interactive=False), gr.update(interactive=False), None]
+        ready, status = screen.readiness, screen.status
+        text = (f"Labeled clips: {', '.join(f'{e} {n}' for e, n in ready.counts.items())}."
+                + "".join(f"\n- {n}" for n in ready.notes))
+        active = status is not None and status.active
+        key = (screen.project.id, status.key if status else None, tuple(ready.counts.items()), tuple(ready.notes))
+        return [text, fg.progress_html(status), fg.loss_figure(status), fg.metrics_markdown(status),
+                gr.update(interactive=ready.ok and not active), gr.update(interactive=active), key]
+
+
+@dataclass
+class FieldTab:
+    plot: Any
+    clip_dd: Any
+    clicked: Any
+    info: Any
+    audio: Any
+    probs: Any
+    wave: Any
+
+    @classmethod
+    def build(cls, ctx: AppContext, page: Page) -> "FieldTab":
+        with gr.Tab("5 · Resonance field", id="field"):
+            with gr.Row():
+                with gr.Column(scale=3):
+                    plot = gr.Plot(show_label=False, elem_id="sere-field")
+                    gr.Markdown("Colour: emotion · ◆ source language · ● target language · outlined: "
+                                "labeled by you · ★ emotion prototypes. Press **▶ replay** or drag the "
+                                "slider to watch training; click a point to listen.", elem_classes="sere-keys")
+                with gr.Column(scale=2):
+                    clip_dd = gr.Dropdown(label="Clip", choices=[], elem_id="sere-clip-dd")
+                    clicked = gr.Textbox(visible="hidden", elem_id="sere-clicked")
+                    info = gr.Markdown(FIELD_HINT, elem_id="sere-field-info")
+                    audio = gr.Audio(label="Listen", type="numpy", interactive=False, autoplay=True,
+                                     elem_id="sere-field-audio")
+                    probs = gr.Plot(show_label=False)
+                    wave = gr.Plot(show_label=False)
+        return cls(plot, clip_dd, clicked, info, audio, probs, wave)
+
+    @property
+    def details(self) -> list[Any]:
+        return [self.info, self.audio, self.probs, self.wave]
+
+    @staticmethod
+    def show_detail(ctx: AppContext, caller: Caller, pid: int | None, clip_id: int | None) -> list[Any]:
+        if pid is None or clip_id is None:
+            return [FIELD_HINT, None, empty_figure("", height=180), empty_figure("", height=200)]
+        view = review.clip_view(ctx, caller, clip_id, pid)
+        emotions = projects.get_summary(ctx, caller, pid).emotions
+        return [fg.describe(view), _audio(view), fg.clip_probabilities(view, emotions), fg.clip_waveform(view)]
+
+
+@dataclass
+class ReviewTab:
+    sort: Any
+    table: Any
+    page_no: Any
+    prev_btn: Any
+    next_btn: Any
+    page_info: Any
+    retrain_btn: Any
+    pad: Any
+    wave: Any
+    probs: Any
+
+    @classmethod
+    def build(cls, ctx: AppContext, page: Page) -> "ReviewTab":
+        with gr.Tab("6 · Review", id="review"):
+            with gr.Row():
+                with gr.Column(scale=3):
+                    sort = gr.Dropdown(list(review.SORTS), value="least confident first", label="Order")
+                    table = gr.Dataframe(interactive=False, max_height=520, elem_id="sere-review-table",
+                                         column_widths=["56px", "200px", "90px", "100px", "96px", "220px", "150px"])
+                    with gr.Row(elem_id="sere-review-pages"):
+                        prev_btn = gr.Button("◀ previous", size="sm", elem_id="sere-prev-page")
+                        page_no = gr.Number(value=1, precision=0, minimum=1, label="Page", elem_id="sere-page")
+                        next_btn = gr.Button("next ▶", size="sm", elem_id="sere-next-page")
+                    page_info = gr.Markdown("", elem_id="sere-page-info")
+                    retrain_btn = gr.Button("Retrain with the confirmed labels", elem_id="sere-retrain")
+                with gr.Column(scale=2):
+                    pad = gr.HTML(fg.review_pad(None, []), html_template=PAD_TEMPLATE,
+                                  js_on_load=(ASSETS / "pad.js").read_text(encoding="utf-8"),
+                                  elem_id="sere-review-panel")
+                    wave = gr.Plot(show_label=False)
+                    gr.Markdown("Shaded: the emotional highlights, the moments that weighed most in the "
+                                "decision. One can sit at a clip's very start or end, even before the "
+                                "voice: the model uses those instants too.", elem_classes="sere-keys")
+                    probs = gr.Plot(show_label=False)
+        return cls(sort, table, page_no, prev_btn, next_btn, page_info, retrain_btn, pad, wave, probs)
+
+    @property
+    def table_outputs(self) -> list[Any]:
+        return [self.table, self.page_no, self.page_info]
+
+    @property
+    def panel(self) -> list[Any]:
+        return [self.pad, self.wave, self.probs]
+
+    @staticmethod
+    def show_table(page: Any) -> list[Any]:
+        if page is None:
+            return [None, 1, ""]
+        return [page.rows, page.page, page.caption()]
+
+    @staticmethod
+    def show_panel(ctx: AppContext, caller: Caller, pid: int | None, clip_id: int | None) -> list[Any]:
+        if pid is None or clip_id is None:
+            return [fg.review_pad(None, []), empty_figure("", height=200), empty_figure("", height=180)]
+        view = review.clip_view(ctx, caller, clip_id, pid)
+        emotions = projects.get_summary(ctx, caller, pid).emotions
+        return [fg.review_pad(view, emotions), fg.clip_waveform(view), fg.clip_probabilities(view, emotions)]
+
+
+@dataclass
+class ExportTab:
+    pred_btn: Any
+    labels_btn: Any
+    model_btn: Any
+    file: Any
+    labels_upload: Any
+    import_report: Any
+
+    @classmethod
+    def build(cls, ctx: AppContext, page: Page) -> "ExportTab":
+        with gr.Tab("7 · Export", id="export"):
+            with gr.Row():
+                pred_btn = gr.Button("Predictions (CSV)", elem_id="sere-exp-pred")
+                labels_btn = gr.Button("Labels (CSV, can be imported again)", elem_id="sere-exp-labels")
+                model_btn = gr.Button("Trained model (zip)", elem_id="sere-exp-model")
+            file = gr.File(label="Download", interactive=False, elem_id="sere-export-file")
+            gr.Markdown("### Import labels")
+            labels_upload = gr.File(label="A labels CSV exported before", file_types=[".csv"])
+            import_report = gr.Markdown("", elem_id="sere-import-report")
+        return cls(pred_btn, labels_btn, model_btn, file, labels_upload, import_report)
+
+
+# ============================================================================== events
+
+
+@dataclass
+class Screens:
+    project: ProjectTab
+    source: SourceTab
+    train: TrainTab
+    field: FieldTab
+    review: ReviewTab
+
+    def results_outputs(self) -> list[Any]:
+        return [self.field.plot, self.field.clip_dd, *self.review.table_outputs]
+
+    @staticmethod
+    def show_results(ctx: AppContext, caller: Caller, pid: int | None, sort: str) -> list[Any]:
+        screen = views.results_screen(ctx, caller, pid, sort or "least confident first")
+        data = screen.field
+        choices = []
+        if data is not None:
+            pts = data.points.sort_values(["role", "name"], ascending=[False, True])
+            choices = [(f"{r.name} ({r.role})", int(r.clip_id)) for r in pts.head(MAX_CLIP_CHOICES).itertuples()]
+        label = ("Clip" if data is None or len(data.points) <= MAX_CLIP_CHOICES else
+                 f"Clip (the first {MAX_CLIP_CHOICES} by name; click the field for the others)")
+        return [fg.field_figure(data), gr.update(choices=choices, value=None, label=label),
+                *ReviewTab.show_table(screen.table)]
+
+    def everything(self) -> list[Any]:
+        return [*self.project.outputs, *self.source.outputs, *self.train.outputs, *self.results_outputs(),
+                *self.review.panel]
+
+    def wire(self, ctx: AppContext, page: Page, target: TargetTab, export: ExportTab) -> None:  # noqa: C901
+        p, src, tr, fld, rv = self.project, self.source, self.train, self.field, self.review
+        me, project = page.me, page.project
+
+        def show_everything(caller: Caller, pid: int | None, queue: Any, sort: str) -> list[Any]:
+            return [*ProjectTab.show(ctx, caller, pid), *SourceTab.show(ctx, caller, pid, queue),
+                    *TrainTab.show(ctx, caller, pid), *self.show_results(ctx, caller, pid, sort),
+                    *ReviewTab.show_panel(ctx, caller, pid, None)]
+
+        # ---- the page opens: who is this, then every screen at once
+        def identify(token, pid, queue, sort, profile: gr.OAuthProfile | None, request: gr.Request):
+            token = token if token_id(token, ctx.secret) else new_token(ctx.secret)
+            caller = caller_for(ctx.settings.workspaces, ctx.secret, token,
+                                username=profile.username if profile else None,
+                                tab=request.session_hash if request else "")
+            projects.visit(ctx, caller)
+            return [token, caller, *show_everything(caller, _int(pid), queue, sort)]
+
+        page.blocks.load(friendly(identify), [page.visitor, project, src.queue, rv.sort],
+                       [page.visitor, me, *self.everything()], **PRIVATE)
+
+        # ---- project: open, create, demo, edit, delete; each shows every screen for the result
+        def opened(caller: Caller, pid: int | None, sort: str, tab: str | None = None) -> list[Any]:
+            """The project state and every screen, after the open project changed (or was edited)."""
+            return [pid, *show_everything(caller, pid, LabelQueue(), sort)] + ([gr.Tabs(selected=tab)] if tab else [])
+
+        switch = [project, *self.everything(), page.tabs]
+        stay = [project, *self.everything()]
+
+        @friendly
+        def open_project(me, pid, sort):
+            return opened(who(me), _int(pid), sort)
+
+        @friendly
+        def load_demo(me, sort, progress=gr.Progress()):
+            caller = who(me)
+            summary = dm.load_demo(ctx, caller, progress=lambda d, t, m: progress((d, t), desc=m))
+            gr.Info(f"Your demo project: {summary.n_source} German and {summary.n_target} English clips.")
+            return opened(caller, summary.id, sort, "source")
+
+        @friendly
+        def reset_demo(me, sort, progress=gr.Progress()):
+            caller = who(me)
+            summary = dm.reset_demo(ctx, caller, progress=lambda d, t, m: progress((d, t), desc=m))
+            gr.Info("The demo starts afresh: no labels, no trainings.")
+            return opened(caller, summary.id, sort, "source")
+
+        @friendly
+        def create(me, name, emotions, sort):
+            caller = who(me)
+            summary = projects.create_project(ctx, caller, name, emotions)
+            return opened(caller, summary.id, sort, "source")
+
+        @friendly
+        def save_emotions(me, pid, text, sort):
+            caller, pid = who(me), _need(pid)
+            projects.set_emotions(ctx, caller, pid, text)
+            gr.Info("Emotions saved.")
+            return opened(caller, pid, sort)
+
+        @friendly
+        def rename(me, pid, name, sort):
+            caller, pid = who(me), _need(pid)
+            summary = projects.rename_project(ctx, caller, pid, name)
+            gr.Info(f"The project is now called {summary.name}.")
+            return opened(caller, pid, sort)
+
+        @friendly
+        def delete(me, pid, sort):
+            caller = who(me)
+            name = projects.delete_project(ctx, caller, _need(pid))
+            gr.Info(f"{name} was deleted.")
+            return opened(caller, None, sort, "project")
+
+        p.project_dd.input(open_project, [me, p.project_dd, rv.sort], stay, **QUICK)
+        p.demo_btn.click(load_demo, [me, rv.sort], switch, **PRIVATE)
+        p.reset_btn.click(lambda: gr.Row(visible=True), None, p.reset_row, **PRIVATE)
+        p.reset_no.click(lambda: gr.Row(visible=False), None, p.reset_row, **PRIVATE)
+        p.reset_yes.click(reset_demo, [me, rv.sort], switch, **PRIVATE)
+        p.create_btn.click(create, [me, p.new_name, p.new_emotions, rv.sort], switch, **QUICK)
+        p.save_emotions_btn.click(save_emotions, [me, project, p.emotions_box, rv.sort], stay, **QUICK)
+        p.rename_btn.click(rename, [me, project, p.rename_box, rv.sort], stay, **QUICK)
+        p.delete_btn.click(lambda pid: gr.Row(visible=_int(pid) is not None), project, p.delete_row, **PRIVATE)
+        p.delete_no.click(lambda: gr.Row(visible=False), None, p.delete_row, **PRIVATE)
+        p.delete_yes.click(delete, [me, project, rv.sort], switch, **QUICK)
+
+        # ---- labeling: every action names the clip on screen
+        @friendly
+        def label_act(me, pid, queue, evt: gr.EventData):
+            caller, pid = who(me), _need(pid)
+            queue = queue if isinstance(queue, LabelQueue) else LabelQueue()
+            action, clip = getattr(evt, "action", None), _int(getattr(evt, "clip", None))
+            try:
+                if action == "label" and clip is not None:
+                    labeling.label_clip(ctx, caller, pid, clip, str(getattr(evt, "emotion", "")))
+                elif action == "skip" and clip is not None:
+                    queue = queue.skip(clip)
+                elif action == "undo":
+                    queue = _undo(caller, pid, queue)
+            except SereError as exc:  # say so, and still show the screen: the pad waits for an answer
+                log.info("label_act: %s", exc)
+                gr.Warning(user_message(exc))
+            return SourceTab.show(ctx, caller, pid, queue)
+
+        def _undo(caller: Caller, pid: int, queue: LabelQueue) -> LabelQueue:
+            undone = labeling.undo(ctx, caller, pid)
+            if undone is None:
+                gr.Info("Nothing of yours to undo in this project.")
+                return queue
+            if undone.kept:
+                gr.Info("Someone else labeled that clip after you: their label stays.")
+            return queue.bring_back(undone.clip_id)
+
+        @friendly
+        def suggest(me, pid, queue, progress=gr.Progress()):
+            caller, pid = who(me), _need(pid)
+            order = labeling.suggest_clips(ctx, caller, pid, progress=lambda d, t, m: progress((d, t), desc=m))
+            gr.Info("The clips are now in the suggested order.")
+            return SourceTab.show(ctx, caller, pid, (queue or LabelQueue()).suggest(order))
+
+        @friendly
+        def demo_labels(me, pid, queue):
+            caller, pid = who(me), _need(pid)
+            n = dm.apply_reference_labels(ctx, caller, pid)
+            gr.Info(f"{n} clips labeled from the corpus.")
+            return SourceTab.show(ctx, caller, pid, queue)
+
+        src.pad.act(label_act, [me, project, src.queue], src.outputs, show_progress="hidden",
+                    trigger_mode="multiple", **QUICK)  # pad.js sends one action at a time
+        src.suggest_btn.click(suggest, [me, project, src.queue], src.outputs, **PRIVATE)
+        src.demo_labels_btn.click(demo_labels, [me, project, src.queue], src.outputs, **QUICK)
+
+        # ---- uploads: then the project line, the labeling and the training screens
+        after_upload = [*p.outputs, *src.outputs, *tr.outputs]
+
+        def importer(role: str):
+            def handler(me, pid, files, language, queue, progress=gr.Progress()):
+                files = files if isinstance(files, list) else [files] if files else []
+                paths = [getattr(f, "name", f) for f in files]
+                try:
+                    caller = who(me)
+                    if _int(pid) is None:
+                        raise gr.Error("Open or create a project first (step 1).")
+                    report = imports.import_audio(ctx, caller, _int(pid), paths, role, language=language,
+                                                  progress=lambda d, t, m: progress((d, t), desc=m))
+                finally:  # imported or refused, an upload's temporary copy is not kept
+                    imports.discard_uploads(paths, upload_folder())
+                return [report.markdown(), *ProjectTab.show(ctx, caller, _int(pid)),
+                        *SourceTab.show(ctx, caller, _int(pid), queue), *TrainTab.show(ctx, caller, _int(pid))]
+
+            handler.__name__ = f"upload_{role}"
+            return friendly(handler)
+
+        for tab, role in ((src, "source"), (target, "target")):
+            for trigger, clear in ((tab.files.upload, tab.files), (tab.folder.upload, None)):
+                event = trigger(importer(role), [me, project, tab.files if clear else tab.folder, tab.language,
+                                                 src.queue], [tab.report, *after_upload], **PRIVATE)
+                if clear is not None:
+                    event.then(lambda: None, None, clear, **PRIVATE)
+
+        # ---- training: follow the project's run, whoever started it
+        results = self.results_outputs()
+
+        @friendly
+        def press_train(me, pid):
+            caller, pid = who(me), _need(pid)
+            try:
+                training.start_training(ctx, caller, pid)
+            except ActiveRunError as exc:  # another tab started it: say so once, and show that run
+                log.info("train: %s", exc)
+                gr.Info(user_message(exc) + " Its progress is shown below.")
+            return [*TrainTab.show(ctx, caller, pid), gr.Tabs(selected="train")]
+
+        @friendly
+        def cancel(me, pid):
+            caller, pid = who(me), _need(pid)
+            if training.cancel_training(ctx, caller, pid) is not None:
+                gr.Info("Training cancelled.")
+            return TrainTab.show(ctx, caller, pid)
+
+        def poll(me, pid, seen, sort):
+            """Timer tick: redraw the Train tab when its run changed, and the results once it finished."""
+            if not isinstance(me, Caller):
+                return [gr.skip()] * (len(tr.outputs) + len(results))
+            out = TrainTab.show(ctx, me, _int(pid))
+            now = out[-1]
+            if now == seen:
+                return [gr.skip()] * (len(tr.outputs) + len(results))
+            finished = _finished(seen, now)
+            if finished:
+                gr.Info("Training finished: the resonance field and the predictions are ready.")
+            return [*out, *(self.show_results(ctx, me, _int(pid), sort) if finished else [gr.skip()] * len(results))]
+
+        tabs_train = [*tr.outputs, page.tabs]
+        tr.train_btn.click(press_train, [me, project], tabs_train, **QUICK)
+        rv.retrain_btn.click(press_train, [me, project], tabs_train, **QUICK)
+        tr.cancel_btn.click(cancel, [me, project], tr.outputs, **QUICK)
+        tr.timer.tick(poll, [me, project, tr.seen, rv.sort], [*tr.outputs, *results], show_progress="hidden", **QUICK)
+
+        # ---- the field: a clip chosen on the map or in the menu
+        @friendly
+        def show_detail(me, pid, clip_id):
+            return FieldTab.show_detail(ctx, who(me), _int(pid), _int(clip_id))
+
+        def on_click(me, pid, text):
+            clip_id = str(text or "").split("|")[0]
+            return show_detail(me, pid, clip_id if clip_id.isdigit() else None)
+
+        fld.clicked.change(on_click, [me, project, fld.clicked], fld.details, **QUICK)
+        fld.clip_dd.input(show_detail, [me, project, fld.clip_dd], fld.details, **QUICK)
+
+        # ---- review: a row chosen, then confirm or correct the clip on screen
+        @friendly
+        def show_page(me, pid, sort, page_no):
+            return ReviewTab.show_table(views.table_screen(ctx, who(me), _int(pid), sort, int(page_no or 1)))
+
+        @friendly
+        def pick_row(me, pid, evt: gr.SelectData):
+            row = evt.row_value if evt is not None else None
+            return ReviewTab.show_panel(ctx, who(me), _int(pid), _int(row[0]) if row else None)
+
+        @friendly
+        def review_act(me, pid, sort, page_no, evt: gr.EventData):
+            caller, pid = who(me), _need(pid)
+            action, clip = getattr(evt, "action", None), _int(getattr(evt, "clip", None))
+            show = clip
+            try:
+                if action in ("confirm", "label") and clip is not None:
+                    emotion = str(getattr(evt, "emotion", "")) if action == "label" else None
+                    stored = review.confirm_prediction(ctx, caller, pid, clip, emotion)
+                    gr.Info(f"Labeled {stored}.")
+                    show = review.next_to_review(ctx, caller, pid, sort, clip)
+                elif action == "undo":
+                    undone = labeling.undo(ctx, caller, pid)
+                    if undone is None:
+                        gr.Info("Nothing of yours to undo in this project.")
+                    else:
+                        show = undone.clip_id
+                        if undone.kept:
+                            gr.Info("Someone else labeled that clip after you: their label stays.")
+            except SereError as exc:
+                log.info("review_act: %s", exc)
+                gr.Warning(user_message(exc))
+            table = views.table_screen(ctx, caller, pid, sort, int(page_no or 1))
+            return [*ReviewTab.show_table(table), *ReviewTab.show_panel(ctx, caller, pid, show)]
+
+        rv.sort.input(lambda m, pid, s: show_page(m, pid, s, 1), [me, project, rv.sort], rv.table_outputs, **QUICK)
+        rv.page_no.submit(show_page, [me, project, rv.sort, rv.page_no], rv.table_outputs, **QUICK)
+        rv.prev_btn.click(lambda m, pid, s, n: show_page(m, pid, s, max(1, int(n or 1) - 1)),
+                          [me, project, rv.sort, rv.page_no], rv.table_outputs, **QUICK)
+        rv.next_btn.click(lambda m, pid, s, n: show_page(m, pid, s, int(n or 1) + 1),
+                          [me, project, rv.sort, rv.page_no], rv.table_outputs, **QUICK)
+        rv.table.select(pick_row, [me, project], rv.panel, **QUICK)
+        rv.pad.act(review_act, [me, project, rv.sort, rv.page_no], [*rv.table_outputs, *rv.panel],
+                   show_progress="hidden", trigger_mode="multiple", **QUICK)
+
+        # ---- export and labels import
+        def exporter(kind: str):
+            make = {"predictions": exports.export_predictions, "labels": exports.export_labels,
+                    "model": exports.export_model}[kind]
+
+            def export(me, pid):
+                return str(make(ctx, who(me), _need(pid)))
+
+            export.__name__ = f"export_{kind}"
+            return friendly(export)
+
+        @friendly
+        def import_labels(me, pid, file):
+            path = getattr(file, "name", file)
+            try:
+                if file is None or _int(pid) is None:
+                    raise gr.Error("Open a project and choose a labels CSV.")
+                result = imports.import_labels_file(ctx, who(me), _int(pid), path)
+            finally:  # applied or refused, the upload's temporary copy is not kept
+                if path:
+                    imports.discard_uploads([path], upload_folder())
+            return imports.labels_report(result)
+
+        for button, kind in ((export.pred_btn, "predictions"), (export.labels_btn, "labels"),
+                             (export.model_btn, "model")):
+            button.click(exporter(kind), [me, project], export.file, **PRIVATE)
+        export.labels_upload.upload(import_labels, [me, project, export.labels_upload], export.import_report,
+                                    **PRIVATE)
+
+
+def _finished(seen: Any, now: Any) -> bool:
+    """Whether the run the Train tab showed active (``seen``, a ``TrainTab.show`` key) has now succeeded."""
+    if not seen or not now or seen[0] != now[0] or not seen[1] or not now[1]:
+        return False
+    return seen[1][0] == now[1][0] and seen[1][1] in ("queued", "running") and now[1][1] == "succeeded"
+
+
+def _need(pid: Any) -> int:
+    """The open project's id, or a message saying to open one."""
+    pid = _int(pid)
+    if pid is None:
+        raise gr.Error("Open a project first (step 1).")
+    return pid
+
+
+# ============================================================================== public API
+
+
+def api_endpoints(ctx: AppContext) -> None:
+    """The endpoints meant for programs (listed in the README). Each takes the visitor token that
+    ``/visitor`` gives (keep it: it is your workspace on a per-visitor server) and reaches only
+    that workspace: another visitor's ids answer "not found"."""
+
+    def caller_of(token: str) -> Caller:
+        caller = caller_for(ctx.settings.workspaces, ctx.secret, token)
+        if caller is None:
+            raise gr.Error("Unknown visitor token; get one from /visitor first.", print_exception=False)
+        return caller
+
+    def api(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except SereError as exc:
+                log.info("api %s: %s", fn.__name__, exc)
+                raise gr.Error(user_message(exc), print_exception=False) from None
+
+        gr.api(wrapper, api_name=fn.__name__, concurrency_id="quick", concurrency_limit=16)
+        return wrapper
+
+    @api
+    def visitor(token: str = "") -> str:
+        """A visitor token: ``token`` itself when this server made it, else a new one."""
+        return token if token_id(token, ctx.secret) else new_token(ctx.secret)
+
+    @api
+    def list_projects(token: str) -> list[dict]:
+        """The workspace's projects: id, name, emotions and clip counts."""
+        return [{"id": s.id, "name": s.name, "emotions": s.emotions, "source_clips": s.n_source,
+                 "target_clips": s.n_target, "labeled": s.n_labeled, "demo": s.is_demo}
+                for s in projects.list_projects(ctx, caller_of(token))]
+
+    @api
+    def label(token: str, project_id: int, clip_id: int, emotion: str) -> str:
+        """Label clip ``clip_id`` of project ``project_id``; returns the emotion stored."""
+        return labeling.label_clip(ctx, caller_of(token), int(project_id), int(clip_id), emotion)
+
+    @api
+    def train(token: str, project_id: int) -> int:
+        """Queue a training run of the project; returns its id."""
+        return training.start_training(ctx, caller_of(token), int(project_id))
+
+    @api
+    def training_status(token: str, project_id: int) -> dict:
+        """The project's active (else latest) training run: status, step, place in the queue."""
+        status = training.training_status(ctx, caller_of(token), int(project_id))
+        if status is None:
+            return {}
+        return {"run_id": status.run_id, "status": status.status, "step": status.step,
+                "total_steps": status.total_steps, "queue_position": status.queue_position,
+                "error": status.error, "metrics": status.metrics}
+
+    @api
+    def predictions(token: str, project_id: int, page: int = 1) -> dict:
+        """One page (100 rows) of the latest run's predictions of the target clips."""
+        table = review.predictions_page(ctx, caller_of(token), int(project_id), page=int(page))
+        return {"page": table.page, "pages": table.pages, "total": table.total,
+                "rows": table.rows.astype(object).where(table.rows.notna(), None).to_dict("records")}
+
+
+# ============================================================================== main
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     ctx = AppContext.open()
+    # Once, for the whole process: each worker of the pool gets its share of the cores.
+    set_thread_limits(ctx.settings.torch_threads or max(1, (os.cpu_count() or 1) // ctx.settings.workers))
+    ctx.jobs.start_maintenance()
     # Uploads and the audio the page plays go to the data folder, not to a /tmp/gradio shared with
     # every Gradio app on the machine: the app then serves no file from outside its data folder.
     os.environ.setdefault("GRADIO_TEMP_DIR", str(ctx.settings.data_dir / "gradio"))
     demo = build_app(ctx)
+    log.info("workspaces: %s%s", ctx.settings.workspaces,
+             " (one per visitor)" if ctx.settings.workspaces == PER_VISITOR else " (shared by everyone)")
     demo.queue(default_concurrency_limit=4).launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         max_file_size=AudioConfig().max_file_bytes, **launch_options(ctx))  # bytes: SERE's MB, not MiB

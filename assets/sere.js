@@ -1,63 +1,10 @@
-// SERE Studio page script (loaded in <head> by app.py).
-// 1. Keyboard shortcuts: 1-9 and 0 press the emotion buttons of the visible panel, S skips,
-//    U undoes, P plays/pauses the clip, Enter confirms in Review. Ignored while typing in a field.
-// 2. The resonance field: clicking a point sends its clip id to the app (a hidden textbox) and marks
-//    it with an arrow; the training replay frames, which gr.Plot does not pass to plotly, are
-//    restored from layout.meta.
+// SERE Studio page script (loaded in <head> by app.py). The clip panels' buttons and keys are
+// in pad.js. The resonance field: clicking a point sends its clip id to the app (a hidden textbox)
+// and marks it with an arrow; the training replay frames, which gr.Plot does not pass to plotly,
+// are restored from layout.meta.
 (function () {
   if (window.__sereInstalled) return;
   window.__sereInstalled = true;
-
-  function visible(el) {
-    return !!el && el.offsetParent !== null && !el.disabled;
-  }
-
-  function panel() {
-    for (const id of ["sere-label-panel", "sere-review-panel"]) {
-      const el = document.getElementById(id);
-      if (el && el.offsetParent !== null) return id === "sere-label-panel" ? "label" : "review";
-    }
-    return null;
-  }
-
-  function press(id) {
-    const el = document.getElementById(id);
-    const button = el && (el.tagName === "BUTTON" ? el : el.querySelector("button"));
-    if (visible(button)) {
-      button.click();
-      return true;
-    }
-    return false;
-  }
-
-  function toggleAudio(scope) {
-    const root = document.getElementById(scope === "label" ? "sere-label-audio" : "sere-review-audio");
-    if (!root) return false;
-    const play = root.querySelector("button.play-pause-button, button[aria-label='Play'], button[aria-label='Pause']");
-    if (play) { play.click(); return true; }
-    const audio = root.querySelector("audio");
-    if (audio) { audio.paused ? audio.play() : audio.pause(); return true; }
-    return false;
-  }
-
-  document.addEventListener("keydown", function (ev) {
-    if (ev.ctrlKey || ev.metaKey || ev.altKey || ev.repeat) return;
-    const t = ev.target;
-    if (t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.tagName === "SELECT" || t.isContentEditable)) return;
-    // a focused button already answers Enter and Space itself: pressing ours too would act twice
-    if (t && t.tagName === "BUTTON" && (ev.key === "Enter" || ev.key === " ")) return;
-    const scope = panel();
-    if (!scope) return;
-    const prefix = scope === "label" ? "sere-emo-" : "sere-rev-emo-";
-    let done = false;
-    if (/^[1-9]$/.test(ev.key)) done = press(prefix + ev.key);
-    else if (ev.key === "0") done = press(prefix + "10");
-    else if (scope === "label" && (ev.key === "s" || ev.key === "S")) done = press("sere-skip");
-    else if (scope === "label" && (ev.key === "u" || ev.key === "U")) done = press("sere-undo");
-    else if (scope === "review" && ev.key === "Enter") done = press("sere-confirm");
-    else if (ev.key === "p" || ev.key === "P") done = toggleAudio(scope);
-    if (done) ev.preventDefault();
-  });
 
   function sendClip(clipId) {
     const box = document.querySelector("#sere-clicked textarea, #sere-clicked input");

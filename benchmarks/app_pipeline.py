@@ -179,8 +179,12 @@ def pipeline(args: argparse.Namespace, work: Path) -> dict:
     import sere_core.viz
     from sere_core.app import AppContext, AppSettings
     from sere_core.app import figures as fg
-    from sere_core.app import services as sv
+    from sere_core import storage as st
+    from sere_core.app import imports, labeling, projects, review, training
+    from sere_core.app.testing import local_caller
     from sere_core.viz import start_umap_warm_up
+
+    me = local_caller("benchmark")
 
     timer = Timer()
     # wrappers around the functions the pipeline looks up at call time (module attributes)
@@ -202,12 +206,12 @@ def pipeline(args: argparse.Namespace, work: Path) -> dict:
     try:
         # --- setup: project, source clips (features warmed in the background as in the app), labels
         t0 = time.perf_counter()
-        summary = sv.create_project(ctx, "Benchmark: German -> English", list(EMOTIONS), source_language="de")
+        summary = projects.create_project(ctx, me, "Benchmark: German -> English", list(EMOTIONS), source_language="de")
         pid = summary.id
         demo = ROOT / "data" / "demo"
         with (demo / "source.csv").open(newline="", encoding="utf-8") as handle:
             source_rows = list(csv.DictReader(handle))
-        report = sv.import_audio(ctx, pid, [demo / r["path"] for r in source_rows], "source", language="de")
+        report = imports.import_audio(ctx, me, pid, [demo / r["path"] for r in source_rows], "source", language="de")
         out["setup"]["source_import_s"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         ctx.jobs.wait(timeout=600)
@@ -221,7 +225,7 @@ def pipeline(args: argparse.Namespace, work: Path) -> dict:
         for cid in report.clip_ids:
             emotion = by_name.get(names[cid])
             if emotion in counts and counts[emotion] < SHOTS:
-                sv.label_clip(ctx, cid, emotion, session_id="benchmark")
+                labeling.label_clip(ctx, me, pid, cid, emotion)
                 counts[emotion] += 1
         out["setup"]["source_clips"] = report.added
         out["setup"]["labeled"] = sum(counts.values())
@@ -248,7 +252,7 @@ def pipeline(args: argparse.Namespace, work: Path) -> dict:
         # 1. upload -> clips (decode, resample, normalize, trim, VAD; blob copy; listening copy; rows)
         timer.stage = "import"
         t = time.perf_counter()
-        target_report = sv.import_audio(ctx, pid, paths, "target", language="en", warm=False)
+        target_report = imports.import_audio(ctx, me, pid, paths, "target", language="en", warm=False)
         stages.append(("import + decode", time.perf_counter() - t,
                        f"{target_report.added} clips added, {len(target_report.failures)} rejected"))
 
@@ -257,12 +261,13 @@ def pipeline(args: argparse.Namespace, work: Path) -> dict:
         phases = PhaseLog()
         ctx.jobs._phase = phases
         t = time.perf_counter()
-        run_id = sv.start_training(ctx, pid)
+        run_id = training.start_training(ctx, me, pid)
         queued = time.perf_counter() - t
         ctx.jobs.wait(timeout=1800)
-        out["train_config"] = sv.training_config(ctx, pid)  # what the run used (same inputs)
+        with ctx.session() as s:
+            out["train_config"] = st.get_run(s, run_id).config["sere"]  # what the run used
         train_end = time.perf_counter()
-        status = sv.training_status(ctx, pid)
+        status = training.training_status(ctx, me, pid)
         if status is None or status.status != "succeeded":
             raise SystemExit(f"training did not succeed: {status}")
         marks = phases.marks + [(train_end, "(worker ended)")]
@@ -290,7 +295,7 @@ def pipeline(args: argparse.Namespace, work: Path) -> dict:
         # 3. the Resonance field tab: field data -> plotly figure -> gr.Plot JSON, and the table
         timer.stage = "figure"
         t = time.perf_counter()
-        data = sv.field_data(ctx, pid)
+        data = review.field_data(ctx, me, pid)
         t_data = time.perf_counter() - t
         t = time.perf_counter()
         fig = fg.field_figure(data)
@@ -299,7 +304,7 @@ def pipeline(args: argparse.Namespace, work: Path) -> dict:
         plot = gr.Plot().postprocess(fig)
         t_json = time.perf_counter() - t
         t = time.perf_counter()
-        table = sv.predictions_table(ctx, pid)
+        table = review.predictions_table(ctx, me, pid)
         t_table = time.perf_counter() - t
         total = time.perf_counter() - start
         stages.append(("field data from the database", t_data,
@@ -361,10 +366,12 @@ def serve(project_id: int) -> None:
     spec = importlib.util.spec_from_file_location("sere_app_benchmarked", ROOT / "app.py")
     app = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(app)
-    from sere_core.app import AppContext
-    from sere_core.app import services as sv
+    from sere_core.app import AppContext, training
+    from sere_core.app.testing import local_caller
     from sere_core.audio import AudioConfig
     from sere_core.viz import start_umap_warm_up
+
+    me = local_caller("benchmark")
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -382,7 +389,7 @@ def serve(project_id: int) -> None:
         for line in sys.stdin:
             command = line.strip()
             if command == "train":
-                run_id = sv.start_training(ctx, project_id)
+                run_id = training.start_training(ctx, me, project_id)
                 say(event="run", run_id=run_id, t=time.time())
                 last = None
                 while ctx.jobs.is_running_here(run_id):
@@ -391,7 +398,7 @@ def serve(project_id: int) -> None:
                         say(event="phase", phase=phase, t=time.time())
                         last = phase
                     time.sleep(0.05)
-                status = sv.training_status(ctx, project_id)
+                status = training.training_status(ctx, me, project_id)
                 say(event="done", t=time.time(), status=status.status if status else None,
                     error=status.error if status else None)
             elif command == "quit":

@@ -161,9 +161,12 @@ def part2(stages: Stages, n: int, work: Path, browser: bool) -> dict:
     from sere_core import storage as st
     from sere_core.app import AppContext, AppSettings
     from sere_core.app import figures as fg
-    from sere_core.app import services as sv
+    from sere_core.app import projects, review
+    from sere_core.app.testing import local_caller
     from sere_core.method import Snapshot
     from sere_core.viz import fit_projection, project_snapshots, umap_is_warm, warm_up_umap
+
+    me = local_caller("benchmark")
 
     if not umap_is_warm():  # the app warms UMAP up when it starts
         stages.time("100k", "UMAP numba warm-up (once per process)", warm_up_umap)
@@ -171,7 +174,7 @@ def part2(stages: Stages, n: int, work: Path, browser: bool) -> dict:
     out: dict = {"clips": n, "snapshots": len(steps)}
     ctx = AppContext.open(AppSettings(data_dir=work / "data", cache_dir=work / "cache"))
     try:
-        project = sv.create_project(ctx, "scale benchmark", EMOTIONS)
+        project = projects.create_project(ctx, me, "scale benchmark", EMOTIONS)
 
         def insert_clips() -> list[int]:
             rows = [{"project_id": project.id, "audio_id": f"{i:064x}", "original_name": f"interview_{i:06d}.wav",
@@ -232,7 +235,7 @@ def part2(stages: Stages, n: int, work: Path, browser: bool) -> dict:
         stages.time("100k", "save snapshots + finish run", save_snapshots)
         del snaps, frames, protos, projection
         data = stages.time("100k", "field data from the database (services.field_data)",
-                           lambda: sv.field_data(ctx, project.id),
+                           lambda: review.field_data(ctx, me, project.id),
                            lambda d: f"{len(d.points)} points, {len(d.snapshot_frames)} replay rows")
         fig = stages.time("100k", "plotly figure (figures.field_figure)", lambda: fg.field_figure(data),
                           lambda f: f"{type(f.data[0]).__name__}, {f.layout.meta.get('moving_clips')} clips move")
@@ -240,12 +243,12 @@ def part2(stages: Stages, n: int, work: Path, browser: bool) -> dict:
                            lambda t: f"{len(t) / 1e6:.1f} MB")
         out["json_mb"] = len(text) / 1e6
         page = stages.time("100k", "review table, page 1 (least confident first)",
-                           lambda: sv.predictions_page(ctx, project.id), lambda p: p.caption())
+                           lambda: review.predictions_page(ctx, me, project.id), lambda p: p.caption())
         out["page_rows"] = len(page.rows)
         stages.time("100k", "review table, page 500 (most confident first)",
-                    lambda: sv.predictions_page(ctx, project.id, sort="most confident first", page=500),
+                    lambda: review.predictions_page(ctx, me, project.id, sort="most confident first", page=500),
                     lambda p: p.caption())
-        stages.time("100k", "next clip to review", lambda: sv.next_to_review(ctx, project.id))
+        stages.time("100k", "next clip to review", lambda: review.next_to_review(ctx, me, project.id))
         out["peak_rss_mb"] = peak_rss_mb()
         if browser:
             out["browser"] = draw_in_chromium(stages, fg.field_figure(data, for_gradio=False), work)

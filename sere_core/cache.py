@@ -113,6 +113,16 @@ class EmbeddingCache:
         self._write_info(info)
         atomic_write(path, lambda handle: np.save(handle, half, allow_pickle=False))
 
+    def discard(self, audio_id: str) -> int:
+        """Delete the entries of ``audio_id`` made by every encoder; returns how many there were."""
+        audio_id = self._check_id(audio_id)
+        shard = hashlib.sha256(audio_id.encode("utf-8")).hexdigest()[:2]
+        found = 0
+        for path in self.root.glob(f"*/{shard}/{audio_id}.npy"):
+            path.unlink(missing_ok=True)
+            found += 1
+        return found
+
     def _write_info(self, info: EncoderInfo) -> None:
         target = self.folder(info) / "info.json"
         if target.is_file():

@@ -144,3 +144,7 @@ class SchemaVersionError(StorageError):
 
 class TrainingDataError(SereError, ValueError):
     """The clips given to ``fit`` or ``predict`` cannot be used (labels, shapes, emotions)."""
+
+
+class LimitError(InvalidDataError):
+    """A workspace would hold more than this server allows one workspace (projects, clips, audio)."""

@@ -11,7 +11,6 @@ import pytest
 gr = pytest.importorskip("gradio")
 
 from sere_core.app import AppContext, AppSettings  # noqa: E402
-from sere_core.storage import MAX_EMOTIONS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,27 +29,46 @@ def ctx(tmp_path):
     c.close()
 
 
-def test_build_app_makes_the_seven_steps_with_keyboard_targets(ctx):
+def test_build_app_makes_the_seven_steps_with_clip_pads(ctx):
     app = load_app()
     demo = app.build_app(ctx)
     assert isinstance(demo, gr.Blocks)
-    ids = {c.get("props", {}).get("elem_id") for c in demo.config["components"]}
-    expected = {"sere-load-demo", "sere-label-panel", "sere-skip", "sere-undo", "sere-train", "sere-cancel",
-                "sere-field", "sere-clicked", "sere-review-table", "sere-confirm", "sere-export-file"}
+    components = demo.config["components"]
+    ids = {c.get("props", {}).get("elem_id") for c in components}
+    expected = {"sere-load-demo", "sere-reset-demo", "sere-label-panel", "sere-train", "sere-cancel", "sere-field",
+                "sere-clicked", "sere-review-table", "sere-review-panel", "sere-export-file", "sere-delete",
+                "sere-rename"}
     assert expected <= ids
-    assert {f"sere-emo-{i}" for i in range(1, MAX_EMOTIONS + 1)} <= ids
-    labels = [c["props"].get("label") for c in demo.config["components"] if c.get("type") == "tabitem"]
+    pads = [c for c in components if c.get("props", {}).get("elem_id") in ("sere-label-panel", "sere-review-panel")]
+    for pad in pads:  # the keys and buttons: gr.HTML's js_on_load, not the page's DOM
+        js = pad["props"]["js_on_load"]
+        assert "keydown" in js and "trigger(\"act\"" in js and "watch(\"value\"" in js
+    labels = [c["props"].get("label") for c in components if c.get("type") == "tabitem"]
     assert [lab.split(" · ")[0] for lab in labels] == [str(i) for i in range(1, 8)]
     assert demo.sere_context is ctx
+
+
+def test_only_the_documented_endpoints_are_public(ctx):
+    """Every handler of the page is private; the public API is the README's table, nothing else."""
+    import re
+
+    app = load_app()
+    demo = app.build_app(ctx)
+    public = sorted(d["api_name"] for d in demo.config["dependencies"] if d.get("api_visibility") == "public")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Public API", 1)[1].split("\n## ", 1)[0]
+    documented = sorted(re.findall(r"^\| `/(\w+)`", section, flags=re.M))
+    assert public == documented and len(public) >= 5, (public, documented)
+    assert set(demo.get_api_info()["named_endpoints"]) == {f"/{name}" for name in public}
 
 
 def test_launch_options_carry_the_page_script_and_serve_only_exports(ctx):
     app = load_app()
     options = app.launch_options(ctx)
     head = options["head"]
-    assert head.startswith("<script>") and "keydown" in head and "plotly_click" in head
+    assert head.startswith("<script>") and "plotly_click" in head
     assert "addFrames" in head  # the replay frames gr.Plot drops are restored from layout.meta
-    assert "#sere-field" in options["css"] or ".sere-progress" in options["css"]
+    assert ".sere-pad" in options["css"]
     assert options["allowed_paths"] == [str(ctx.export_dir())]
     assert isinstance(options["theme"], gr.themes.Base)
 

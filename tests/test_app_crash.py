@@ -25,10 +25,14 @@ from app_server import (  # noqa: E402
     open_project,
     press_and_wait,
     tab,
+    wait_ready,
 )
 from pg_server import db_url, postgres_admin_url, postgres_url  # noqa: E402,F401  (fixtures)
 
+from sere_core.app import imports, labeling, projects, training  # noqa: E402
+from sere_core.app.testing import local_caller  # noqa: E402
 from sere_core.storage import (  # noqa: E402
+    SHARED_WORKSPACE,
     Clip,
     RunStatus,
     TrainingRun,
@@ -40,6 +44,7 @@ from sere_core.storage import (  # noqa: E402
 )
 
 
+ME = local_caller()  # the shared workspace of a private server
 SOURCE = sorted((DEMO / "source").glob("*.flac"))[:12]
 TARGET = sorted((DEMO / "target").glob("*.flac"))[:8]
 EMOTIONS = ["neutral", "happy", "sad", "angry"]
@@ -50,7 +55,7 @@ def _stored_labels(url: str, project: str) -> dict[str, str]:
     engine = open_database(url)
     try:
         with session_scope(engine) as s:
-            pid = next(p.id for p in list_projects(s) if p.name == project)
+            pid = next(p.id for p in list_projects(s, workspace=SHARED_WORKSPACE) if p.name == project)
             labels = labels_for_project(s, pid)
             return {s.get(Clip, cid).original_name: emotion for cid, emotion in labels.items()}
     finally:
@@ -87,10 +92,9 @@ def test_sigkill_right_after_a_label_is_confirmed(tmp_path):
         try:  # the restart: the same browser finds its open project again, with its labels
             page.goto(app.start(same_port=True).url)
             page.sere_errors.clear()  # what the page said while the server was down
-            page.wait_for_selector("#sere-load-demo", timeout=60000)
+            wait_ready(page)
             # nobody chooses the project: the browser kept it (gr.BrowserState, a key fixed across restarts)
             page.wait_for_selector("#sere-project-line:has-text('Kill while labeling')", timeout=30000)
-            page.wait_for_selector("#sere-project-line:has-text('(6 labeled)')", timeout=30000)
             label_panel(page)
             assert page.get_attribute("#sere-counts", "data-total") == "6"
             assert press_and_wait(page, "3") not in confirmed  # labeling goes on with the next clip
@@ -103,16 +107,15 @@ def test_sigkill_right_after_a_label_is_confirmed(tmp_path):
 def _prepare_project(data_dir: Path, cache_dir: Path, database_url: str | None) -> None:
     """A project with source and target clips and 6 labels, made through the services."""
     from sere_core.app import AppContext, AppSettings
-    from sere_core.app import services as sv
 
     ctx = AppContext.open(AppSettings(data_dir=data_dir, cache_dir=cache_dir, database_url=database_url,
                                       encoder="prosody"))
     try:
-        summary = sv.create_project(ctx, "Kill while training", EMOTIONS)
-        source = sv.import_audio(ctx, summary.id, SOURCE, "source", language="de", warm=False)
-        sv.import_audio(ctx, summary.id, TARGET, "target", language="en", warm=False)
+        summary = projects.create_project(ctx, ME, "Kill while training", EMOTIONS)
+        source = imports.import_audio(ctx, ME, summary.id, SOURCE, "source", language="de", warm=False)
+        imports.import_audio(ctx, ME, summary.id, TARGET, "target", language="en", warm=False)
         for clip_id, emotion in zip(source.clip_ids, EMOTIONS + EMOTIONS[:2]):
-            sv.label_clip(ctx, clip_id, emotion)
+            labeling.label_clip(ctx, ME, summary.id, clip_id, emotion)
     finally:
         ctx.close()
 
@@ -202,7 +205,7 @@ def _sigkill_during_training(tmp_path, db_url, prefix=()):
     engine = open_database(url)
     try:
         with session_scope(engine) as s:
-            pid = next(p.id for p in list_projects(s) if p.name == "Kill while training")
+            pid = next(p.id for p in list_projects(s, workspace=SHARED_WORKSPACE) if p.name == "Kill while training")
             labels = labels_for_project(s, pid)
             assert sorted(labels.values()) == sorted(EMOTIONS + EMOTIONS[:2])
             assert all(len(label_history(s, cid)) == 1 for cid in labels)
@@ -214,14 +217,13 @@ def _sigkill_during_training(tmp_path, db_url, prefix=()):
 def test_a_run_queued_by_an_app_that_died_is_failed_at_the_next_start(tmp_path, db_url):
     """Killed between queueing a run and starting it: the restart must not leave the project blocked."""
     from sere_core.app import AppContext, AppSettings
-    from sere_core.app import services as sv
     from sere_core.storage import create_run
 
     database_url = None if db_url.startswith("sqlite") else db_url
     settings = AppSettings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", database_url=database_url)
     ctx = AppContext.open(settings)
     try:
-        project = sv.create_project(ctx, "Queued", EMOTIONS)
+        project = projects.create_project(ctx, ME, "Queued", EMOTIONS)
         dead = subprocess.Popen([sys.executable, "-c", "pass"])
         dead.wait()
         with ctx.session() as s:
@@ -230,7 +232,7 @@ def test_a_run_queued_by_an_app_that_died_is_failed_at_the_next_start(tmp_path, 
         ctx.close()
     ctx = AppContext.open(settings)
     try:
-        status = sv.training_status(ctx, project.id)
+        status = training.training_status(ctx, ME, project.id)
         assert status.run_id == run_id and status.status == "failed" and "restarted" in status.error
     finally:
         ctx.close()

@@ -11,15 +11,36 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sere_core.app import AppContext, AppSettings
+from sere_core import storage as st
+from sere_core.app import (
+    AppContext,
+    AppSettings,
+    exports,
+    imports,
+    labeling,
+    projects,
+    review,
+    training,
+    views,
+)
+from sere_core.app import demo as dm
 from sere_core.app import figures as fg
-from sere_core.app import services as sv
-from sere_core.app.pipeline import demo_reference, unweighted_recall
+from sere_core.app.demo import demo_reference
+from sere_core.app.label_queue import LabelQueue
+from sere_core.app.messages import user_message
+from sere_core.app.pipeline import unweighted_recall
 from sere_core.app.suggest import diverse_order, pooled_embedding
-from sere_core.app.testing import NAME, BandEnergyEncoder
+from sere_core.app.testing import NAME, BandEnergyEncoder, local_caller
 from sere_core.audio import write_audio
-from sere_core.errors import ActiveRunError, InvalidDataError, SereError, TrainingDataError
+from sere_core.errors import (
+    ActiveRunError,
+    InvalidDataError,
+    SereError,
+    TrainingDataError,
+)
 from sere_core.method import SEREConfig
+
+ME = local_caller()  # the shared workspace of a private server
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "data" / "demo"
@@ -44,9 +65,9 @@ def trained(tmp_path_factory):
     """The demo project with 5 corpus labels per emotion, trained once for the module."""
     tmp = tmp_path_factory.mktemp("trained")
     c = open_ctx(tmp)
-    summary, _ = sv.load_demo(c, warm=False)
-    sv.apply_reference_labels(c, summary.id)
-    run_id = sv.start_training(c, summary.id)
+    summary = dm.load_demo(c, ME, warm=False)
+    dm.apply_reference_labels(c, ME, summary.id)
+    run_id = training.start_training(c, ME, summary.id)
     assert c.jobs.wait(timeout=600)
     yield c, summary.id, run_id
     c.close()
@@ -64,16 +85,16 @@ def test_demo_files_are_small_licensed_and_consistent():
     src = list(csv.DictReader((DEMO / "source.csv").open()))
     tgt = list(csv.DictReader((DEMO / "target.csv").open()))
     truth = list(csv.DictReader((DEMO / "target_truth.csv").open()))
-    assert {r["emotion"] for r in src} == set(sv.DEFAULT_EMOTIONS)
-    assert all(sum(r["emotion"] == e for r in src) == 8 for e in sv.DEFAULT_EMOTIONS)
+    assert {r["emotion"] for r in src} == set(projects.DEFAULT_EMOTIONS)
+    assert all(sum(r["emotion"] == e for r in src) == 8 for e in projects.DEFAULT_EMOTIONS)
     assert "emotion" not in tgt[0]
     assert sorted(r["path"] for r in tgt) == sorted(r["path"] for r in truth)
     assert all((DEMO / r["path"]).is_file() for r in src + tgt)
     # different speakers per emotion, several actors per emotion in the target
-    for e in sv.DEFAULT_EMOTIONS:
+    for e in projects.DEFAULT_EMOTIONS:
         assert len({r["speaker"] for r in src if r["emotion"] == e}) == 8
     by_path = {r["path"]: r for r in tgt}
-    for e in sv.DEFAULT_EMOTIONS:
+    for e in projects.DEFAULT_EMOTIONS:
         assert len({by_path[r["path"]]["speaker"] for r in truth if r["emotion"] == e}) >= 8
 
 
@@ -100,59 +121,54 @@ def test_the_demo_set_is_rebuilt_byte_identically_from_the_corpora(tmp_path):
 
 
 def test_parse_and_create_projects(ctx):
-    assert sv.parse_emotions("a, b;c\n d") == ["a", "b", "c", "d"]
-    summary = sv.create_project(ctx, "Pilot", "joy, anger, calm")
+    assert projects.parse_emotions("a, b;c\n d") == ["a", "b", "c", "d"]
+    summary = projects.create_project(ctx, ME, "Pilot", "joy, anger, calm")
     assert summary.emotions == ["joy", "anger", "calm"] and summary.n_source == 0
-    assert [p.name for p in sv.list_projects(ctx)] == ["Pilot"]
+    assert [p.name for p in projects.list_projects(ctx, ME)] == ["Pilot"]
     with pytest.raises(SereError, match="already exists"):
-        sv.create_project(ctx, "Pilot", "a, b")
+        projects.create_project(ctx, ME, "Pilot", "a, b")
     with pytest.raises(SereError, match="name"):
-        sv.create_project(ctx, "  ", "a, b")
+        projects.create_project(ctx, ME, "  ", "a, b")
     with pytest.raises(SereError, match="2 to 10"):
-        sv.create_project(ctx, "Other", "only-one")
-    assert sv.set_emotions(ctx, summary.id, "joy, anger, calm, fear").emotions[-1] == "fear"
+        projects.create_project(ctx, ME, "Other", "only-one")
+    assert projects.set_emotions(ctx, ME, summary.id, "joy, anger, calm, fear").emotions[-1] == "fear"
 
 
-def test_load_demo_finishes_an_interrupted_build_and_keeps_labels(ctx):
-    """A crash in the middle of "Load demo" leaves a partial project; the next click completes it."""
-    def crash_after(n):
-        def progress(done, total, desc):
-            if done >= n:
-                raise KeyboardInterrupt("simulated crash")
-        return progress
-
-    with pytest.raises(KeyboardInterrupt):
-        sv.load_demo(ctx, warm=False, progress=crash_after(40))
-    (partial,) = sv.list_projects(ctx)
-    assert partial.name == sv.DEMO_PROJECT_NAME and partial.n_source + partial.n_target < 72
-    sv.label_clip(ctx, sv.next_clip_to_label(ctx, partial.id), "sad")
-    summary, report = sv.load_demo(ctx, warm=False)
-    assert summary.id == partial.id and (summary.n_source, summary.n_target) == (32, 40)
-    assert 0 < report.added < 72 and report.duplicates > 0 and not report.failures
-    assert summary.n_labeled == 1 and sv.label_counts(ctx, summary.id)["sad"] == 1
-    assert len(demo_reference(ctx, summary.id)) == 72
+def unlabeled(ctx, pid):
+    with ctx.session() as s:
+        return st.unlabeled_clip_ids(s, pid)
 
 
-def test_load_demo_builds_an_unlabeled_project_once(ctx):
-    summary, report = sv.load_demo(ctx, warm=False)
-    assert (summary.n_source, summary.n_target, summary.n_labeled) == (32, 40, 0)
-    assert report.added == 72 and not report.failures
-    assert summary.emotions == list(sv.DEFAULT_EMOTIONS)
-    reference = demo_reference(ctx, summary.id)
-    assert len(reference) == 72 and set(reference.values()) == set(sv.DEFAULT_EMOTIONS)
-    again, report2 = sv.load_demo(ctx, warm=False)
-    assert again.id == summary.id and report2.added == 0
+def test_load_demo_makes_one_unlabeled_copy_per_workspace(ctx):
+    summary = dm.load_demo(ctx, ME, warm=False)
+    assert (summary.n_source, summary.n_target, summary.n_labeled) == (32, 40, 0) and summary.is_demo
+    assert summary.emotions == list(projects.DEFAULT_EMOTIONS)
+    reference = demo_reference(ctx, "demo")
+    assert len(reference) == 72 and set(reference.values()) == set(projects.DEFAULT_EMOTIONS)
+    assert dm.load_demo(ctx, ME, warm=False).id == summary.id  # the same one again
     # the hint is there for the labeler, and the demo shortcut labels 5 per emotion
-    clip = sv.next_clip_to_label(ctx, summary.id)
-    assert sv.clip_view(ctx, clip).reference in sv.DEFAULT_EMOTIONS
-    assert sv.apply_reference_labels(ctx, summary.id) == 20
-    assert sv.label_counts(ctx, summary.id) == {e: 5 for e in sv.DEFAULT_EMOTIONS}
+    clip = unlabeled(ctx, summary.id)[0]
+    assert review.clip_view(ctx, ME, clip).reference in projects.DEFAULT_EMOTIONS
+    assert dm.apply_reference_labels(ctx, ME, summary.id) == 20
+    assert labeling.label_counts(ctx, ME, summary.id) == {e: 5 for e in projects.DEFAULT_EMOTIONS}
+    # another workspace gets its own, fresh copy: rows only, the audio is shared
+    other = local_caller("someone-else")
+    other = type(other)("anon:other", st.WorkspaceKind.ANONYMOUS, "anon:other")
+    theirs = dm.load_demo(ctx, other, warm=False)
+    assert theirs.id != summary.id and theirs.n_labeled == 0
+    with ctx.session() as s:
+        assert s.query(st.Recording).count() == 72  # one recording per demo file, for every workspace
+    # Reset: a fresh copy, labels gone; the audio stays (the other workspace uses it)
+    fresh = dm.reset_demo(ctx, ME, warm=False)
+    assert fresh.id != summary.id and fresh.n_labeled == 0
+    assert [p.id for p in projects.list_projects(ctx, ME)] == [fresh.id]
+    assert review.clip_view(ctx, other, unlabeled(ctx, theirs.id)[0]).samples.size > 0
 
 
 # --- importing -----------------------------------------------------------------------------------
 
 def test_import_reports_every_file_and_splits_long_recordings(ctx, tmp_path):
-    project = sv.create_project(ctx, "Uploads", sv.DEFAULT_EMOTIONS)
+    project = projects.create_project(ctx, ME, "Uploads", projects.DEFAULT_EMOTIONS)
     import soundfile as sf
 
     parts = []
@@ -167,7 +183,7 @@ def test_import_reports_every_file_and_splits_long_recordings(ctx, tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("hello")
     silent = write_audio(tmp_path / "silence.wav", np.zeros(16000 * 2, np.float32), 16000)
-    report = sv.import_audio(ctx, project.id, [long_path, good, text, notes, silent], "target",
+    report = imports.import_audio(ctx, ME, project.id, [long_path, good, text, notes, silent], "target",
                              language="en", warm=False)
     assert report.files == 5
     assert report.split_files == 1 and report.added >= 3
@@ -177,14 +193,14 @@ def test_import_reports_every_file_and_splits_long_recordings(ctx, tmp_path):
     md = report.markdown()
     assert "rejected" in md and "fake.wav" in md
     # the same audio again is recognised, not added twice
-    again = sv.import_audio(ctx, project.id, [good], "target", warm=False)
+    again = imports.import_audio(ctx, ME, project.id, [good], "target", warm=False)
     assert again.added == 0 and again.duplicates == 1
     with pytest.raises(InvalidDataError):
-        sv.import_audio(ctx, project.id, [], "target")
+        imports.import_audio(ctx, ME, project.id, [], "target")
 
 
 def test_a_zip_with_a_manifest_brings_its_labels(ctx, tmp_path):
-    project = sv.create_project(ctx, "Zipped", sv.DEFAULT_EMOTIONS)
+    project = projects.create_project(ctx, ME, "Zipped", projects.DEFAULT_EMOTIONS)
     archive = tmp_path / "clips.zip"
     rows = list(csv.DictReader((DEMO / "source.csv").open()))[:3]
     with zipfile.ZipFile(archive, "w") as zf:
@@ -193,34 +209,50 @@ def test_a_zip_with_a_manifest_brings_its_labels(ctx, tmp_path):
             zf.write(DEMO / r["path"], arcname=Path(r["path"]).name)
             lines.append(f"{Path(r['path']).name},{r['emotion'].upper()},de,{r['speaker']}")
         zf.writestr("labels.csv", "\n".join(lines) + "\n")
-    report = sv.import_audio(ctx, project.id, [archive], "source", warm=False)
+    report = imports.import_audio(ctx, ME, project.id, [archive], "source", warm=False)
     assert report.added == 3 and report.labeled == 3, report.markdown()
-    assert sum(sv.label_counts(ctx, project.id).values()) == 3
+    assert sum(labeling.label_counts(ctx, ME, project.id).values()) == 3
 
 
 # --- labeling ------------------------------------------------------------------------------------
 
-def test_labeling_queue_skip_and_undo(ctx):
-    summary, _ = sv.load_demo(ctx, warm=False)
-    first = sv.next_clip_to_label(ctx, summary.id)
-    second = sv.next_clip_to_label(ctx, summary.id, skipped=[first])
-    assert second != first
-    assert sv.next_clip_to_label(ctx, summary.id, order=[second, first]) == second
-    sv.label_clip(ctx, first, "happy", session_id="tab-1")
-    assert sv.label_counts(ctx, summary.id)["happy"] == 1
-    assert first not in sv.unlabeled_clip_ids(ctx, summary.id)
-    sv.label_clip(ctx, first, "sad")
-    assert sv.undo_label(ctx, first) == "happy"
-    assert sv.undo_label(ctx, first) is None
+def test_labels_act_on_the_clip_named_and_undo_is_per_labeler(ctx):
+    summary = dm.load_demo(ctx, ME, warm=False)
+    pid = summary.id
+    first, second = unlabeled(ctx, pid)[:2]
+    ada, bo = local_caller("ada", "tab-a"), local_caller("bo", "tab-b")
+    assert labeling.label_clip(ctx, ada, pid, first, "happy") == "happy"
+    assert labeling.label_counts(ctx, ME, pid)["happy"] == 1 and first not in unlabeled(ctx, pid)
+    labeling.label_clip(ctx, bo, pid, second, "sad")
+    labeling.label_clip(ctx, ada, pid, second, "angry")  # ada relabels bo's clip
+    assert labeling.undo(ctx, bo, pid) == st.Undone(second, "angry", kept=True)  # bo's undo keeps ada's label
+    assert labeling.undo(ctx, ada, pid) == st.Undone(second, "sad", kept=False)
+    assert labeling.undo(ctx, ada, pid) == st.Undone(first, None, kept=False)
+    assert labeling.undo(ctx, ada, pid) is None
     with pytest.raises(SereError, match="not an emotion"):
-        sv.label_clip(ctx, first, "bored")
+        labeling.label_clip(ctx, ada, pid, first, "bored")
+    with pytest.raises(SereError, match="not found"):  # a clip id of another project
+        labeling.label_clip(ctx, ada, projects.create_project(ctx, ME, "other", "a, b").id, first, "a")
+
+
+def test_two_tabs_are_shown_different_clips_and_a_skip_moves_on(ctx):
+    pid = dm.load_demo(ctx, ME, warm=False).id
+    a, b = local_caller("ada", "tab-a"), local_caller("ada", "tab-b")
+    shown_a = views.labeling_screen(ctx, a, pid, LabelQueue())
+    shown_b = views.labeling_screen(ctx, b, pid, LabelQueue())
+    assert shown_a.clip.clip_id != shown_b.clip.clip_id and not shown_a.shared and not shown_b.shared
+    again = views.labeling_screen(ctx, a, pid, shown_a.queue)  # shown again: the same clip
+    assert again.clip.clip_id == shown_a.clip.clip_id and again.left == 32
+    skipped = views.labeling_screen(ctx, a, pid, again.queue.skip(shown_a.clip.clip_id))
+    assert skipped.clip.clip_id not in (shown_a.clip.clip_id, shown_b.clip.clip_id)
+    assert views.labeling_screen(ctx, b, pid, shown_b.queue).clip.clip_id == shown_b.clip.clip_id
 
 
 def test_suggestions_cover_the_recordings(ctx):
-    summary, _ = sv.load_demo(ctx, warm=False)
-    order = sv.suggest_clips(ctx, summary.id)
-    assert sorted(order) == sorted(sv.unlabeled_clip_ids(ctx, summary.id))
-    speakers = {sv.clip_view(ctx, c).speaker for c in order[:10]}
+    summary = dm.load_demo(ctx, ME, warm=False)
+    order = labeling.suggest_clips(ctx, ME, summary.id)
+    assert sorted(order) == sorted(unlabeled(ctx, summary.id))
+    speakers = {review.clip_view(ctx, ME, c).speaker for c in order[:10]}
     assert len(speakers) >= 5
 
 
@@ -238,22 +270,22 @@ def test_diverse_order_picks_typical_clips_from_every_cluster():
 # --- training and results ------------------------------------------------------------------------
 
 def test_training_needs_two_labeled_emotions(ctx):
-    summary, _ = sv.load_demo(ctx, warm=False)
-    ok, notes = sv.training_readiness(ctx, summary.id)
-    assert not ok and "two emotions" in notes[0]
+    summary = dm.load_demo(ctx, ME, warm=False)
+    ready = views.training_screen(ctx, ME, summary.id).readiness
+    assert not ready.ok and "two emotions" in ready.notes[0]
     with pytest.raises(TrainingDataError):
-        sv.start_training(ctx, summary.id)
-    assert sv.training_status(ctx, summary.id) is None
-    assert sv.field_data(ctx, summary.id) is None
-    assert sv.predictions_table(ctx, summary.id).empty
+        training.start_training(ctx, ME, summary.id)
+    assert training.training_status(ctx, ME, summary.id) is None
+    assert review.field_data(ctx, ME, summary.id) is None
+    assert review.predictions_table(ctx, ME, summary.id).empty
     with pytest.raises(InvalidDataError, match="train"):
-        sv.export_predictions(ctx, summary.id)
+        exports.export_predictions(ctx, ME, summary.id)
 
 
 @pytest.mark.slow
 def test_training_stores_predictions_snapshots_and_a_model(trained):
     ctx, pid, run_id = trained
-    status = sv.training_status(ctx, pid)
+    status = training.training_status(ctx, ME, pid)
     assert status.status == "succeeded", status.error
     assert status.run_id == run_id and status.step == status.total_steps == 12 * SEREConfig().ensemble
     assert {"ll", "total"} <= set(status.losses[-1])
@@ -262,13 +294,13 @@ def test_training_stores_predictions_snapshots_and_a_model(trained):
     m = status.metrics
     assert m["n_labeled"] == 20 and m["n_unlabeled"] == 52 and m["reference_clips"] == 40
     assert 0.0 <= m["reference_uar"] <= 1.0
-    assert sv.latest_result(ctx, pid) == run_id
+    assert review.latest_result(ctx, ME, pid) == run_id
 
-    field = sv.field_data(ctx, pid)
+    field = review.field_data(ctx, ME, pid)
     assert len(field.points) == 72
     assert field.points["labeled"].sum() == 20
     assert set(field.points["role"]) == {"source", "target"}
-    assert list(field.prototypes["emotion"]) == sorted(sv.DEFAULT_EMOTIONS)
+    assert list(field.prototypes["emotion"]) == sorted(projects.DEFAULT_EMOTIONS)
     assert field.snapshot_frames["step"].nunique() >= 4
     fig = fg.field_figure(field)
     assert not fig.frames and len(fig.layout.meta["frames"]) == field.snapshot_frames["step"].nunique()
@@ -281,12 +313,12 @@ def test_training_stores_predictions_snapshots_and_a_model(trained):
         assert fig.layout.sliders[0].currentvalue.prefix == f"training step (each of {members} models) "
         assert len(fg.loss_figure(status).layout.shapes) == members - 1
 
-    table = sv.predictions_table(ctx, pid)
+    table = review.predictions_table(ctx, ME, pid)
     assert len(table) == 40 and list(table["confidence"]) == sorted(table["confidence"])
-    most = sv.predictions_table(ctx, pid, sort="most confident first")
+    most = review.predictions_table(ctx, ME, pid, sort="most confident first")
     assert most["confidence"].iloc[0] == table["confidence"].max()
 
-    view = sv.clip_view(ctx, int(table["clip"].iloc[0]))
+    view = review.clip_view(ctx, ME, int(table["clip"].iloc[0]))
     assert view.prediction is not None and view.role == "target"
     assert abs(sum(view.prediction.probabilities.values()) - 1) < 1e-4
     assert all(0 <= a < b <= view.duration_s + 0.05 for a, b in view.prediction.highlights)
@@ -297,31 +329,31 @@ def test_training_stores_predictions_snapshots_and_a_model(trained):
 @pytest.mark.slow
 def test_review_confirmations_become_labels_and_exports_round_trip(trained, tmp_path):
     ctx, pid, run_id = trained
-    table = sv.predictions_table(ctx, pid)
+    table = review.predictions_table(ctx, ME, pid)
     clip = int(table["clip"].iloc[0])
-    emotion = sv.confirm_prediction(ctx, clip)
+    emotion = review.confirm_prediction(ctx, ME, pid, clip)
     assert emotion == table["predicted"].iloc[0]
-    other = next(e for e in sv.DEFAULT_EMOTIONS if e != emotion)
-    sv.confirm_prediction(ctx, int(table["clip"].iloc[1]), other)
-    after = sv.predictions_table(ctx, pid)
+    other = next(e for e in projects.DEFAULT_EMOTIONS if e != emotion)
+    review.confirm_prediction(ctx, ME, pid, int(table["clip"].iloc[1]), other)
+    after = review.predictions_table(ctx, ME, pid)
     assert after.set_index("clip").loc[clip, "your label"] == emotion
 
-    pred_csv = sv.export_predictions(ctx, pid)
+    pred_csv = exports.export_predictions(ctx, ME, pid)
     rows = list(csv.DictReader(pred_csv.open(encoding="utf-8")))
     assert len(rows) == 72
     assert {"predicted_emotion", "confidence", "highlights", "p_angry"} <= set(rows[0])
 
-    labels_csv = sv.export_labels(ctx, pid)
-    result = sv.import_labels_file(ctx, pid, labels_csv)
+    labels_csv = exports.export_labels(ctx, ME, pid)
+    result = imports.import_labels_file(ctx, ME, pid, labels_csv)
     assert result.applied == 0 and result.unchanged == 22 and not result.rejected
 
-    model_zip = sv.export_model(ctx, pid)
+    model_zip = exports.export_model(ctx, ME, pid)
     with zipfile.ZipFile(model_zip) as zf:
         zf.extractall(tmp_path / "unzipped")
     from sere_core.method import SERE
 
     model = SERE.load(tmp_path / "unzipped" / "model")
-    assert model.classes_ == sorted(sv.DEFAULT_EMOTIONS)
+    assert model.classes_ == sorted(projects.DEFAULT_EMOTIONS)
     about = json.loads((tmp_path / "unzipped" / "model" / "sere-project.json").read_text())
     assert about["run_id"] == run_id
 
@@ -330,32 +362,32 @@ def test_review_confirmations_become_labels_and_exports_round_trip(trained, tmp_
 def test_one_run_at_a_time_and_cancel(tmp_path):
     ctx = open_ctx(tmp_path, steps=5000)
     try:
-        summary, _ = sv.load_demo(ctx, warm=False)
-        sv.apply_reference_labels(ctx, summary.id, per_emotion=2)
-        sv.start_training(ctx, summary.id)
+        summary = dm.load_demo(ctx, ME, warm=False)
+        dm.apply_reference_labels(ctx, ME, summary.id, per_emotion=2)
+        training.start_training(ctx, ME, summary.id)
         with pytest.raises(ActiveRunError):
-            sv.start_training(ctx, summary.id)
+            training.start_training(ctx, ME, summary.id)
         import time
 
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            status = sv.training_status(ctx, summary.id)
+            status = training.training_status(ctx, ME, summary.id)
             if status.status == "running" and status.step > 0:
                 break
             time.sleep(0.2)
-        cancelled = sv.cancel_training(ctx, summary.id)
+        cancelled = training.cancel_training(ctx, ME, summary.id)
         assert cancelled.status == "cancelled"
         assert ctx.jobs.wait(timeout=120)
-        status = sv.training_status(ctx, summary.id)
+        status = training.training_status(ctx, ME, summary.id)
         assert status.status == "cancelled" and status.step < 5000
-        assert sv.cancel_training(ctx, summary.id) is None
+        assert training.cancel_training(ctx, ME, summary.id) is None
     finally:
         ctx.close()
 
 
 def test_a_run_left_running_by_a_dead_process_is_failed_at_start(tmp_path):
     ctx = open_ctx(tmp_path)
-    summary = sv.create_project(ctx, "Crashed", "a, b")
+    summary = projects.create_project(ctx, ME, "Crashed", "a, b")
     from sere_core import storage as st
 
     with ctx.session() as s:
@@ -364,7 +396,7 @@ def test_a_run_left_running_by_a_dead_process_is_failed_at_start(tmp_path):
     ctx.close()
     ctx = open_ctx(tmp_path)
     try:
-        status = sv.training_status(ctx, summary.id)
+        status = training.training_status(ctx, ME, summary.id)
         assert status.status == "failed" and "restarted" in status.error
     finally:
         ctx.close()
@@ -377,5 +409,5 @@ def test_small_helpers():
     assert "happy 2/5" in html and "data-total='2'" in html
     assert "No training" in fg.progress_html(None)
     assert fg.field_figure(None).layout.annotations
-    assert sv.user_message(TrainingDataError("label more")) == "label more"
-    assert "server log" in sv.user_message(RuntimeError("boom"))
+    assert user_message(TrainingDataError("label more")) == "label more"
+    assert "server log" in user_message(RuntimeError("boom"))

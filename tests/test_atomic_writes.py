@@ -18,7 +18,6 @@ from sere_core.atomic import atomic_write_bytes
 from sere_core.benchmark.synthetic import make_task, unlabel
 from sere_core.cache import EmbeddingCache
 from sere_core.encoders import EncoderInfo
-from sere_core.errors import ModelMismatchError
 from sere_core.method import SERE, SEREConfig
 from sere_core.storage import BlobStore
 

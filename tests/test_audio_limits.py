@@ -69,11 +69,13 @@ _IMPORT = """
 import json, resource, sys
 from pathlib import Path
 from sere_core.app import AppContext, AppSettings
-from sere_core.app import services as sv
+from sere_core.app import imports, projects
+from sere_core.app.testing import local_caller
+ME = local_caller()
 ctx = AppContext.open(AppSettings(data_dir=Path(sys.argv[1]), cache_dir=Path(sys.argv[2]), encoder="prosody"))
-pid = sv.create_project(ctx, "bomb").id
+pid = projects.create_project(ctx, ME, "bomb").id
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the app's own imports: 0.7-1.2 GB
-report = sv.import_audio(ctx, pid, [sys.argv[3]], "target", warm=False)
+report = imports.import_audio(ctx, ME, pid, [sys.argv[3]], "target", warm=False)
 ctx.close()
 print(json.dumps({"added": report.added, "failures": [[f.reason, f.message] for f in report.failures],
                   "peak_growth_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before}))

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "tmp" / "test-artifacts" / "browser"
 
 sys.path.insert(0, str(Path(__file__).parent))
-from app_server import CHROMIUM, CHROMIUM_ARGS, CLIP_TITLE, free_port  # noqa: E402
+from app_server import CHROMIUM, CHROMIUM_ARGS, free_port, pad_state, wait_answer  # noqa: E402
 
 if not Path(CHROMIUM).exists():
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
@@ -73,7 +73,7 @@ def page(server):
         errors: list[str] = []
         pg.on("pageerror", lambda exc: errors.append(str(exc)))
         pg.goto(server[0])
-        pg.wait_for_selector("#sere-load-demo")
+        pg.wait_for_selector("#sere-project-line[data-ready]")
         pg.sere_errors = errors
         yield pg
         context.close()
@@ -101,14 +101,20 @@ def wait_total(pg, n: int, timeout: float = 20000) -> None:
 
 def press_hint_key(pg) -> None:
     """Press the key the demo hint names for the clip on screen, and wait for the next clip."""
-    title = pg.inner_text(CLIP_TITLE).split(" ·")[0]
     hint = pg.inner_text("#sere-clip-hint")
     key = hint.split("press")[1].strip()[0]
     before = counted(pg)
+    _, rev = pad_state(pg)
     pg.keyboard.press(key)
-    wait_total(pg, before + 1)
-    pg.wait_for_function("([sel, t]) => !document.querySelector(sel).innerText.startsWith(t)",
-                     arg=[CLIP_TITLE, title])
+    wait_answer(pg, rev)
+    assert counted(pg) == before + 1
+
+
+def wait_clip(pg, pad: str, test: str) -> None:
+    """Wait until the pad's clip id passes ``test`` (``"== '12'"``) and no action is on its way."""
+    pg.wait_for_function(f"() => {{ const el = document.querySelector({pad!r});"
+                         f" return el && el.dataset.clip {test} && el.parentElement.dataset.busy !== '1'; }}",
+                         timeout=30000)
 
 
 def make_uploads(folder: Path) -> list[Path]:
@@ -153,11 +159,10 @@ def walk_the_demo(page, server, tmp_path):
     press_hint_key(pg)
     press_hint_key(pg)
     assert counted(pg) == 5
-    title = pg.inner_text(CLIP_TITLE).split(" ·")[0]
+    clip, rev = pad_state(pg)
     pg.keyboard.press("s")
-    pg.wait_for_function("([sel, t]) => !document.querySelector(sel).innerText.startsWith(t)",
-                     arg=[CLIP_TITLE, title])
-    assert counted(pg) == 5
+    wait_answer(pg, rev)
+    assert pad_state(pg)[0] != clip and counted(pg) == 5
     shot(pg, "02-labeling")
     # the demo shortcut tops up to 5 per emotion, so the training has a full few-shot set
     pg.click("#sere-demo-labels")
@@ -217,12 +222,18 @@ def walk_the_demo(page, server, tmp_path):
     assert len(chosen) == 1  # the chosen point is marked on the map
     shot(pg, "07-field-selected")
 
-    # 6 Review: choose the least confident clip, confirm with Enter
+    # 6 Review: choose the least confident clip, confirm with Enter, undo it with U
     tab(pg, "6 · Review")
     pg.locator("#sere-review-table [data-testid='cell-0-1']").click()
-    pg.wait_for_selector("#sere-review-panel :text('Predicted')", timeout=30000)
+    review_pad = "#sere-review-panel .sere-pad"
+    pg.wait_for_selector(f"{review_pad}:has-text('Predicted')", timeout=30000)
+    chosen, _ = pad_state(pg, review_pad)
     pg.keyboard.press("Enter")
-    pg.wait_for_selector("text=Labeled", timeout=30000)
+    wait_clip(pg, review_pad, f"!= '{chosen}'")  # on to the next clip to review
+    pg.keyboard.press("u")
+    wait_clip(pg, review_pad, f"== '{chosen}'")  # back to the clip whose label was undone
+    pg.keyboard.press("Enter")
+    wait_clip(pg, review_pad, f"!= '{chosen}'")
     shot(pg, "08-review")
     assert ctx is not None and sum(sv_counts(ctx).values()) >= 21
 
@@ -230,7 +241,7 @@ def walk_the_demo(page, server, tmp_path):
     pg.click("#sere-retrain")
     pg.wait_for_selector("#sere-progress-text:has-text('Run 2')", timeout=30000)
     pg.reload()
-    pg.wait_for_selector("#sere-project-line:has-text('Demo')", timeout=30000)
+    pg.wait_for_selector("#sere-project-line[data-ready]:has-text('Demo')", timeout=30000)
     tab(pg, "4 · Train")
     pg.wait_for_selector("#sere-progress-text:has-text('Run 2')", timeout=30000)
     if pg.get_attribute("#sere-progress-text", "data-status") in ("queued", "running"):
@@ -254,14 +265,16 @@ def walk_the_demo(page, server, tmp_path):
 
     # A reload keeps the project and its results
     pg.reload()
-    pg.wait_for_selector("#sere-project-line:has-text('Demo')", timeout=30000)
+    pg.wait_for_selector("#sere-project-line[data-ready]:has-text('Demo')", timeout=30000)
     tab(pg, "5 · Resonance field")
     pg.wait_for_function("() => window.sereFieldFrames() > 1", timeout=30000)
     assert not pg.sere_errors, pg.sere_errors
 
 
 def sv_counts(ctx) -> dict[str, int]:
-    from sere_core.app import services as sv
+    from sere_core.app import labeling, projects
+    from sere_core.app.testing import local_caller
 
-    pid = sv.list_projects(ctx)[0].id
-    return sv.label_counts(ctx, pid, role=None)
+    me = local_caller()
+    pid = projects.list_projects(ctx, me)[0].id
+    return labeling.label_counts(ctx, me, pid, role=None)

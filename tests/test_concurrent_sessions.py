@@ -1,17 +1,22 @@
 """Several people use one app at once: four real browser sessions on one server (two on the same
 project), and the same rules at the service level on SQLite and PostgreSQL.
 
-* No session sees another's unsaved state (the emotion list being edited, the labeling queue).
+* Two people labeling one project are shown different clips; each label lands on the clip its
+  labeler saw, and each labeler's queue (skips) is their own.
+* No session sees another's unsaved state (the emotion list being edited).
 * Two people labeling one clip: both writes are in the label history, the last one is current,
   and neither person's other labels are lost.
-* One training run per project: the second Train gets a clear message; other projects train.
+* One training run per project: the second Train says so once, without errors, and follows the
+  run; other projects train.
+
+Every wait is on a state the page sets (``data-ready``, the pad's ``data-rev``, the run's
+``data-status``), never on "something changed".
 """
 
 from __future__ import annotations
 
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -31,7 +36,9 @@ from app_server import (  # noqa: E402
 from pg_server import db_url, postgres_admin_url, postgres_url  # noqa: E402,F401  (fixtures)
 
 from sere_core.app import AppContext, AppSettings  # noqa: E402
-from sere_core.app import services as sv  # noqa: E402
+from sere_core.app import imports, labeling, projects, training  # noqa: E402
+from sere_core.app.messages import user_message  # noqa: E402
+from sere_core.app.testing import local_caller  # noqa: E402
 from sere_core.errors import ActiveRunError  # noqa: E402
 from sere_core.storage.models import ACTIVE_STATUSES  # noqa: E402
 from sere_core.storage import (  # noqa: E402
@@ -42,8 +49,10 @@ from sere_core.storage import (  # noqa: E402
     labels_for_project,
     open_database,
     session_scope,
+    unlabeled_clip_ids,
 )
 
+ME = local_caller()  # the shared workspace of a private server
 SOURCE = sorted((DEMO / "source").glob("*.flac"))[:8]
 TARGET = sorted((DEMO / "target").glob("*.flac"))[:4]
 PROJECTS = {"Shared": "neutral, happy, sad, angry", "Carol's": "calm, excited", "Dan's": "joy, anger, fear"}
@@ -58,9 +67,9 @@ def _context(data_dir: Path, database_url: str | None, train_steps: int = 100_00
 def _make_projects(ctx: AppContext) -> dict[str, int]:
     ids = {}
     for name, emotions in PROJECTS.items():
-        ids[name] = sv.create_project(ctx, name, emotions).id
-        sv.import_audio(ctx, ids[name], SOURCE, "source", language="de", warm=False)
-        sv.import_audio(ctx, ids[name], TARGET, "target", language="en", warm=False)
+        ids[name] = projects.create_project(ctx, ME, name, emotions).id
+        imports.import_audio(ctx, ME, ids[name], SOURCE, "source", language="de", warm=False)
+        imports.import_audio(ctx, ME, ids[name], TARGET, "target", language="en", warm=False)
     return ids
 
 
@@ -69,7 +78,7 @@ def emotions_box(page):
     tab(page, "1 · Project")
     box = page.locator("#sere-emotions").get_by_role("textbox")
     if not box.count():
-        page.get_by_text("Edit the emotions of the open project").click()
+        page.get_by_text("Edit the open project").click()
     box.wait_for(timeout=30000)
     return box
 
@@ -84,13 +93,17 @@ def _runs(session, project_id: int) -> list[TrainingRun]:
 @pytest.mark.browser
 @pytest.mark.slow
 def test_four_browser_sessions_at_once(tmp_path):
+    four_browser_sessions(tmp_path)
+
+
+def four_browser_sessions(tmp_path: Path) -> None:
     ctx = _context(tmp_path / "data", None)
     try:
         ids = _make_projects(ctx)
     finally:
         ctx.close()
-    clip = [p.name for p in SOURCE]  # the labeling order of a fresh queue
     app = AppProcess(tmp_path / "data", tmp_path / "cache", train_steps=100_000)
+    labeled: dict[str, list[tuple[str, str]]] = {"A": [], "B": []}  # what each saw and pressed
     with chromium() as browser:
         try:
             app.start()
@@ -100,18 +113,15 @@ def test_four_browser_sessions_at_once(tmp_path):
                 open_project(page, name)
                 label_panel(page)
 
-            # A and B label the same clip differently, one after the other
-            assert clip_on_screen(a) == clip_on_screen(b) == clip[0]
-            assert press_and_wait(a, "1") == clip[0]  # neutral
-            assert press_and_wait(b, "2") == clip[0]  # happy, over A's label (B's screen was not refreshed)
-            # B skips three clips; A's queue is A's own: A's next clip is not where B is
-            for expected in clip[1:4]:
-                assert press_and_wait(b, "s") == expected
-            assert clip_on_screen(b) == clip[4]
-            assert press_and_wait(a, "3") == clip[1]  # sad
-            assert clip_on_screen(a) == clip[2]
-            assert press_and_wait(b, "4") == clip[4]  # angry
-            assert press_and_wait(a, "1") == clip[2]  # neutral
+            # A and B on one project see different clips, and label what they see
+            assert clip_on_screen(a) != clip_on_screen(b)
+            labeled["A"].append((press_and_wait(a, "1"), "neutral"))
+            labeled["B"].append((press_and_wait(b, "2"), "happy"))
+            skipped = [press_and_wait(b, "s") for _ in range(3)]  # B's skips are B's queue alone
+            assert clip_on_screen(b) not in skipped and clip_on_screen(a) != clip_on_screen(b)
+            labeled["A"].append((press_and_wait(a, "3"), "sad"))
+            labeled["B"].append((press_and_wait(b, "4"), "angry"))
+            labeled["A"].append((press_and_wait(a, "1"), "neutral"))
             for page, keys in ((c, "12"), (d, "23")):  # meanwhile in the other projects
                 for key in keys:
                     press_and_wait(page, key)
@@ -119,26 +129,24 @@ def test_four_browser_sessions_at_once(tmp_path):
             # An emotion list being edited is A's alone until saved
             emotions_box(a).fill("neutral, happy, sad, angry, bored")
             b.reload()  # B's page asks the server for everything again
-            b.locator("#sere-project-line", has_text="Shared").wait_for(timeout=30000)
+            b.wait_for_selector("#sere-project-line[data-ready]:has-text('Shared')", timeout=30000)
             for page, emotions in ((b, PROJECTS["Shared"]), (c, PROJECTS["Carol's"]), (d, PROJECTS["Dan's"])):
                 assert emotions_box(page).input_value() == emotions
             assert emotions_box(a).input_value() == "neutral, happy, sad, angry, bored"
 
-            # A and B press Train together: one run; the other is told why
+            # A and B press Train together: one run; the other is told once, and follows it
             for page in (a, b):
                 tab(page, "4 · Train")
                 page.wait_for_selector("#sere-train:not([disabled])", timeout=30000)
             a.click("#sere-train", no_wait_after=True)
             b.click("#sere-train", no_wait_after=True)
-            told = None
-            deadline = time.monotonic() + 60
-            while told is None and time.monotonic() < deadline:
-                told = next((who for who, page in (("A", a), ("B", b))
-                             if page.get_by_text(BUSY).count()), None)
-                time.sleep(0.2)
-            assert told is not None, "neither session was told that the project is already training"
-            winner = b if told == "A" else a
-            winner.wait_for_selector("#sere-progress-text[data-status=running]", timeout=60000)
+            for page in (a, b):
+                page.wait_for_selector("#sere-progress-text[data-status=running]", timeout=60000)
+                page.wait_for_selector("#sere-train[disabled]", timeout=30000)
+                page.wait_for_selector("#sere-cancel:not([disabled])", timeout=30000)
+            told = [who for who, page in (("A", a), ("B", b)) if page.get_by_text(BUSY).count()]
+            assert len(told) == 1, told
+            assert a.get_attribute("#sere-progress-text", "data-run") == b.get_attribute("#sere-progress-text", "data-run")
             # C and D train their own projects meanwhile
             for page in (c, d):
                 tab(page, "4 · Train")
@@ -148,6 +156,7 @@ def test_four_browser_sessions_at_once(tmp_path):
                 assert not page.get_by_text(BUSY).count()
             for page in pages.values():
                 assert not page.sere_errors, page.sere_errors
+                assert not page.locator(".error").count()  # no red error badge anywhere
         finally:
             app.stop()
 
@@ -156,14 +165,12 @@ def test_four_browser_sessions_at_once(tmp_path):
         with session_scope(engine) as s:
             names = {cl.id: cl.original_name for cl in s.query(Clip).filter(Clip.project_id == ids["Shared"])}
             by_name = {n: i for i, n in names.items()}
-            assert {names[i]: e for i, e in labels_for_project(s, ids["Shared"]).items()} == {
-                clip[0]: "happy", clip[1]: "sad", clip[2]: "neutral", clip[4]: "angry"}
-            first, second = label_history(s, by_name[clip[0]])
-            assert (first.emotion, second.emotion, second.previous_emotion) == ("neutral", "happy", "neutral")
-            session_a, session_b = first.session_id, second.session_id
-            assert session_a and session_b and session_a != session_b
-            assert [e.session_id for n in clip[1:3] for e in label_history(s, by_name[n])] == [session_a] * 2
-            assert [e.session_id for e in label_history(s, by_name[clip[4]])] == [session_b]
+            stored = {names[i]: e for i, e in labels_for_project(s, ids["Shared"]).items()}
+            assert stored == dict(labeled["A"] + labeled["B"])  # five clips, each with what was pressed on it
+            assert len(stored) == 5
+            sessions = {who: {e.session_id for n, _ in done for e in label_history(s, by_name[n])}
+                        for who, done in labeled.items()}
+            assert all(len(v) == 1 for v in sessions.values()) and sessions["A"] != sessions["B"]
             assert sorted(labels_for_project(s, ids["Carol's"]).values()) == ["calm", "excited"]
             assert sorted(labels_for_project(s, ids["Dan's"]).values()) == ["anger", "fear"]
             assert [len(_runs(s, ids[n])) for n in PROJECTS] == [1, 1, 1]
@@ -195,12 +202,13 @@ def test_concurrent_labels_and_one_run_per_project(tmp_path, db_url):
         start = threading.Barrier(2)
         errors: list[BaseException] = []
 
-        def person(session_id: str, emotion: str, mine: list[int]) -> None:
+        def person(name: str, emotion: str, mine: list[int]) -> None:
+            caller = local_caller(name, f"tab-{name}")
             try:
                 start.wait(timeout=30)
                 for clip_id in mine:
-                    sv.label_clip(ctx, shared, emotion, session_id=session_id)
-                    sv.label_clip(ctx, clip_id, emotion, session_id=session_id)
+                    labeling.label_clip(ctx, caller, ids["Shared"], shared, emotion)
+                    labeling.label_clip(ctx, caller, ids["Shared"], clip_id, emotion)
             except BaseException as exc:  # reported below
                 errors.append(exc)
 
@@ -219,7 +227,7 @@ def test_concurrent_labels_and_one_run_per_project(tmp_path, db_url):
         def press_train() -> None:
             start.wait(timeout=30)
             try:
-                outcomes.append(sv.start_training(ctx, ids["Shared"]))
+                outcomes.append(training.start_training(ctx, ME, ids["Shared"]))
             except ActiveRunError as exc:
                 outcomes.append(exc)
 
@@ -227,15 +235,17 @@ def test_concurrent_labels_and_one_run_per_project(tmp_path, db_url):
         run_ids = [o for o in outcomes if isinstance(o, int)]
         refused = [o for o in outcomes if isinstance(o, ActiveRunError)]
         assert len(run_ids) == 1 and len(refused) == 1, outcomes
-        assert BUSY in sv.user_message(refused[0])
-        for clip_id, emotion in zip(sv.unlabeled_clip_ids(ctx, ids["Carol's"]), ("calm", "excited")):
-            sv.label_clip(ctx, clip_id, emotion)
-        other_run = sv.start_training(ctx, ids["Carol's"])  # another project is not blocked
+        assert BUSY in user_message(refused[0])
+        with ctx.session() as s:
+            carols = unlabeled_clip_ids(s, ids["Carol's"])
+        for clip_id, emotion in zip(carols, ("calm", "excited")):
+            labeling.label_clip(ctx, ME, ids["Carol's"], clip_id, emotion)
+        other_run = training.start_training(ctx, ME, ids["Carol's"])  # another project is not blocked
         with ctx.session() as s:
             assert [r.id for r in _runs(s, ids["Shared"])] == run_ids
             assert [(r.id, r.status in ACTIVE_STATUSES) for r in _runs(s, ids["Carol's"])] == [(other_run, True)]
         for name in ("Shared", "Carol's"):
-            sv.cancel_training(ctx, ids[name])
+            training.cancel_training(ctx, ME, ids[name])
         assert ctx.jobs.wait(timeout=120)
     finally:
         ctx.close()

@@ -25,15 +25,19 @@ from click.testing import CliRunner
 
 from hostile import HOUR_S, Case, speech, write_archive_cases, write_audio_cases, write_hour, write_labeled_zip
 from sere_core.app import AppContext, AppSettings
-from sere_core.app import services as sv
+from sere_core.app import exports, imports, labeling, projects
+from sere_core.app.testing import local_caller
+from sere_core.errors import InvalidDataError
 from sere_core.audio import load_audio, load_batch, write_audio
 from sere_core.cli import main as sere
-from sere_core.errors import InvalidDataError, ModelMismatchError
+from sere_core.errors import ModelMismatchError
 from sere_core.features import load_features
 from sere_core.method import SERE
 from sere_core.method.data import Prediction
 from sere_core.storage import create_run, finish_run, labels_for_project, save_predictions, set_label, start_run
 from sere_core.storage.export import FORMULA_PREFIXES
+
+ME = local_caller()  # the shared workspace of a private server
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -244,8 +248,8 @@ def ctx(tmp_path):
 
 def test_upload_reports_each_bad_file_and_stores_the_rest(ctx, audio_cases):
     folder, cases = audio_cases
-    pid = sv.create_project(ctx, "hostile audio", "happy, sad").id
-    report = sv.import_audio(ctx, pid, [folder / c.name for c in cases], "target", warm=False)
+    pid = projects.create_project(ctx, ME, "hostile audio", "happy, sad").id
+    report = imports.import_audio(ctx, ME, pid, [folder / c.name for c in cases], "target", warm=False)
     failures = {f.file: f for f in report.failures}
     for case in cases:
         if case.reason:
@@ -255,7 +259,7 @@ def test_upload_reports_each_bad_file_and_stores_the_rest(ctx, audio_cases):
             assert case.name not in failures
     assert report.files == len(cases)
     assert report.added == 4 + HOUR_S // 60 and report.split_files == 1
-    assert sv.get_summary(ctx, pid).n_target == report.added
+    assert projects.get_summary(ctx, ME, pid).n_target == report.added
     markdown = report.markdown()
     assert f"{len(failures)} files rejected" in markdown and "| huge.wav | too-large |" in markdown
 
@@ -263,12 +267,12 @@ def test_upload_reports_each_bad_file_and_stores_the_rest(ctx, audio_cases):
 def test_upload_refuses_unsafe_archives_and_manifests_and_keeps_the_good_file(ctx, archive_cases, audio_cases):
     folder, cases = archive_cases
     audio, _ = audio_cases
-    pid = sv.create_project(ctx, "hostile archives", "happy, sad").id
-    report = sv.import_audio(ctx, pid, [audio / "good.wav", *(folder / c.name for c in cases)], "source",
+    pid = projects.create_project(ctx, ME, "hostile archives", "happy, sad").id
+    report = imports.import_audio(ctx, ME, pid, [audio / "good.wav", *(folder / c.name for c in cases)], "source",
                              warm=False)
     # A bad row is refused with its file and row, and the CSV's other rows go in (issue 14): here
     # the first row of outside.csv, ok.wav.
-    assert report.added == 2 and sv.get_summary(ctx, pid).n_source == 2
+    assert report.added == 2 and projects.get_summary(ctx, ME, pid).n_source == 2
     failures = {f.file: f for f in report.failures}
     assert set(failures) == {c.name for c in cases}
     for case in cases:
@@ -279,31 +283,31 @@ def test_upload_refuses_unsafe_archives_and_manifests_and_keeps_the_good_file(ct
 
 
 def test_unknown_emotions_in_a_manifest_import_the_clip_unlabeled(ctx, tmp_path):
-    pid = sv.create_project(ctx, "unknown emotions", "happy, sad").id
+    pid = projects.create_project(ctx, ME, "unknown emotions", "happy, sad").id
     archive = write_labeled_zip(tmp_path / "labeled.zip", {"a.wav": "happy", "b.wav": "joy", "c.wav": "Sad"})
-    report = sv.import_audio(ctx, pid, [archive], "source", warm=False)
+    report = imports.import_audio(ctx, ME, pid, [archive], "source", warm=False)
     assert report.added == 3 and report.labeled == 2
     (failure,) = report.failures
     assert failure.file == "b.wav" and failure.reason == "unknown-emotion"
     assert "'joy' is not one of happy, sad" in failure.message and "without a label" in failure.message
-    assert sv.label_counts(ctx, pid) == {"happy": 1, "sad": 1}
+    assert labeling.label_counts(ctx, ME, pid) == {"happy": 1, "sad": 1}
 
 
 def test_a_labels_csv_with_missing_columns_or_unknown_emotions(ctx, tmp_path):
-    pid = sv.create_project(ctx, "labels csv", "happy, sad").id
+    pid = projects.create_project(ctx, ME, "labels csv", "happy, sad").id
     archive = write_labeled_zip(tmp_path / "clips.zip", {"a.wav": "", "b.wav": ""})
-    sv.import_audio(ctx, pid, [archive], "source", warm=False)
+    imports.import_audio(ctx, ME, pid, [archive], "source", warm=False)
     bad = tmp_path / "labels.csv"
     bad.write_text("clip,feeling\na.wav,happy\n", encoding="utf-8")
     with pytest.raises(InvalidDataError, match=r"labels.csv: a labels file needs an 'emotion' column"):
-        sv.import_labels_file(ctx, pid, bad)
+        imports.import_labels_file(ctx, ME, pid, bad)
     mixed = tmp_path / "mixed.csv"
     mixed.write_text("original_name,emotion\na.wav,joy\nb.wav,SAD\nmissing.wav,happy\n", encoding="utf-8")
-    result = sv.import_labels_file(ctx, pid, mixed)
+    result = imports.import_labels_file(ctx, ME, pid, mixed)
     assert result.applied == 1
     assert result.rejected == [(2, "'joy' is not an emotion of this project"),
                                (4, "no clip 'missing.wav' in this project")]
-    assert sv.label_counts(ctx, pid) == {"happy": 0, "sad": 1}
+    assert labeling.label_counts(ctx, ME, pid) == {"happy": 0, "sad": 1}
 
 
 # --- (c) exports neutralize formulas and the labels CSV round-trips -----------------------------------------
@@ -315,11 +319,11 @@ EXPORTED_NAMES = ["'=HYPERLINK(1).wav", "'+SUM(1).wav", "'-2+3.wav", "'@cmd.wav"
 
 
 def test_exports_neutralize_formula_cells_and_labels_round_trip(ctx, tmp_path):
-    pid = sv.create_project(ctx, "=formula project", "happy, sad").id
+    pid = projects.create_project(ctx, ME, "=formula project", "happy, sad").id
     upload = tmp_path / "upload"
     paths = [write_audio(upload / name, speech(1.0 + 0.1 * i, seed=40 + i), 16000)
              for i, name in enumerate(FORMULA_NAMES)]
-    report = sv.import_audio(ctx, pid, paths, "source", language="@fr", speaker='=HYPERLINK("http://x")',
+    report = imports.import_audio(ctx, ME, pid, paths, "source", language="@fr", speaker='=HYPERLINK("http://x")',
                              warm=False)
     assert report.added == len(FORMULA_NAMES), report.markdown()
     emotions = {cid: ("happy", "sad")[i % 2] for i, cid in enumerate(report.clip_ids)}
@@ -332,7 +336,7 @@ def test_exports_neutralize_formula_cells_and_labels_round_trip(ctx, tmp_path):
                                      for cid in emotions})
         finish_run(s, run_id, metrics={})
 
-    for path in (sv.export_predictions(ctx, pid), sv.export_labels(ctx, pid)):
+    for path in (exports.export_predictions(ctx, ME, pid), exports.export_labels(ctx, ME, pid)):
         with path.open(newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
         assert sorted(r["original_name"] for r in rows) == sorted(EXPORTED_NAMES)
@@ -341,7 +345,7 @@ def test_exports_neutralize_formula_cells_and_labels_round_trip(ctx, tmp_path):
             for cell in row.values():
                 assert not cell.startswith(FORMULA_PREFIXES), (path.name, cell)
 
-    labels_csv = sv.export_labels(ctx, pid)
+    labels_csv = exports.export_labels(ctx, ME, pid)
     for matched_by in ("audio_id", "original_name"):
         with ctx.session() as s:
             for cid in emotions:  # relabel everything wrongly; the import must restore the export
@@ -355,7 +359,7 @@ def test_exports_neutralize_formula_cells_and_labels_round_trip(ctx, tmp_path):
                 writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
                 writer.writeheader()
                 writer.writerows(rows)
-        result = sv.import_labels_file(ctx, pid, source)
+        result = imports.import_labels_file(ctx, ME, pid, source)
         assert result.rejected == [] and result.applied == len(emotions), (matched_by, result)
         with ctx.session() as s:
             assert labels_for_project(s, pid) == emotions, matched_by
@@ -370,14 +374,14 @@ LEAKS = (b"root:x:0", b"[project]", b"SQLite format", b"RIFF", b"cached secret",
 
 def test_the_app_serves_no_file_outside_its_data_folder(tmp_path):
     httpx = pytest.importorskip("httpx")
-    from app_server import AppProcess
-    from gradio_client import Client
+    from app_server import AppProcess, page_session
 
     data, cache = tmp_path / "data", tmp_path / "cache"
     ctx = AppContext.open(AppSettings(data_dir=data, cache_dir=cache, encoder="prosody"))
-    pid = sv.create_project(ctx, "served files", "happy, sad").id
+    pid = projects.create_project(ctx, ME, "served files", "happy, sad").id
     wav = write_audio(tmp_path / "clip.wav", speech(1.2), 16000)
-    assert sv.import_audio(ctx, pid, [wav], "source", warm=False).added == 1
+    report = imports.import_audio(ctx, ME, pid, [wav], "source", warm=False)
+    assert report.added == 1
     ctx.close()
     cache.mkdir(parents=True, exist_ok=True)
     (cache / "secret.txt").write_text("cached secret", encoding="utf-8")
@@ -387,9 +391,12 @@ def test_the_app_serves_no_file_outside_its_data_folder(tmp_path):
 
     app = AppProcess(data, cache).start()
     try:
-        config = httpx.get(app.url + "/config", timeout=30).json()
-        show_clip = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "show_clip")
-        audio = Client(app.url, download_files=False, verbose=False).predict(pid, None, fn_index=show_clip)[0]
+        page = page_session(app.url, project=pid)
+        clip = report.clip_ids[0]
+        answer = page.call(page.handler("on_click"), [None, pid, f"{clip}|0"])  # a click on the map
+        assert answer["success"], answer
+        audio = answer["output"]["data"][1]  # the clip in the field's player, a file Gradio serves
+        page.close()
         served = Path(audio["path"]).resolve()
         assert served.is_relative_to(data.resolve()), served  # Gradio's own files live in the data folder
         response = httpx.get(audio["url"], timeout=30)

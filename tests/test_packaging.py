@@ -39,7 +39,7 @@ def test_readme_has_spaces_front_matter_pointing_at_the_app() -> None:
 
 def _gradio_pin() -> str:
     for dep in _pyproject()["project"]["dependencies"]:
-        if dep.startswith("gradio=="):
+        if dep.startswith(("gradio==", "gradio[")):
             return dep.split("==")[1]
     raise AssertionError("gradio is not pinned in pyproject.toml")
 

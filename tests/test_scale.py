@@ -13,9 +13,12 @@ import pytest
 
 from sere_core import storage as st
 from sere_core.app import AppContext, AppSettings
-from sere_core.app import services as sv
+from sere_core.app import projects, review
+from sere_core.app.testing import local_caller
 from sere_core.viz import fit_projection, project_snapshots, resonance_field_figure
 from sere_core.viz.projection import extend_embedding, nearest_neighbors
+
+ME = local_caller()  # the shared workspace of a private server
 
 EMOTIONS = ["neutral", "happy", "sad", "angry"]
 
@@ -133,7 +136,7 @@ def test_small_field_replays_every_clip():
 def reviewed(tmp_path):
     """A project with 23 target clips (20 predicted, 2 labeled) and 2 source clips, and its run."""
     ctx = AppContext.open(AppSettings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache"))
-    project = sv.create_project(ctx, "paging", EMOTIONS)
+    project = projects.create_project(ctx, ME, "paging", EMOTIONS)
     with ctx.session() as s:
         ids = [st.add_clip(s, project.id, audio_id=f"a{i:02d}", original_name=f"clip_{24 - i:02d}.wav",
                            duration_s=1.0, role="target" if i < 23 else "source").id for i in range(25)]
@@ -152,14 +155,14 @@ def reviewed(tmp_path):
 
 def test_review_table_pages_come_from_the_database_in_order(reviewed):
     ctx, pid, ids, preds = reviewed
-    first = sv.predictions_page(ctx, pid, page=1, page_size=10)
+    first = review.predictions_page(ctx, ME, pid, page=1, page_size=10)
     assert (first.page, first.pages, first.total, len(first.rows)) == (1, 3, 23, 10)
     assert first.caption() == "Clips 1-10 of 23 · page 1 of 3"
-    pages = [sv.predictions_page(ctx, pid, page=n, page_size=10) for n in (1, 2, 3)]
+    pages = [review.predictions_page(ctx, ME, pid, page=n, page_size=10) for n in (1, 2, 3)]
     assert [len(p.rows) for p in pages] == [10, 10, 3]
     assert pages[2].caption() == "Clips 21-23 of 23 · page 3 of 3"
     stacked = pd.concat([p.rows for p in pages], ignore_index=True)
-    whole = sv.predictions_table(ctx, pid)
+    whole = review.predictions_table(ctx, ME, pid)
     pd.testing.assert_frame_equal(stacked, whole)
     # least confident first, ties by clip id, clips without a prediction last
     conf = whole["confidence"].to_numpy()
@@ -170,19 +173,19 @@ def test_review_table_pages_come_from_the_database_in_order(reviewed):
     assert set(whole.loc[whole["your label"] != "", "clip"]) == {ids[0], ids[1]}
     assert whole.loc[whole["clip"] == ids[2], "highlights"].item() == "0.10-0.40 s"
     # asking past the end shows the last page; other orders
-    assert sv.predictions_page(ctx, pid, page=99, page_size=10).page == 3
-    most = sv.predictions_table(ctx, pid, sort="most confident first")["confidence"].to_numpy()
+    assert review.predictions_page(ctx, ME, pid, page=99, page_size=10).page == 3
+    most = review.predictions_table(ctx, ME, pid, sort="most confident first")["confidence"].to_numpy()
     assert np.all(np.diff(most[:20]) <= 0) and np.isnan(most[20:]).all()
-    names = sv.predictions_table(ctx, pid, sort="by file name")["file"].tolist()
+    names = review.predictions_table(ctx, ME, pid, sort="by file name")["file"].tolist()
     assert names == sorted(names)
-    assert len(sv.predictions_table(ctx, pid, role=None)) == 25
+    assert len(review.predictions_table(ctx, ME, pid, role=None)) == 25
 
 
 def test_next_clip_to_review_is_the_first_unlabeled_in_the_order(reviewed):
     ctx, pid, ids, _ = reviewed
-    order = sv.predictions_table(ctx, pid)
+    order = review.predictions_table(ctx, ME, pid)
     todo = order.loc[order["your label"] == "", "clip"].tolist()
-    assert sv.next_to_review(ctx, pid) == todo[0]
-    assert sv.next_to_review(ctx, pid, current=todo[0]) == todo[1]
-    most = sv.predictions_table(ctx, pid, sort="most confident first")
-    assert sv.next_to_review(ctx, pid, "most confident first") == most.loc[most["your label"] == "", "clip"].iloc[0]
+    assert review.next_to_review(ctx, ME, pid) == todo[0]
+    assert review.next_to_review(ctx, ME, pid, current=todo[0]) == todo[1]
+    most = review.predictions_table(ctx, ME, pid, sort="most confident first")
+    assert review.next_to_review(ctx, ME, pid, "most confident first") == most.loc[most["your label"] == "", "clip"].iloc[0]

@@ -78,7 +78,21 @@ from sere_core.storage import (  # noqa: E402
     set_label,
     snapshots_for_run,
     start_run,
-    undo_label,
+    Undone,
+    ensure_workspace,
+    undo_last,
+    owned_clip,
+    owned_project,
+    owned_run,
+    workspace_usage,
+    take_lease,
+    leased_by_others,
+    release_leases,
+    orphan_recordings,
+    referenced_audio_ids,
+    delete_workspace,
+    idle_workspaces,
+    WorkspaceKind,
     update_emotions,
     update_progress,
 )
@@ -88,6 +102,11 @@ from sere_core.storage import runs as runs_module  # noqa: E402
 from sere_core.storage.models import utcnow  # noqa: E402
 
 EMOTIONS = ["angry", "happy", "neutral", "sad"]
+WS = "local"  # the shared workspace of a private server
+
+
+def _ws(s, key=WS):
+    return ensure_workspace(s, key, "shared" if key == WS else "anonymous").id
 
 
 @pytest.fixture
@@ -104,7 +123,7 @@ def factory(engine):
 
 def _project(factory, name="Yoruba pilot", emotions=EMOTIONS, n_clips=2):
     with session_scope(factory) as s:
-        project = create_project(s, name, emotions, "whisper-base", source_language="en")
+        project = create_project(s, name, emotions, "whisper-base", source_language="en", workspace=_ws(s))
         clip_ids = [
             add_clip(
                 s, project.id, audio_id=f"{i:064x}", original_name=f"clip{i}.wav", duration_s=2.0,
@@ -171,7 +190,7 @@ def test_project_survives_restart_with_utc_times(db_url):
             assert project.created_at.tzinfo is not None
             assert project.created_at.utcoffset() == timedelta(0)
             assert abs(utcnow() - project.created_at) < timedelta(minutes=5)
-            assert [p.name for p in list_projects(s)] == ["Yoruba pilot"]
+            assert [p.name for p in list_projects(s, workspace=WS)] == ["Yoruba pilot"]
             assert get_label(s, clip_ids[0]) == "sad"
             assert [c.id for c in clips_for_project(s, project_id, role=ClipRole.TARGET)] == clip_ids
             assert clips_for_project(s, project_id, role="source") == []
@@ -182,10 +201,10 @@ def test_project_survives_restart_with_utc_times(db_url):
 def test_session_scope_rolls_back_on_error(factory):
     with pytest.raises(RuntimeError):
         with session_scope(factory) as s:
-            create_project(s, "doomed", EMOTIONS, "prosody")
+            create_project(s, "doomed", EMOTIONS, "prosody", workspace=_ws(s))
             raise RuntimeError("handler failed")
     with session_scope(factory) as s:
-        assert list_projects(s) == []
+        assert list_projects(s, workspace=WS) == []
 
 
 # ---------------------------------------------------------------------------------- projects
@@ -207,21 +226,21 @@ def test_emotion_validation(tmp_path, emotions, fragment):
     engine = open_database(f"sqlite:///{tmp_path / 'sere.db'}")
     with session_scope(engine) as s:
         with pytest.raises(EmotionError, match=fragment) as info:
-            create_project(s, "p", emotions, "prosody")
+            create_project(s, "p", emotions, "prosody", workspace=_ws(s))
         assert isinstance(info.value, SereError) and isinstance(info.value, ValueError)
-        assert list_projects(s) == []
+        assert list_projects(s, workspace=WS) == []
     engine.dispose()
 
 
 def test_project_names_are_unique_and_errors_leave_session_usable(factory):
     with session_scope(factory) as s:
-        create_project(s, "pilot", ["happy", "sad"], "prosody")
+        create_project(s, "pilot", ["happy", "sad"], "prosody", workspace=_ws(s))
     with session_scope(factory) as s:
         with pytest.raises(ProjectExistsError, match="pilot"):
-            create_project(s, " pilot ", ["happy", "sad"], "prosody")
-        create_project(s, "second", [" happy ", "sad"], "prosody")  # same transaction still works
+            create_project(s, " pilot ", ["happy", "sad"], "prosody", workspace=_ws(s))
+        create_project(s, "second", [" happy ", "sad"], "prosody", workspace=_ws(s))  # same transaction still works
     with session_scope(factory) as s:
-        assert [(p.name, p.emotions) for p in list_projects(s)] == [
+        assert [(p.name, p.emotions) for p in list_projects(s, workspace=WS)] == [
             ("pilot", ["happy", "sad"]),
             ("second", ["happy", "sad"]),
         ]
@@ -325,6 +344,68 @@ def test_add_clip_racing_itself_returns_one_clip(factory, monkeypatch):
         assert [c.id for c in clips_for_project(s, project_id)] == results[:1]
 
 
+# -------------------------------------------------------------------------------- workspaces
+
+
+def test_another_workspaces_ids_answer_not_found(factory):
+    """A project, clip or run of another workspace is found exactly like one that does not exist."""
+    project_id, (clip, _) = _project(factory)
+    with session_scope(factory) as s:
+        run_id = create_run(s, project_id).id
+        theirs = create_project(s, "Yoruba pilot", EMOTIONS, "prosody", workspace=_ws(s, "anon:b")).id
+    with session_scope(factory) as s:
+        assert owned_project(s, WS, project_id).id == project_id
+        assert owned_clip(s, WS, clip, project_id).id == clip
+        assert owned_run(s, WS, run_id, project_id).id == run_id
+        assert owned_project(s, WS, project_id, lock=True).id == project_id
+        for lookup, args in ((owned_project, (project_id,)), (owned_clip, (clip,)), (owned_run, (run_id,))):
+            with pytest.raises(NotFoundError) as foreign:
+                lookup(s, "anon:b", *args)
+            with pytest.raises(NotFoundError) as missing:
+                lookup(s, "anon:b", 10**6)
+            assert str(foreign.value).replace(str(args[0]), "N") == str(missing.value).replace(str(10**6), "N")
+        with pytest.raises(NotFoundError):
+            owned_clip(s, WS, clip, theirs)  # a clip of my project, asked for as one of another
+        assert [p.id for p in list_projects(s, workspace="anon:b")] == [theirs]
+        assert [p.id for p in list_projects(s, workspace=WS)] == [project_id]
+        assert list_projects(s, workspace="anon:nobody") == []
+
+
+def test_workspace_usage_and_expiry(factory):
+    project_id, clips = _project(factory, n_clips=3)
+    with session_scope(factory) as s:
+        create_run(s, project_id)
+        usage = workspace_usage(s, WS)
+        assert (usage.projects, usage.clips, usage.active_runs) == (1, 3, 1)
+        assert workspace_usage(s, "anon:nobody").projects == 0
+        ws = _ws(s, "anon:idle")
+        create_project(s, "idle one", EMOTIONS, "prosody", workspace=ws)
+        later = utcnow() + timedelta(days=8)
+        assert [w.key for w in idle_workspaces(s, WorkspaceKind.ANONYMOUS, later)] == ["anon:idle"]
+        assert idle_workspaces(s, WorkspaceKind.SHARED, later) == []  # training: never idle
+        assert idle_workspaces(s, WorkspaceKind.ANONYMOUS, utcnow() - timedelta(days=1)) == []
+        delete_workspace(s, "anon:idle")
+        assert list_projects(s, workspace="anon:idle") == []
+        assert referenced_audio_ids(s, [f"{0:064x}", "f" * 64]) == {f"{0:064x}"}
+        assert orphan_recordings(s) == []
+
+
+def test_leases_keep_a_clip_for_one_tab(factory):
+    project_id, (a, b) = _project(factory)
+    with session_scope(factory) as s:
+        take_lease(s, project_id, a, "tab-1")
+        assert leased_by_others(s, project_id, "tab-2") == {a}
+        assert leased_by_others(s, project_id, "tab-1") == set()
+        take_lease(s, project_id, b, "tab-1")  # a tab holds one clip: a is free again
+        assert leased_by_others(s, project_id, "tab-2") == {b}
+        take_lease(s, project_id, b, "tab-2")  # taking a held clip moves it (the caller decides)
+        assert leased_by_others(s, project_id, "tab-1") == {b}
+        take_lease(s, project_id, a, "tab-3", now=utcnow() - timedelta(hours=1))  # long expired
+        assert leased_by_others(s, project_id, "tab-1") == {b}
+        release_leases(s, "tab-2")
+        assert leased_by_others(s, project_id, "tab-1") == set()
+
+
 # ------------------------------------------------------------------------------------ labels
 
 
@@ -333,16 +414,17 @@ def test_set_undo_and_history(factory):
     with session_scope(factory) as s:
         set_label(s, clip, "happy", author="ade", session_id="tab-1")
         set_label(s, clip, "sad", author="ade", session_id="tab-1")
-        set_label(s, other, "angry")
+        set_label(s, other, "angry", author="bola")
         with pytest.raises(EmotionError, match="'joy' is not an emotion"):
             set_label(s, clip, "joy")
     with session_scope(factory) as s:
         assert get_label(s, clip) == "sad"
-        assert undo_label(s, clip, author="bola").emotion == "happy"
+        assert undo_last(s, project_id, "ade", session_id="tab-2") == Undone(clip, "happy", kept=False)
         assert get_label(s, clip) == "happy"
-        assert undo_label(s, clip).emotion is None  # back to unlabeled
+        assert undo_last(s, project_id, "ade") == Undone(clip, None, kept=False)  # back to unlabeled
         assert get_label(s, clip) is None
-        assert undo_label(s, clip) is None  # nothing left to undo
+        assert undo_last(s, project_id, "ade") is None  # nothing of ade's left to undo
+        assert get_label(s, other) == "angry"  # bola's label was never touched
         history = label_history(s, clip)
         assert [(e.action.value, e.emotion, e.previous_emotion) for e in history] == [
             ("set", "happy", None),
@@ -350,28 +432,49 @@ def test_set_undo_and_history(factory):
             ("undo", "happy", "sad"),
             ("undo", None, "happy"),
         ]
-        assert history[2].reverts_event_id == history[1].id and history[2].author == "bola"
-        assert history[0].session_id == "tab-1"
+        assert history[2].reverts_event_id == history[1].id and history[2].author == "ade"
+        assert history[2].session_id == "tab-2" and history[0].session_id == "tab-1"
         assert all(e.created_at.tzinfo is not None for e in history)
     with session_scope(factory) as s:
-        set_label(s, clip, "neutral")
-        assert remove_label(s, clip).previous_emotion == "neutral"
+        set_label(s, clip, "neutral", author="ade")
+        assert remove_label(s, clip, author="ade").previous_emotion == "neutral"
         assert remove_label(s, clip) is None  # nothing to remove, nothing recorded
-        assert undo_label(s, clip).emotion == "neutral"  # undo the removal
+        assert undo_last(s, project_id, "ade").emotion == "neutral"  # undo the removal
         assert labels_for_project(s, project_id) == {clip: "neutral", other: "angry"}
         assert label_counts(s, project_id) == {"angry": 1, "happy": 0, "neutral": 1, "sad": 0}
         assert len(label_history(s, clip)) == 7
 
 
+def test_undo_reverts_my_change_never_anothers(factory):
+    """Ade labels a clip, Bola relabels it: Ade's undo marks Ade's change undone and keeps Bola's
+    label; Bola's own undo then restores Ade's."""
+    project_id, (clip, other) = _project(factory)
+    with session_scope(factory) as s:
+        set_label(s, clip, "happy", author="ade")
+        set_label(s, other, "sad", author="ade")
+        set_label(s, clip, "angry", author="bola")
+    with session_scope(factory) as s:
+        assert undo_last(s, project_id, "ade") == Undone(other, None, kept=False)  # my newest first
+        assert undo_last(s, project_id, "ade") == Undone(clip, "angry", kept=True)
+        assert get_label(s, clip) == "angry"
+        assert undo_last(s, project_id, "ade") is None
+        assert undo_last(s, project_id, "bola") == Undone(clip, "happy", kept=False)
+        assert get_label(s, clip) == "happy"
+    other_project, (foreign, _) = _project(factory, name="other")
+    with session_scope(factory) as s:
+        set_label(s, foreign, "sad", author="chi")
+        assert undo_last(s, project_id, "chi") is None  # another project's changes are not this one's
+
+
 def test_undo_refuses_to_restore_removed_emotion(factory):
     project_id, (clip, _) = _project(factory)
     with session_scope(factory) as s:
-        set_label(s, clip, "angry")
-        set_label(s, clip, "sad")
+        set_label(s, clip, "angry", author="ade")
+        set_label(s, clip, "sad", author="ade")
         update_emotions(s, project_id, ["happy", "neutral", "sad"])
     with session_scope(factory) as s:
         with pytest.raises(EmotionError, match="no longer an emotion"):
-            undo_label(s, clip)
+            undo_last(s, project_id, "ade")
         assert get_label(s, clip) == "sad"
 
 
@@ -756,12 +859,69 @@ def test_upgrade_from_version_2_adds_the_worker_instance(db_url):
         with engine.begin() as conn:  # a database of the release before migration 3
             conn.execute(text("ALTER TABLE training_runs DROP COLUMN worker_instance"))
         assert "worker_instance" not in {c["name"] for c in inspect(engine).get_columns("training_runs")}
-        assert init_schema(engine) == SCHEMA_VERSION == 3
+        assert init_schema(engine) == SCHEMA_VERSION
         project_id, _ = _project(session_factory(engine), n_clips=0)
         with session_scope(engine) as s:
             run_id = create_run(s, project_id, worker_pid=os.getpid()).id
         with session_scope(engine) as s:
             assert get_run(s, run_id).worker_instance is not None
+    finally:
+        engine.dispose()
+
+
+def _v3_database(db_url):
+    """A database exactly as the release at schema version 3 made it (``tests/legacy``), with a
+    demo project, another project, clips, labels and a finished run."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("models_v3", Path(__file__).parent / "legacy" / "models_v3.py")
+    old = sys.modules.setdefault("models_v3", importlib.util.module_from_spec(spec))
+    if not hasattr(old, "Base"):
+        spec.loader.exec_module(old)
+    engine = open_database(db_url, migrate=False)
+    with engine.begin() as conn:
+        old.Base.metadata.create_all(conn)
+        for m in MIGRATIONS[:3]:
+            conn.execute(old.SchemaVersion.__table__.insert().values(version=m.version, description=m.description,
+                                                                     applied_at=utcnow()))
+    with session_scope(engine) as s:
+        demo = old.Project(name="Demo: German → English", emotions=EMOTIONS, encoder="prosody")
+        mine = old.Project(name="Yoruba pilot", emotions=EMOTIONS, encoder="prosody")
+        s.add_all([demo, mine])
+        s.flush()
+        clips = [old.Clip(project_id=p.id, audio_id=f"{i:064x}", original_name=f"c{i}.wav", duration_s=1.0,
+                          end_s=1.0, role=old.ClipRole.SOURCE) for i, p in enumerate([demo, mine, mine])]
+        s.add_all(clips)
+        s.flush()
+        s.add(old.Label(clip_id=clips[1].id, emotion="sad"))
+        s.add(old.LabelEvent(clip_id=clips[1].id, action=old.LabelAction.SET, emotion="sad"))
+        s.add(old.TrainingRun(project_id=mine.id, status=old.RunStatus.SUCCEEDED, config={}, losses=[], metrics={}))
+        ids = demo.id, mine.id, [c.id for c in clips]
+    return engine, ids
+
+
+def test_upgrade_from_version_3_puts_every_project_in_the_shared_workspace(db_url):
+    engine, (demo, mine, clips) = _v3_database(db_url)
+    try:
+        assert schema_version(engine) == 3
+        assert init_schema(engine) == SCHEMA_VERSION
+        assert init_schema(engine) == SCHEMA_VERSION  # a second start changes nothing
+        with session_scope(engine) as s:
+            assert [(p.id, p.template) for p in list_projects(s, workspace=WS)] == [(demo, "demo"), (mine, None)]
+            assert get_label(s, clips[1]) == "sad" and len(label_history(s, clips[1])) == 1
+            assert latest_run(s, mine).status is RunStatus.SUCCEEDED
+            # names are unique per workspace now, not across the server
+            again = create_project(s, "Yoruba pilot", EMOTIONS, "prosody", workspace=_ws(s, "anon:x"))
+            assert [p.id for p in list_projects(s, workspace="anon:x")] == [again.id]
+            with pytest.raises(ProjectExistsError):
+                create_project(s, "Yoruba pilot", EMOTIONS, "prosody", workspace=_ws(s))
+        with session_scope(engine) as s:  # the references to projects survived the table's rebuild
+            delete_project(s, mine)
+        with session_scope(engine) as s:
+            assert [c.id for c in clips_for_project(s, demo)] == clips[:1]
+            assert s.scalar(select(func.count()).select_from(Clip)) == 1
+            assert s.scalar(select(func.count()).select_from(TrainingRun)) == 0
+            assert get_label(s, clips[1]) is None
     finally:
         engine.dispose()
 
@@ -773,9 +933,10 @@ def test_failed_migration_rolls_back_and_newer_database_is_refused(db_url):
             conn.execute(text("CREATE TABLE half_done (id INTEGER PRIMARY KEY)"))
             raise RuntimeError("disk on fire")
 
-        with pytest.raises(SchemaVersionError, match="version 4.*disk on fire.*left at version 3"):
-            init_schema(engine, (*MIGRATIONS, Migration(4, "broken", broken)))
-        assert schema_version(engine) == 3
+        last = SCHEMA_VERSION
+        with pytest.raises(SchemaVersionError, match=f"version {last + 1}.*disk on fire.*left at version {last}"):
+            init_schema(engine, (*MIGRATIONS, Migration(last + 1, "broken", broken)))
+        assert schema_version(engine) == last
         assert not inspect(engine).has_table("half_done")  # the DDL was rolled back too
 
         with pytest.raises(SchemaVersionError, match="without gaps"):

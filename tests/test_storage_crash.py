@@ -14,7 +14,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from pg_server import db_url, postgres_admin_url, postgres_url  # noqa: E402,F401  (fixtures)
 
-from sere_core.storage import (  # noqa: E402
+from sere_core.storage import (
+    SHARED_WORKSPACE,
+    ensure_workspace,  # noqa: E402
     RunStatus,
     add_clip,
     create_project,
@@ -54,7 +56,7 @@ def test_sigkill_mid_transaction(db_url):
     engine = open_database(db_url)
     try:
         with session_scope(engine) as s:
-            project = create_project(s, "crash", ["happy", "sad"], "prosody")
+            project = create_project(s, "crash", ["happy", "sad"], "prosody", workspace=ensure_workspace(s, SHARED_WORKSPACE, "shared").id)
             first, second = (
                 add_clip(s, project.id, audio_id=c * 64, original_name=f"{c}.wav", duration_s=1.0, role="target").id
                 for c in "ab"

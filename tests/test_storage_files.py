@@ -15,7 +15,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from pg_server import db_url, postgres_admin_url, postgres_url  # noqa: E402,F401  (fixtures)
 
 from sere_core.errors import InvalidDataError, UnsafePathError  # noqa: E402
-from sere_core.storage import (  # noqa: E402
+from sere_core.storage import (
+    SHARED_WORKSPACE,
+    ensure_workspace,  # noqa: E402
     LABEL_COLUMNS,
     BlobStore,
     add_clip,
@@ -147,7 +149,7 @@ def _labeled_project(factory, tmp_path):
     src = tmp_path / "=evil.wav"
     src.write_bytes(b"audio bytes" * 100)
     with session_scope(factory) as s:
-        project = create_project(s, "Round trip", ["angry", "happy", "sad"], "prosody")
+        project = create_project(s, "Round trip", ["angry", "happy", "sad"], "prosody", workspace=ensure_workspace(s, SHARED_WORKSPACE, "shared").id)
         rec = add_recording(s, store, src)
         clips = [
             add_clip(s, project.id, audio_id=f"{i:064x}", original_name="=evil.wav", duration_s=1.0,

@@ -13,8 +13,13 @@ import pytest
 import soundfile as sf
 
 from sere_core.app import AppContext, AppSettings
-from sere_core.app import services as sv
+from sere_core.app import imports, projects, review
+from sere_core.app.messages import user_message, without_paths
+from sere_core.app.testing import local_caller
+from sere_core.errors import InvalidDataError
 from sere_core.storage import labels_for_project
+
+ME = local_caller()  # the shared workspace of a private server
 
 
 @pytest.fixture
@@ -52,14 +57,14 @@ def test_rejected_and_imported_uploads_leave_nothing_in_the_upload_folder(ctx, t
     good = uploaded(root, "good.wav", wav_bytes(1))
     outside = tmp_path / "mine.wav"
     outside.write_bytes(wav_bytes(2))
-    pid = sv.create_project(ctx, "uploads", "happy, sad").id
+    pid = projects.create_project(ctx, ME, "uploads", "happy, sad").id
     paths = [*junk, good, outside]
-    report = sv.import_audio(ctx, pid, paths, "target", warm=False)
-    sv.discard_uploads(paths, root)
+    report = imports.import_audio(ctx, ME, pid, paths, "target", warm=False)
+    imports.discard_uploads(paths, root)
     assert report.added == 2 and len(report.failures) == 5
     assert list(root.iterdir()) == []  # files and their folders are gone...
     assert outside.exists()  # ...but nothing outside the upload folder is touched
-    view = sv.clip_view(ctx, report.clip_ids[0])  # the imported clip still plays
+    view = review.clip_view(ctx, ME, report.clip_ids[0])  # the imported clip still plays
     assert view.samples.size > 8000
 
 
@@ -71,14 +76,14 @@ def test_gradios_empty_placeholders_go_but_an_upload_being_written_stays(tmp_pat
     (root / "tmpfull").write_bytes(b"RIFF")  # not empty: not a placeholder
     (root / "mine").touch()
     with (root / "tmpwriting").open("wb"):  # the server is writing an upload into it
-        sv.discard_uploads([], root)
+        imports.discard_uploads([], root)
         assert sorted(p.name for p in root.iterdir()) == ["mine", "tmpfull", "tmpwriting"]
 
 
 def test_too_many_files_in_one_upload_are_refused_with_a_message(ctx, tmp_path):
-    pid = sv.create_project(ctx, "many", "happy, sad").id
-    with pytest.raises(sv.InvalidDataError, match=f"at most {sv.MAX_UPLOAD_FILES} go in one upload"):
-        sv.import_audio(ctx, pid, [tmp_path / f"{i}.wav" for i in range(sv.MAX_UPLOAD_FILES + 1)], "target")
+    pid = projects.create_project(ctx, ME, "many", "happy, sad").id
+    with pytest.raises(InvalidDataError, match=f"at most {imports.MAX_UPLOAD_FILES} go in one upload"):
+        imports.import_audio(ctx, ME, pid, [tmp_path / f"{i}.wav" for i in range(imports.MAX_UPLOAD_FILES + 1)], "target")
 
 
 def _zip(path: Path, entries: dict[str, bytes]) -> Path:
@@ -92,8 +97,8 @@ def test_a_bad_manifest_row_is_reported_with_its_row_and_the_rest_goes_in(ctx, t
     rows = [f"clip{i}.wav,happy,de,{'x' * 300 if i == 5 else f'spk{i}'}" for i in range(1, 9)]
     archive = _zip(tmp_path / "batch.zip", {"manifest.csv": ("path,emotion,language,speaker\n" + "\n".join(rows)).encode(),
                                            **{f"clip{i}.wav": wav_bytes(10 + i) for i in range(1, 9)}})
-    pid = sv.create_project(ctx, "rows", "happy, sad").id
-    report = sv.import_audio(ctx, pid, [archive], "source", warm=False)
+    pid = projects.create_project(ctx, ME, "rows", "happy, sad").id
+    report = imports.import_audio(ctx, ME, pid, [archive], "source", warm=False)
     assert report.added == 7 and report.labeled == 7
     [failure] = report.failures
     assert failure.file == "batch.zip" and failure.reason == "manifest-row"
@@ -106,8 +111,8 @@ def test_a_csv_uploaded_with_its_audio_finds_it_by_name(ctx, tmp_path):
     root = tmp_path / "gradio"
     csv = uploaded(root, "labels.csv", b"path,emotion\naudio/a.wav,happy\nb.wav,sad\nc.wav,happy\n")
     files = [uploaded(root, name, wav_bytes(20 + i)) for i, name in enumerate(("a.wav", "b.wav", "c.wav"))]
-    pid = sv.create_project(ctx, "csv", "happy, sad").id
-    report = sv.import_audio(ctx, pid, [csv, *files], "source", warm=False)
+    pid = projects.create_project(ctx, ME, "csv", "happy, sad").id
+    report = imports.import_audio(ctx, ME, pid, [csv, *files], "source", warm=False)
     assert report.failures == [] and report.added == 3 and report.labeled == 3  # each file once, labeled
     with ctx.session() as s:
         assert sorted(labels_for_project(s, pid).values()) == ["happy", "happy", "sad"]
@@ -115,8 +120,8 @@ def test_a_csv_uploaded_with_its_audio_finds_it_by_name(ctx, tmp_path):
 
 def test_a_csv_without_its_audio_says_what_is_missing(ctx, tmp_path):
     csv = uploaded(tmp_path / "gradio", "labels.csv", b"path,emotion\na.wav,happy\nb.wav,sad\n")
-    pid = sv.create_project(ctx, "csv alone", "happy, sad").id
-    report = sv.import_audio(ctx, pid, [csv], "source", warm=False)
+    pid = projects.create_project(ctx, ME, "csv alone", "happy, sad").id
+    report = imports.import_audio(ctx, ME, pid, [csv], "source", warm=False)
     assert report.added == 0
     [failure] = report.failures
     assert failure.reason == "missing-audio"
@@ -127,8 +132,8 @@ def test_a_csv_without_its_audio_says_what_is_missing(ctx, tmp_path):
 def test_an_unclosed_quote_is_reported_as_malformed_at_its_row(ctx, tmp_path):
     csv = tmp_path / "quotes.csv"
     csv.write_text('path,emotion\na.wav,happy\n"b.wav,sad\nc.wav,happy\n')
-    pid = sv.create_project(ctx, "quotes", "happy, sad").id
-    [failure] = sv.import_audio(ctx, pid, [csv], "source", warm=False).failures
+    pid = projects.create_project(ctx, ME, "quotes", "happy, sad").id
+    [failure] = imports.import_audio(ctx, ME, pid, [csv], "source", warm=False).failures
     assert failure.reason == "manifest"
     assert "quotes.csv, row 3: the CSV is malformed" in failure.message and "never closed" in failure.message
 
@@ -136,8 +141,8 @@ def test_an_unclosed_quote_is_reported_as_malformed_at_its_row(ctx, tmp_path):
 def test_an_archive_inside_an_archive_is_reported_not_ignored(ctx, tmp_path):
     inner = _zip(tmp_path / "inner.zip", {"x.wav": wav_bytes(30)})
     archive = _zip(tmp_path / "outer.zip", {"a.wav": wav_bytes(31), "more/inner.zip": inner.read_bytes()})
-    pid = sv.create_project(ctx, "nested", "happy, sad").id
-    report = sv.import_audio(ctx, pid, [archive], "target", warm=False)
+    pid = projects.create_project(ctx, ME, "nested", "happy, sad").id
+    report = imports.import_audio(ctx, ME, pid, [archive], "target", warm=False)
     assert report.added == 1
     [failure] = report.failures
     assert failure.file == "outer.zip" and "more/inner.zip" in failure.message
@@ -152,12 +157,12 @@ def test_a_long_report_is_summarized_and_names_no_server_path(ctx, tmp_path):
         bad.append(path)
     outside = tmp_path / "outside.csv"
     outside.write_text("path\n../../secret.wav\n")
-    pid = sv.create_project(ctx, "long", "happy, sad").id
-    report = sv.import_audio(ctx, pid, [*bad, outside], "target", warm=False)
+    pid = projects.create_project(ctx, ME, "long", "happy, sad").id
+    report = imports.import_audio(ctx, ME, pid, [*bad, outside], "target", warm=False)
     text = report.markdown()
     assert len(report.failures) == 121
-    assert text.count("\n| ") == sv.MAX_REPORT_ROWS + 2  # header, separator and 50 files
-    assert f"… and {121 - sv.MAX_REPORT_ROWS} more (71 empty)." in text
+    assert text.count("\n| ") == imports.MAX_REPORT_ROWS + 2  # header, separator and 50 files
+    assert f"… and {121 - imports.MAX_REPORT_ROWS} more (71 empty)." in text
     assert "| outside.csv | manifest-row |" in text  # manifests come first
     for message in (f.message for f in report.failures):
         assert str(tmp_path) not in message and tempfile.gettempdir() + "/" not in message, message
@@ -175,7 +180,7 @@ def test_files_uploaded_in_the_browser_are_deleted_once_refused(tmp_path):
 
     setup = AppContext.open(AppSettings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", encoder="prosody"))
     try:
-        sv.create_project(setup, "Uploads", "happy, sad")
+        projects.create_project(setup, ME, "Uploads", "happy, sad")
     finally:
         setup.close()
     rng = np.random.default_rng(0)
@@ -205,13 +210,13 @@ def test_a_server_path_in_a_message_is_cut_to_the_file_name(ctx, tmp_path):
     """A directory named like an archive makes the zip reader quote the OS error, path and all."""
     folder = tmp_path / "sere-upload-x" / "clips.zip"
     folder.mkdir(parents=True)
-    pid = sv.create_project(ctx, "paths", "happy, sad").id
-    text = sv.import_audio(ctx, pid, [folder], "target", warm=False).markdown()
+    pid = projects.create_project(ctx, ME, "paths", "happy, sad").id
+    text = imports.import_audio(ctx, ME, pid, [folder], "target", warm=False).markdown()
     assert "clips.zip" in text and str(tmp_path) not in text and tempfile.gettempdir() + "/" not in text, text
-    error = sv.InvalidDataError(f"cannot read {tmp_path}/data/gradio/abc/a.wav (see /tmp/x/)")
-    assert sv.user_message(error) == "cannot read a.wav (see x)"
+    error = InvalidDataError(f"cannot read {tmp_path}/data/gradio/abc/a.wav (see /tmp/x/)")
+    assert user_message(error) == "cannot read a.wav (see x)"
     kept = "happy/a.wav lasts 1/2 s; see https://example.org/a/b"  # relative paths, ratios and URLs stay
-    assert sv.without_paths(kept) == kept
+    assert without_paths(kept) == kept
 
 
 def test_an_unclosed_quote_in_a_labels_file_is_reported_at_its_line(ctx, tmp_path):
@@ -219,12 +224,12 @@ def test_an_unclosed_quote_in_a_labels_file_is_reported_at_its_line(ctx, tmp_pat
     for i in range(3):
         wavs.append(tmp_path / f"c{i}.wav")
         wavs[-1].write_bytes(wav_bytes(40 + i))
-    pid = sv.create_project(ctx, "labels", "happy, sad").id
-    assert sv.import_audio(ctx, pid, wavs, "source", warm=False).added == 3
+    pid = projects.create_project(ctx, ME, "labels", "happy, sad").id
+    assert imports.import_audio(ctx, ME, pid, wavs, "source", warm=False).added == 3
     labels = tmp_path / "labels.csv"
     labels.write_text('original_name,emotion\nc0.wav,happy\n"c1.wav,sad\nc2.wav,happy\n')
-    with pytest.raises(sv.InvalidDataError, match=r'labels.csv, line 3: the CSV is malformed \(a quote " opened'):
-        sv.import_labels_file(ctx, pid, labels)
+    with pytest.raises(InvalidDataError, match=r'labels.csv, line 3: the CSV is malformed \(a quote " opened'):
+        imports.import_labels_file(ctx, ME, pid, labels)
     with ctx.session() as s:
         assert labels_for_project(s, pid) == {}  # nothing half-applied
 
@@ -233,15 +238,13 @@ def test_an_unclosed_quote_in_a_labels_file_is_reported_at_its_line(ctx, tmp_pat
 def test_uploads_through_the_real_web_server_are_deleted_once_imported_or_refused(tmp_path):
     """The same through ``python app.py`` and Gradio's own upload route: the size limit the server
     enforces is SERE's, in bytes, and the upload folder is empty after the import."""
-    httpx = pytest.importorskip("httpx")
-    from app_server import AppProcess
-    from gradio_client import Client, handle_file
+    from app_server import AppProcess, page_session
 
     from sere_core.audio import AudioConfig
 
     data, cache = tmp_path / "data", tmp_path / "cache"
     c = AppContext.open(AppSettings(data_dir=data, cache_dir=cache, encoder="prosody"))
-    pid = sv.create_project(c, "web uploads", "happy, sad").id
+    pid = projects.create_project(c, ME, "web uploads", "happy, sad").id
     c.close()
     mine = tmp_path / "mine"
     mine.mkdir()
@@ -255,19 +258,17 @@ def test_uploads_through_the_real_web_server_are_deleted_once_imported_or_refuse
 
     app = AppProcess(data, cache).start()
     try:
-        config = httpx.get(app.url + "/config", timeout=30).json()
-        assert config["max_file_size"] == AudioConfig().max_file_bytes  # bytes, not MiB
-        [src] = [x["id"] for x in config["components"] if x.get("props", {}).get("elem_id") == "sere-src-upload"]
-        [importer] = [i for i, d in enumerate(config["dependencies"]) if [src, "upload"] in d["targets"]]
-        client = Client(app.url, download_files=False, verbose=False)
-        report = client.predict(pid, [handle_file(str(p)) for p in files], None, fn_index=importer)
+        page = page_session(app.url, project=pid)
+        assert page.config["max_file_size"] == AudioConfig().max_file_bytes  # bytes, not MiB
+        answer = page.call(page.handler("upload_source"), [None, pid, page.upload(files), None, None])
+        report = answer["output"]["data"][0]
         assert "**1 clip added** from 6 files" in report and "**5 files rejected:**" in report, report
         assert str(data) not in report and str(tmp_path) not in report
         left = [p for p in (data / "gradio").rglob("*") if p.is_file()]
         assert left == [], left
-        show_clip = next(i for i, d in enumerate(config["dependencies"]) if d.get("api_name") == "show_clip")
-        audio = client.predict(pid, None, fn_index=show_clip)[0]  # the kept clip plays from the blob store
-        assert httpx.get(audio["url"], timeout=30).content.startswith(b"RIFF")
+        pad = next(x for x in answer["output"]["data"] if isinstance(x, dict) and x.get("kind") == "label")
+        assert pad["clip"] is not None and pad["audio"].startswith("data:audio/flac;base64,")  # it plays
+        page.close()
     finally:
         app.stop()
     assert all(p.exists() for p in files)  # the client's own files are untouched

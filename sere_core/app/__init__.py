@@ -1,58 +1,23 @@
-"""The SERE Studio app's logic, without the page: services over the database and worker threads.
+"""The SERE Studio app's logic, without the page: one module per job, over the database and the
+worker pool. ``app.py`` builds the Gradio page and calls these; tests call them directly.
 
-``app.py`` builds the Gradio page and calls these; tests call them directly.
+* ``context`` - settings and the shared resources of one process (:class:`AppContext`);
+* ``access`` - who is calling: visitor tokens, workspaces, labelers (:class:`Caller`);
+* ``projects`` - projects and workspaces: create, rename, delete, limits, expiry;
+* ``demo`` - each workspace's own copy of the demo;
+* ``imports`` - audio files, archives, manifests and labels CSVs into a project;
+* ``labeling`` and ``label_queue`` - labels on the clip on screen, per-labeler undo, the next clip;
+* ``training`` and ``jobs`` - runs in a bounded worker pool; ``pipeline`` - the run itself;
+* ``review`` - clip views, the resonance field, the review table, confirmations;
+* ``exports`` - predictions, labels and the model as files;
+* ``views`` - one view per screen; ``figures`` - plots and HTML for the page.
 
->>> from sere_core.app import parse_emotions
+>>> from sere_core.app.projects import parse_emotions
 >>> parse_emotions("neutral, happy, sad, angry")
 ['neutral', 'happy', 'sad', 'angry']
 """
 
-from sere_core.app.context import AppContext, AppSettings, EncoderPool, SegmentStore
-from sere_core.app.services import (
-    DEFAULT_EMOTIONS,
-    DEMO_PROJECT_NAME,
-    PAGE_SIZE,
-    SHOTS,
-    SORTS,
-    ClipView,
-    FieldData,
-    FileFailure,
-    ImportReport,
-    PredictionView,
-    ProjectSummary,
-    TablePage,
-    TrainingStatus,
-    apply_reference_labels,
-    cancel_training,
-    clip_view,
-    confirm_prediction,
-    create_project,
-    export_labels,
-    export_model,
-    export_predictions,
-    field_data,
-    get_summary,
-    import_audio,
-    import_labels_file,
-    label_clip,
-    label_counts,
-    latest_result,
-    list_projects,
-    load_demo,
-    next_clip_to_label,
-    next_to_review,
-    parse_emotions,
-    predictions_page,
-    predictions_table,
-    set_emotions,
-    start_training,
-    suggest_clips,
-    training_config,
-    training_readiness,
-    training_status,
-    undo_label,
-    unlabeled_clip_ids,
-    user_message,
-)
+from sere_core.app.access import Caller
+from sere_core.app.context import AppContext, AppSettings, WorkspaceLimits
 
-__all__ = [name for name in dir() if not name.startswith("_")]
+__all__ = ["AppContext", "AppSettings", "Caller", "WorkspaceLimits"]

@@ -43,12 +43,50 @@ def _env_int(name: str, minimum: int = 1) -> int | None:
     return value
 
 
+#: ``$SERE_WORKSPACES``: one workspace for everyone (a private server), or one per visitor.
+SINGLE, PER_VISITOR = "single", "per-visitor"
+
+
+def default_workspaces() -> str:
+    """``per-visitor`` on a Hugging Face Space (it sets ``$SPACE_ID``), else ``single``."""
+    return PER_VISITOR if os.environ.get("SPACE_ID") else SINGLE
+
+
+@dataclass(frozen=True)
+class WorkspaceLimits:
+    """What one workspace may hold when every visitor has their own (None: no limit).
+
+    ``megabytes`` counts the uploaded recordings its projects use, each once (the demo's audio,
+    shared by every workspace, is not counted). ``active_runs``: trainings queued or running.
+    """
+
+    projects: int | None = 20
+    clips: int | None = 5000
+    megabytes: int | None = 2000
+    active_runs: int | None = 1
+
+    @classmethod
+    def from_env(cls) -> WorkspaceLimits:
+        found = {name: _env_int(env) for name, env in (("projects", "SERE_MAX_PROJECTS"), ("clips", "SERE_MAX_CLIPS"),
+                                                       ("megabytes", "SERE_MAX_MB"))}
+        return cls(**{k: v for k, v in found.items() if v is not None})
+
+
+#: A private server's single workspace has no limits.
+UNLIMITED = WorkspaceLimits(None, None, None, None)
+
+
 @dataclass(frozen=True)
 class AppSettings:
     """Settings of one app process; :meth:`from_env` reads them from the environment.
 
     ``train_steps`` (``$SERE_TRAIN_STEPS``) overrides SERE's number of training steps, for quick
     demos and tests. ``encoder`` (``$SERE_ENCODER``) is the encoder new projects use.
+    ``workspaces`` (``$SERE_WORKSPACES``) is :data:`SINGLE` or :data:`PER_VISITOR`; with one
+    workspace per visitor, ``visitor_limits`` apply and anonymous workspaces nobody opened for
+    ``idle_days`` (``$SERE_IDLE_DAYS``) are deleted. ``workers`` (``$SERE_WORKERS``) trainings
+    and feature computations run at once, each on ``torch_threads`` (``$SERE_TORCH_THREADS``)
+    threads; both are set once, when the app starts.
     """
 
     data_dir: Path
@@ -59,6 +97,21 @@ class AppSettings:
     cache_dir: Path | None = None
     torch_threads: int | None = None
     snapshots: int = 12
+    workspaces: str = SINGLE
+    visitor_limits: WorkspaceLimits = WorkspaceLimits()
+    idle_days: float = 7.0
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+
+    def __post_init__(self) -> None:
+        if self.workspaces not in (SINGLE, PER_VISITOR):
+            raise ConfigError(f"$SERE_WORKSPACES must be {SINGLE!r} or {PER_VISITOR!r}, not {self.workspaces!r}.")
+        if self.workers < 1 or self.idle_days <= 0:
+            raise ConfigError("$SERE_WORKERS must be at least 1 and $SERE_IDLE_DAYS positive.")
+
+    @property
+    def limits(self) -> WorkspaceLimits:
+        """The limits every workspace of this server has."""
+        return self.visitor_limits if self.workspaces == PER_VISITOR else UNLIMITED
 
     @classmethod
     def from_env(cls, **overrides: Any) -> AppSettings:
@@ -72,8 +125,13 @@ class AppSettings:
             demo_dir=Path(os.environ.get("SERE_DEMO_DIR", "") or DEFAULT_DEMO_DIR),
             cache_dir=Path(os.environ["SERE_CACHE_DIR"]) if os.environ.get("SERE_CACHE_DIR") else None,
             torch_threads=_env_int("SERE_TORCH_THREADS"),
+            workspaces=os.environ.get("SERE_WORKSPACES", "").strip() or default_workspaces(),
+            visitor_limits=WorkspaceLimits.from_env(),
+            idle_days=_env_int("SERE_IDLE_DAYS"),
+            workers=_env_int("SERE_WORKERS"),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
+        values = {k: v for k, v in values.items() if v is not None}
         values["data_dir"] = Path(values["data_dir"]).expanduser()
         return cls(**values)
 
@@ -114,6 +172,10 @@ class SegmentStore:
         samples, sr = sf.read(str(path), dtype="float32", always_2d=False)
         return samples, int(sr)
 
+    def discard(self, audio_id: str) -> None:
+        """Delete the listening copy (no clip uses this audio any more)."""
+        self.path(audio_id).unlink(missing_ok=True)
+
 
 class EncoderPool:
     """Encoders built and loaded once per process and shared by all jobs.
@@ -121,13 +183,13 @@ class EncoderPool:
     Building (cheap, gives ``info``) and running (loading weights, encoding) take separate locks,
     so a page asking for an encoder's identity never waits for a 15-second weight load.
     One encode runs at a time: they are CPU-bound and would only compete for the same cores.
+    They run on the process's thread settings (:func:`set_thread_limits`), never their own.
     """
 
-    def __init__(self, torch_threads: int | None = None) -> None:
+    def __init__(self) -> None:
         self._encoders: dict[str, Any] = {}
         self._build_lock = threading.Lock()
         self._run_lock = threading.Lock()
-        self.torch_threads = torch_threads
 
     def register(self, name: str, encoder: Any) -> None:
         """Use ``encoder`` (already built) for ``name``; for tests and embedding hosts."""
@@ -141,10 +203,7 @@ class EncoderPool:
         with self._build_lock:
             enc = self._encoders.get(name)
             if enc is None:
-                options = {}
-                if self.torch_threads and name == "whisper-base":
-                    options["num_threads"] = self.torch_threads
-                enc = self._encoders[name] = get_encoder(name, **options)
+                enc = self._encoders[name] = get_encoder(name)
             return enc
 
     def info(self, name: str):
@@ -159,9 +218,26 @@ class EncoderPool:
             return enc.encode(samples)
 
 
+def set_thread_limits(threads: int) -> None:
+    """Give torch and the BLAS libraries ``threads`` threads for the whole process.
+
+    Called once, when the app starts: these settings are process-wide, so changing them around
+    each training or encode, from several worker threads, would let one job undo another's.
+    """
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(max(1, int(threads)))
+    threadpool_limits(limits=max(1, int(threads)))
+
+
 @dataclass
 class AppContext:
-    """Shared resources of one app process. Build with :meth:`open`."""
+    """Shared resources of one app process. Build with :meth:`open`.
+
+    ``audio_lock`` is held while audio files are stored or freed, so that freeing the audio of a
+    deleted project never removes a file another import is adding a row for at that moment.
+    """
 
     settings: AppSettings
     engine: Any
@@ -170,7 +246,10 @@ class AppContext:
     cache: Any
     segments: SegmentStore
     encoders: EncoderPool
+    secret: bytes
     jobs: Any = None
+    demo_template: Any = field(default=None, repr=False)
+    audio_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _closed: bool = field(default=False, repr=False)
     _locks: dict[int, threading.Lock] = field(default_factory=dict, repr=False)
     _locks_guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -182,6 +261,7 @@ class AppContext:
         Runs left "running" by a previous process are marked failed (their worker is gone).
         """
         from sere_core.app.jobs import JobManager
+        from sere_core.app.secret_key import server_secret
         from sere_core.cache import EmbeddingCache
         from sere_core.storage import BlobStore, mark_stale_runs_failed, open_database, session_factory, session_scope
 
@@ -196,7 +276,8 @@ class AppContext:
             blobs=BlobStore(settings.data_dir),
             cache=EmbeddingCache(settings.cache_dir),
             segments=SegmentStore(settings.data_dir / "segments"),
-            encoders=EncoderPool(settings.torch_threads),
+            encoders=EncoderPool(),
+            secret=server_secret(settings.data_dir),
         )
         with session_scope(sessions) as session:
             stale = mark_stale_runs_failed(session)
@@ -218,18 +299,13 @@ class AppContext:
         with self._locks_guard:
             return self._locks.setdefault(int(project_id), threading.Lock())
 
-    def project_dir(self, project_id: int) -> Path:
-        folder = self.settings.data_dir / "projects" / f"project-{int(project_id)}"
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
-
     def browser_state_secret(self) -> str:
         """The key ``gr.BrowserState`` encrypts with. Gradio hands it to the page, so it is a key
         derived from the server's secret, fixed across restarts (a random one would make every
         browser forget its open project at each restart)."""
-        from sere_core.app.secret_key import derived_key, server_secret
+        from sere_core.app.secret_key import derived_key
 
-        return derived_key(server_secret(self.settings.data_dir), "gr.BrowserState")[:32]
+        return derived_key(self.secret, "gr.BrowserState")[:32]
 
     def export_dir(self) -> Path:
         folder = self.settings.data_dir / "exports"

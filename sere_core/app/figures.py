@@ -1,11 +1,21 @@
-"""Service results -> plotly figures and small HTML snippets for the page (no Gradio here)."""
+"""Service results -> plotly figures and small HTML snippets for the page (no Gradio here).
+
+Every text a user supplied (file names, project names, emotions) is HTML-escaped here: on a
+shared server one visitor's file names are shown to another.
+"""
 
 from __future__ import annotations
 
+import base64
 import html
+import io
+import itertools
 from typing import Any
 
-from sere_core.app.services import ClipView, FieldData, TrainingStatus
+import numpy as np
+
+from sere_core.app.review import ClipView, FieldData
+from sere_core.app.training import TrainingStatus, queue_note
 from sere_core.viz import (
     embed_frames_in_meta,
     emotion_colors,
@@ -65,7 +75,9 @@ def progress_html(status: TrainingStatus | None) -> str:
              "failed": "Failed", "cancelled": "Cancelled"}[status.status]
     phase = status.phase if status.active and status.phase else words
     text = f"<b>Run {status.run_id}: {html.escape(phase)}</b>"
-    if status.total_steps:
+    if status.status == "queued" and queue_note(status.queue_position):
+        text += f" · {queue_note(status.queue_position)}"
+    if status.total_steps and "step" not in phase:  # the phase may say it already
         text += f" · step {status.step} of {status.total_steps}"
     if status.losses:
         last = status.losses[-1]
@@ -77,7 +89,8 @@ def progress_html(status: TrainingStatus | None) -> str:
     return (f"<div class='sere-progress sere-{status.status}' role='progressbar' aria-valuenow='{pct:.0f}' "
             "aria-valuemin='0' "
             f"aria-valuemax='100'><div style='width:{pct:.1f}%'></div></div>"
-            f"<div class='sere-progress-text' id='sere-progress-text' data-status='{status.status}'>{text}</div>")
+            f"<div class='sere-progress-text' id='sere-progress-text' data-status='{status.status}' "
+            f"data-run='{status.run_id}' data-queue='{status.queue_position or 0}'>{text}</div>")
 
 
 def counts_html(counts: dict[str, int], goal: int) -> str:
@@ -101,3 +114,122 @@ def metrics_markdown(status: TrainingStatus | None) -> str:
                  f"English clips agree with the corpus labels (UAR {100 * m.get('reference_uar', 0):.0f}%, "
                  "chance is 25%).")
     return text
+
+
+# ------------------------------------------------------------------------------------- clip pads
+# A pad is the value of the page's clip panels (``gr.HTML``, script in ``assets/pad.js``): the
+# clip on screen, its sound and the buttons; ``rev`` changes with every value, so the page knows
+# an answer came even when it shows the same clip again.
+
+_revs = itertools.count(1)
+
+
+def audio_uri(samples: np.ndarray, sample_rate: int) -> str:
+    """The clip as a ``data:`` URI (16-bit FLAC): it plays inside the pad, and no file route can
+    hand it to anyone else."""
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0), int(sample_rate),
+             format="FLAC", subtype="PCM_16")
+    return "data:audio/flac;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _buttons(emotions: list[str], action: str = "label") -> str:
+    """One button per emotion, in the project's order: key ``i + 1`` presses the ``i``-th."""
+    colors = emotion_colors(emotions)
+    return "".join(
+        f"<button type='button' class='sere-pad-emo' data-action='{action}' data-emotion='{html.escape(e, quote=True)}'"
+        f" style='--emo:{colors[e]}'><kbd>{(i + 1) % 10}</kbd> {html.escape(e)}</button>"
+        for i, e in enumerate(emotions[:10]))
+
+
+def _pad(kind: str, clip_id: int | None, body: str, audio: str = "") -> dict[str, Any]:
+    return {"kind": kind, "clip": clip_id, "rev": next(_revs), "audio": audio, "html": body}
+
+
+def empty_pad(kind: str, message: str) -> dict[str, Any]:
+    """A pad with nothing to act on (no project, or nothing left)."""
+    return _pad(kind, None, f"<div class='sere-pad-message'>{message}</div>")
+
+
+def label_pad(screen: Any) -> dict[str, Any]:
+    """The labeling panel of a :class:`~sere_core.app.views.LabelingScreen`."""
+    if screen.project is None:
+        return empty_pad("label", "Open a project first (step 1).")
+    clip = screen.clip
+    if clip is None:
+        return empty_pad("label", "<b>Every source clip is labeled.</b> Go on to step 4 to train."
+                         if screen.project.n_source else
+                         "<b>No source clips yet.</b> Upload some on the right, or load the demo (step 1).")
+    emotions = screen.project.emotions
+    hint = ""
+    if clip.reference:
+        key = emotions.index(clip.reference) + 1 if clip.reference in emotions else None
+        hint = (f"<div class='sere-pad-hint' id='sere-clip-hint'>Demo hint: the corpus labels this clip "
+                f"<b>{html.escape(clip.reference)}</b>" + (f" (press <kbd>{key % 10}</kbd>)" if key else "") + ".</div>")
+    shared = ("<div class='sere-pad-note'>Every clip left is on another labeler's screen; this one is "
+              "too.</div>" if screen.shared else "")
+    body = (f"<div class='sere-pad-title' id='sere-clip-title'><b>{html.escape(clip.name)}</b> · "
+            f"{clip.duration_s:.1f} s · {screen.left} unlabeled left</div>{hint}{shared}"
+            f"<div class='sere-pad-buttons'>{_buttons(emotions)}</div>"
+            "<div class='sere-pad-tools'><button type='button' data-action='skip' id='sere-skip'><kbd>S</kbd> Skip</button>"
+            "<button type='button' data-action='undo' id='sere-undo'><kbd>U</kbd> Undo my last label</button>"
+            "<span class='sere-keys'><kbd>P</kbd> play / pause</span></div>")
+    return _pad("label", clip.clip_id, body, audio_uri(clip.samples, clip.sample_rate))
+
+
+def review_pad(view: ClipView | None, emotions: list[str]) -> dict[str, Any]:
+    """The review panel: a clip with its prediction, to confirm (Enter) or correct (1-9)."""
+    if view is None:
+        return empty_pad("review", "Choose a row to listen and confirm or correct.")
+    confirm = ""
+    if view.prediction is not None:
+        p = view.prediction
+        confirm = (f"<button type='button' class='sere-pad-confirm' data-action='confirm' id='sere-confirm'>"
+                   f"<kbd>Enter</kbd> Confirm {html.escape(p.emotion)}</button>")
+    body = (f"<div class='sere-pad-title'>{describe(view)}</div>"
+            f"<div class='sere-pad-buttons'>{confirm}</div><div class='sere-keys'>Or correct it:</div>"
+            f"<div class='sere-pad-buttons'>{_buttons(emotions)}</div>"
+            "<div class='sere-pad-tools'><button type='button' data-action='undo'><kbd>U</kbd> Undo my last label"
+            "</button><span class='sere-keys'><kbd>P</kbd> play / pause</span></div>")
+    return _pad("review", view.clip_id, body, audio_uri(view.samples, view.sample_rate))
+
+
+def describe(view: ClipView) -> str:
+    """A clip in words (HTML): name, language, speaker, prediction, labels."""
+    parts = [f"<b>{html.escape(view.name)}</b> · {view.role} language"
+             + (f" ({html.escape(view.language)})" if view.language else "")
+             + (f" · speaker {html.escape(view.speaker)}" if view.speaker else "")]
+    if view.prediction:
+        p = view.prediction
+        spans = ", ".join(f"{a:.2f}-{b:.2f} s" for a, b in p.highlights)
+        parts.append(f"Predicted <b>{html.escape(p.emotion)}</b> ({p.confidence:.0%} confident)"
+                     + (f"; highlights at {spans}" if spans else ""))
+    if view.label:
+        parts.append(f"Your label: <b>{html.escape(view.label)}</b>")
+    if view.reference:
+        parts.append(f"Corpus label (demo): {html.escape(view.reference)}")
+    return "<br>".join(parts)
+
+
+def project_line(project: Any, *, ready: bool = False) -> str:
+    """The header's line about the open project. ``data-ready`` is set once the page has loaded
+    the visitor's screens (tests and scripts wait for it), ``data-project`` names the project."""
+    attrs = f"id='sere-project-line' data-project='{project.id if project else ''}'" + (" data-ready='1'" if ready else "")
+    if project is None:
+        return f"<div {attrs}>No project open. Start with <b>Load demo</b> or create a project (step 1).</div>"
+    return (f"<div {attrs}><b>{html.escape(project.name)}</b> · emotions: "
+            f"{html.escape(', '.join(project.emotions))} · {project.n_source} source clips · "
+            f"{project.n_target} target clips · encoder {html.escape(project.encoder)}</div>")
+
+
+def identity_markdown(caller: Any, settings: Any) -> str:
+    """Whose projects the visitor sees, and for how long an anonymous workspace is kept."""
+    if caller.kind.value == "shared":
+        who = f"Labeling as **{caller.username}**. " if caller.username else ""
+        return who + "Everyone who can open this server shares its projects."
+    if caller.username:
+        return f"Signed in as **{caller.username}**: your projects are yours alone."
+    return (f"Your projects are yours alone and kept in this browser; they are deleted after "
+            f"{settings.idle_days:g} days without a visit.")

@@ -10,18 +10,17 @@ progress while they run, and they stop at the next progress update once the run 
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from sere_core.errors import RunStateError, SereError, TrainingCancelled, TrainingDataError
+from sere_core.storage import ClipRecord, clip_records
 
 log = logging.getLogger(__name__)
 
@@ -29,41 +28,8 @@ log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 0.5
 
 EmbedProgress = Callable[[int, int], Any]
-
-
-@dataclass(frozen=True)
-class ClipRecord:
-    """What the pipeline needs of a clip, read in one query (no ORM objects cross threads)."""
-
-    clip_id: int
-    audio_id: str
-    name: str
-    role: str
-    language: str | None
-    speaker: str | None
-    stored_path: str | None
-    start_s: float
-    end_s: float
-
-
-def clip_records(session: Any, project_id: int, clip_ids: Sequence[int] | None = None) -> list[ClipRecord]:
-    from sqlalchemy import select
-
-    from sere_core.storage import Clip, Recording
-
-    query = (
-        select(Clip, Recording.stored_path)
-        .outerjoin(Recording, Recording.id == Clip.recording_id)
-        .where(Clip.project_id == project_id)
-        .order_by(Clip.id)
-    )
-    if clip_ids is not None:
-        query = query.where(Clip.id.in_([int(c) for c in clip_ids]))
-    return [
-        ClipRecord(c.id, c.audio_id, c.original_name, c.role.value, c.language, c.speaker, path,
-                   float(c.start_s), float(c.end_s))
-        for c, path in session.execute(query).all()
-    ]
+#: ``progress(done, total, what)`` of a long step shown on the page.
+Progress = Callable[[int, int, str], Any]
 
 
 def is_cached(ctx: Any, audio_id: str, info: Any) -> bool:
@@ -140,18 +106,6 @@ def embed_clips(
     return out
 
 
-def demo_reference(ctx: Any, project_id: int) -> dict[str, str]:
-    """``{audio_id: emotion}`` the corpus gives for a demo project's clips (empty otherwise)."""
-    path = ctx.settings.data_dir / "projects" / f"project-{int(project_id)}" / "reference.json"
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
-
-
 def unweighted_recall(truth: Sequence[str], predicted: Sequence[str]) -> float | None:
     """UAR: the mean over emotions of the share of that emotion's clips predicted as it."""
     classes = sorted(set(truth))
@@ -172,6 +126,7 @@ def run_training(ctx: Any, project_id: int, run_id: int, stop: threading.Event |
     with a message a user can act on; or left cancelled when the user cancelled it.
     """
     from sere_core import storage as st
+    from sere_core.app.demo import demo_reference
     from sere_core.method import SERE, ClipFeatures, SEREConfig
     from sere_core.viz import project_snapshots
 
@@ -181,7 +136,7 @@ def run_training(ctx: Any, project_id: int, run_id: int, stop: threading.Event |
         with ctx.session() as s:
             run = st.get_run(s, run_id)
             project = st.get_project(s, project_id)
-            encoder = project.encoder
+            encoder, template = project.encoder, project.template
             config = SEREConfig.from_dict(dict(run.config.get("sere", {})))
             st.start_run(s, run_id, total_steps=config.steps * config.ensemble)
             phase("Reading the clips")
@@ -237,7 +192,7 @@ def run_training(ctx: Any, project_id: int, run_id: int, stop: threading.Event |
         model_dir = ctx.blobs.model_dir(run_id)
         model.save(model_dir)
 
-        reference = demo_reference(ctx, project_id)
+        reference = demo_reference(ctx, template)
         metrics: dict[str, Any] = {
             "classes": list(model.classes_),
             "n_labeled": len(labeled),

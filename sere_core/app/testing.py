@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from sere_core.app.access import Caller
 from sere_core.encoders import Encoder, EncoderInfo
+from sere_core.storage import SHARED_WORKSPACE, WorkspaceKind
 
 NAME = "test-bands"
 
@@ -32,3 +34,9 @@ class BandEnergyEncoder(Encoder):
         logb = np.log(bands + 1e-8).astype(np.float32)
         delta = np.diff(logb, axis=0, prepend=logb[:1])
         return np.concatenate([logb, delta], axis=1).astype(np.float32)
+
+
+def local_caller(labeler: str = "tester", tab: str = "") -> Caller:
+    """A caller of a private server's shared workspace (as ``SERE_WORKSPACES=single`` gives every
+    visitor), for tests and scripts that call the services directly."""
+    return Caller(SHARED_WORKSPACE, WorkspaceKind.SHARED, f"user:{labeler}", tab, labeler)

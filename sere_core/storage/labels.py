@@ -6,14 +6,18 @@ the caller's transaction, so both land or neither does. The clip row is locked f
 people label one clip at the same moment, the second waits for the first: the last write wins
 the current label, and the history keeps both, the second with the first as its previous emotion.
 
-Undo walks back through the clip's history like an editor: each undo reverts the newest change
-that was not undone yet (whoever made it) and is itself recorded, so history never loses a step.
+Undo belongs to a labeler (the events' ``author``): :func:`undo_last` walks back through *my*
+changes in a project, newest first, like an editor, and is itself recorded, so history never loses
+a step. It never reverts another person's change: when someone changed the clip after me, my
+change is marked undone and their label stays.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from dataclasses import dataclass
+
+from sqlalchemy import exists, func, select
+from sqlalchemy.orm import Session, aliased
 
 from ..errors import EmotionError, NotFoundError
 from .models import Clip, ClipRole, Label, LabelAction, LabelEvent, Project
@@ -106,27 +110,52 @@ def remove_label(
     return _write(session, clip.id, current, None, LabelAction.REMOVE, author, session_id)
 
 
-def undo_label(
-    session: Session, clip_id: int, author: str | None = None, session_id: str | None = None
-) -> LabelEvent | None:
-    """Revert the newest not-yet-undone change of this clip; None when there is nothing to undo.
+@dataclass(frozen=True)
+class Undone:
+    """What :func:`undo_last` did: the clip it went back to and the label that clip has now.
+    ``kept`` is True when another labeler had changed the clip since: their label stayed."""
 
-    Raises :class:`EmotionError` if the emotion to restore was removed from the project since.
-    """
-    clip, project = _lock_clip(session, clip_id)
-    events = list(
-        session.scalars(select(LabelEvent).where(LabelEvent.clip_id == clip.id).order_by(LabelEvent.id.desc()))
-    )
-    undone = {e.reverts_event_id for e in events if e.action == LabelAction.UNDO}
-    target = next((e for e in events if e.action != LabelAction.UNDO and e.id not in undone), None)
+    clip_id: int
+    emotion: str | None
+    kept: bool
+
+
+def undo_last(
+    session: Session, project_id: int, author: str, session_id: str | None = None
+) -> Undone | None:
+    """Revert ``author``'s newest change in the project that is not undone yet; None when there
+    is none. Raises :class:`EmotionError` if the emotion to restore was removed from the project."""
+    undo = aliased(LabelEvent)
+    target = session.scalars(
+        select(LabelEvent)
+        .join(Clip, Clip.id == LabelEvent.clip_id)
+        .where(Clip.project_id == project_id, LabelEvent.author == author,
+               LabelEvent.action != LabelAction.UNDO,
+               ~exists(select(undo.id).where(undo.reverts_event_id == LabelEvent.id)))
+        .order_by(LabelEvent.id.desc())
+        .limit(1)
+    ).first()
     if target is None:
         return None
+    clip, project = _lock_clip(session, target.clip_id)
+    current = _current(session, clip.id)
+    others = session.scalar(select(exists().where(  # another labeler's change since (an undo that kept
+        LabelEvent.clip_id == clip.id, LabelEvent.id > target.id,  # the label as it was changed nothing)
+        (LabelEvent.author != author) | LabelEvent.author.is_(None),
+        ~LabelEvent.emotion.is_not_distinct_from(LabelEvent.previous_emotion))))
+    if others:  # someone labeled it after me: mark mine undone, keep theirs
+        now = current.emotion if current is not None else None
+        session.add(LabelEvent(clip_id=clip.id, action=LabelAction.UNDO, emotion=now, previous_emotion=now,
+                               reverts_event_id=target.id, author=author, session_id=session_id))
+        session.flush()
+        return Undone(clip.id, now, kept=True)
     restore = target.previous_emotion
     if restore is not None and restore not in project.emotions:
         raise EmotionError(
             f"Cannot undo: it would restore {restore!r}, which is no longer an emotion of project {project.name!r}."
         )
-    return _write(session, clip.id, _current(session, clip.id), restore, LabelAction.UNDO, author, session_id, target)
+    _write(session, clip.id, current, restore, LabelAction.UNDO, author, session_id, target)
+    return Undone(clip.id, restore, kept=False)
 
 
 def get_label(session: Session, clip_id: int) -> str | None:
@@ -167,3 +196,11 @@ def label_counts(session: Session, project_id: int, role: ClipRole | str | None 
         query = query.where(Clip.role == parse_role(role))
     found = dict(session.execute(query).all())
     return {emotion: int(found.get(emotion, 0)) for emotion in project.emotions}
+
+
+def unlabeled_clip_ids(session: Session, project_id: int, role: ClipRole | str = ClipRole.SOURCE) -> list[int]:
+    """The project's clips of ``role`` without a label, by id."""
+    query = (select(Clip.id).outerjoin(Label, Label.clip_id == Clip.id)
+             .where(Clip.project_id == project_id, Clip.role == parse_role(role), Label.id.is_(None))
+             .order_by(Clip.id))
+    return list(session.scalars(query))

@@ -79,6 +79,14 @@ class ClipRole(str, enum.Enum):
     TARGET = "target"
 
 
+class WorkspaceKind(str, enum.Enum):
+    """Who owns a workspace: everyone on a private server, a signed-in user, or one browser."""
+
+    SHARED = "shared"
+    USER = "user"
+    ANONYMOUS = "anonymous"
+
+
 class RunStatus(str, enum.Enum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -111,18 +119,42 @@ class SchemaVersion(Base):
     applied_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
-class Project(Base):
-    __tablename__ = "projects"
+class Workspace(Base):
+    """What owns projects: one per signed-in user or anonymous browser on a public server, or the
+    one shared workspace of a private one. ``key`` names it (``local``, ``user:<name>``,
+    ``anon:<digest>``); nothing else identifies a visitor."""
+
+    __tablename__ = "workspaces"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(200), unique=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[WorkspaceKind] = mapped_column(_enum(WorkspaceKind, "workspace_kind"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    #: When its owner last opened the app; idle anonymous workspaces expire from it.
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    projects: Mapped[list[Project]] = relationship(
+        back_populates="workspace", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Project(Base):
+    __tablename__ = "projects"
+    __table_args__ = (UniqueConstraint("workspace_id", "name", name="uq_projects_workspace_name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
     #: Ordered emotion names; the order is the order of the model's probability columns.
     emotions: Mapped[list[str]] = mapped_column(JSONType)
     encoder: Mapped[str] = mapped_column(String(200))
     source_language: Mapped[str | None] = mapped_column(String(32))
+    #: What the project was made from: ``demo`` for a workspace's copy of the shipped demo.
+    template: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
+    workspace: Mapped[Workspace] = relationship(back_populates="projects")
     clips: Mapped[list[Clip]] = relationship(
         back_populates="project", cascade="all, delete-orphan", passive_deletes=True
     )
@@ -204,10 +236,16 @@ class LabelAction(str, enum.Enum):
 
 
 class LabelEvent(Base):
-    """Every change to a clip's label, append-only; ``emotion`` None means the label was removed."""
+    """Every change to a clip's label, append-only; ``emotion`` None means the label was removed.
+
+    ``author`` is the labeler (a signed-in user or a browser), whose own changes Undo walks back.
+    """
 
     __tablename__ = "label_events"
-    __table_args__ = (Index("ix_label_events_clip", "clip_id", "id"),)
+    __table_args__ = (
+        Index("ix_label_events_clip", "clip_id", "id"),
+        Index("ix_label_events_author", "author", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     clip_id: Mapped[int] = mapped_column(ForeignKey("clips.id", ondelete="CASCADE"))
@@ -220,6 +258,19 @@ class LabelEvent(Base):
     #: The UI session (browser tab) that made the change.
     session_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ClipLease(Base):
+    """A clip shown to one labeler's screen (``holder``, a browser tab) until ``expires_at``, so that
+    two people labeling one project are shown different clips. A lease only steers which clip is
+    shown next; labels are never refused because of one."""
+
+    __tablename__ = "clip_leases"
+
+    clip_id: Mapped[int] = mapped_column(ForeignKey("clips.id", ondelete="CASCADE"), primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    holder: Mapped[str] = mapped_column(String(200), index=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class TrainingRun(Base):

@@ -7,6 +7,7 @@ flush, and never commit: the caller decides what one unit of work is (see ``sess
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -25,7 +26,7 @@ from ..errors import (
 from ..manifests.entry import MAX_CHARS
 from ._util import clean_text, finite_float
 from .blobs import BlobStore
-from .models import ACTIVE_STATUSES, Clip, ClipRole, Label, Project, Recording, TrainingRun
+from .models import ACTIVE_STATUSES, Clip, ClipRole, Label, Project, Recording, TrainingRun, Workspace
 
 MIN_EMOTIONS = 2
 MAX_EMOTIONS = 10
@@ -88,8 +89,26 @@ def parse_role(role: ClipRole | str) -> ClipRole:
 # Projects
 
 
-def find_project(session: Session, name: str) -> Project | None:
-    return session.scalars(select(Project).where(Project.name == name.strip())).one_or_none()
+def _in_workspace(workspace: int | str):
+    """The SQL condition "the project belongs to ``workspace``" (its id or its key)."""
+    if isinstance(workspace, int):
+        return Project.workspace_id == workspace
+    return Project.workspace_id == select(Workspace.id).where(Workspace.key == workspace).scalar_subquery()
+
+
+def find_project(session: Session, name: str, *, workspace: int | str) -> Project | None:
+    """The project called ``name`` in ``workspace`` (a workspace id or key)."""
+    return session.scalars(select(Project).where(_in_workspace(workspace), Project.name == name.strip())).one_or_none()
+
+
+def find_template(session: Session, template: str, *, workspace: int | str) -> Project | None:
+    """The workspace's project made from ``template`` (its demo), whatever it is called now."""
+    return session.scalars(select(Project).where(_in_workspace(workspace), Project.template == template)
+                           .order_by(Project.id).limit(1)).first()
+
+
+def _name_taken(name: str) -> ProjectExistsError:
+    return ProjectExistsError(f"A project named {name!r} already exists; choose another name.")
 
 
 def create_project(
@@ -98,21 +117,40 @@ def create_project(
     emotions: Sequence[str],
     encoder: str,
     source_language: str | None = None,
+    *,
+    workspace: int,
+    template: str | None = None,
 ) -> Project:
-    """A new project. Raises :class:`ProjectExistsError` or :class:`EmotionError` on bad input."""
+    """A new project of ``workspace`` (its id). Raises :class:`ProjectExistsError` (the workspace
+    has a project of that name) or :class:`EmotionError` on bad input."""
     name = clean_text(name, "project name", max_len=200)
     encoder = clean_text(encoder, "encoder", max_len=200)
     source_language = clean_text(source_language, "source language", max_len=32, required=False)
     cleaned = validate_emotions(emotions)
-    exists = ProjectExistsError(f"A project named {name!r} already exists; choose another name.")
-    if find_project(session, name) is not None:
-        raise exists
-    project = Project(name=name, emotions=cleaned, encoder=encoder, source_language=source_language)
+    if find_project(session, name, workspace=workspace) is not None:
+        raise _name_taken(name)
+    project = Project(workspace_id=workspace, name=name, emotions=cleaned, encoder=encoder,
+                      source_language=source_language, template=template)
     try:
         with session.begin_nested():
             session.add(project)
     except IntegrityError:  # created concurrently by someone else
-        raise exists from None
+        raise _name_taken(name) from None
+    return project
+
+
+def rename_project(session: Session, project: Project, name: str) -> Project:
+    """Give ``project`` a new name, unique in its workspace."""
+    name = clean_text(name, "project name", max_len=200)
+    if name == project.name:
+        return project
+    if find_project(session, name, workspace=project.workspace_id) is not None:
+        raise _name_taken(name)
+    try:
+        with session.begin_nested():
+            project.name = name
+    except IntegrityError:
+        raise _name_taken(name) from None
     return project
 
 
@@ -123,8 +161,25 @@ def get_project(session: Session, project_id: int) -> Project:
     return project
 
 
-def list_projects(session: Session) -> list[Project]:
-    return list(session.scalars(select(Project).order_by(Project.name, Project.id)))
+def list_projects(session: Session, *, workspace: int | str) -> list[Project]:
+    """The projects of ``workspace`` (its id or key), by name."""
+    return list(session.scalars(select(Project).where(_in_workspace(workspace)).order_by(Project.name, Project.id)))
+
+
+@dataclass(frozen=True)
+class ProjectCounts:
+    n_source: int
+    n_target: int
+    n_labeled: int
+
+
+def project_counts(session: Session, project_id: int) -> ProjectCounts:
+    """Clips per role and labeled clips of a project, in two queries."""
+    counts = dict(session.execute(
+        select(Clip.role, func.count()).where(Clip.project_id == project_id).group_by(Clip.role)).all())
+    labeled = session.scalar(select(func.count()).select_from(Label).join(Clip, Clip.id == Label.clip_id)
+                             .where(Clip.project_id == project_id)) or 0
+    return ProjectCounts(int(counts.get(ClipRole.SOURCE, 0)), int(counts.get(ClipRole.TARGET, 0)), int(labeled))
 
 
 def update_emotions(session: Session, project_id: int, emotions: Sequence[str]) -> Project:
@@ -265,3 +320,47 @@ def clips_for_project(session: Session, project_id: int, role: ClipRole | str | 
     if role is not None:
         query = query.where(Clip.role == parse_role(role))
     return list(session.scalars(query.order_by(Clip.id)))
+
+
+@dataclass(frozen=True)
+class ClipRecord:
+    """What the app's pipeline needs of a clip, read in one query (no ORM objects cross threads)."""
+
+    clip_id: int
+    audio_id: str
+    name: str
+    role: str
+    language: str | None
+    speaker: str | None
+    stored_path: str | None
+    start_s: float
+    end_s: float
+
+
+def clip_records(session: Session, project_id: int, clip_ids: Sequence[int] | None = None) -> list[ClipRecord]:
+    """The project's clips (or those of ``clip_ids`` among them) with their recording's stored path."""
+    query = (
+        select(Clip, Recording.stored_path)
+        .outerjoin(Recording, Recording.id == Clip.recording_id)
+        .where(Clip.project_id == project_id)
+        .order_by(Clip.id)
+    )
+    if clip_ids is not None:
+        query = query.where(Clip.id.in_([int(c) for c in clip_ids]))
+    return [
+        ClipRecord(c.id, c.audio_id, c.original_name, c.role.value, c.language, c.speaker, path,
+                   float(c.start_s), float(c.end_s))
+        for c, path in session.execute(query).all()
+    ]
+
+
+def names_speakers(session: Session, project_id: int) -> bool:
+    """Whether any clip of the project says who speaks in it."""
+    return session.scalar(select(Clip.id).where(Clip.project_id == project_id, Clip.speaker.is_not(None))
+                          .limit(1)) is not None
+
+
+def audio_ids(session: Session, project_id: int, role: ClipRole | str) -> set[str]:
+    """The audio ids of the project's clips of ``role`` (what an upload would add twice)."""
+    return set(session.scalars(select(Clip.audio_id).where(Clip.project_id == project_id,
+                                                           Clip.role == parse_role(role))))

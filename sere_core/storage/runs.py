@@ -29,7 +29,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -83,6 +83,27 @@ def latest_run(session: Session, project_id: int) -> TrainingRun | None:
         .order_by(TrainingRun.created_at.desc(), TrainingRun.id.desc())
         .limit(1)
     ).first()
+
+
+def latest_result(session: Session, project_id: int) -> int | None:
+    """The id of the project's most recently finished successful run (its current results)."""
+    return session.scalar(
+        select(TrainingRun.id)
+        .where(TrainingRun.project_id == project_id, TrainingRun.status == RunStatus.SUCCEEDED)
+        .order_by(TrainingRun.finished_at.desc(), TrainingRun.id.desc())
+        .limit(1)
+    )
+
+
+def touch_queued_runs(session: Session, instance: str = PROCESS_INSTANCE, *, now: datetime | None = None) -> int:
+    """Heartbeat the queued runs process ``instance`` will start: a run waiting in a busy queue
+    is not abandoned. Returns how many there are."""
+    result = session.execute(
+        update(TrainingRun)
+        .where(TrainingRun.status == RunStatus.QUEUED, TrainingRun.worker_instance == instance)
+        .values(heartbeat_at=_now(now))
+    )
+    return int(result.rowcount or 0)
 
 
 def list_runs(session: Session, project_id: int) -> list[TrainingRun]:
@@ -426,6 +447,11 @@ def save_predictions(session: Session, run_id: int, predictions: Mapping[int, An
     session.add_all(rows)
     session.flush()
     return len(rows)
+
+
+def get_prediction(session: Session, run_id: int, clip_id: int) -> Prediction | None:
+    return session.scalars(select(Prediction).where(Prediction.run_id == run_id,
+                                                    Prediction.clip_id == clip_id)).one_or_none()
 
 
 def predictions_for_run(session: Session, run_id: int) -> dict[int, Prediction]:

@@ -1,0 +1,273 @@
+"""Results: one clip to listen to, the resonance field of a run, the review table, confirmations.
+
+Everything is read through the caller's workspace: a clip or run of another workspace is "not
+found". The session-level functions (``*_in``) let a screen's view read all it shows in one
+transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sere_core import storage as st
+from sere_core.app.access import Caller
+from sere_core.app.context import AppContext
+from sere_core.app.demo import demo_reference
+from sere_core.app.training import members_of
+from sere_core.errors import InvalidDataError, NotFoundError
+
+
+@dataclass(frozen=True)
+class PredictionView:
+    emotion: str
+    confidence: float
+    probabilities: dict[str, float]
+    highlights: list[tuple[float, float]]
+
+
+@dataclass(frozen=True)
+class ClipView:
+    """One clip, ready to listen to and look at."""
+
+    clip_id: int
+    name: str
+    role: str
+    language: str | None
+    speaker: str | None
+    duration_s: float
+    label: str | None
+    samples: np.ndarray
+    sample_rate: int
+    prediction: PredictionView | None
+    reference: str | None
+
+
+@dataclass(frozen=True)
+class FieldData:
+    """Everything the resonance field plot needs (see ``sere_core.viz.resonance_field_figure``)."""
+
+    run_id: int
+    emotions: list[str]
+    points: pd.DataFrame
+    prototypes: pd.DataFrame
+    snapshot_frames: pd.DataFrame
+    prototype_frames: pd.DataFrame
+    members: int = 1  # a snapshot's step is each model's step; the ensemble's models side by side
+
+
+@dataclass(frozen=True)
+class ClipFacts:
+    """What the database says of a clip; :func:`with_audio` adds its sound."""
+
+    record: st.ClipRecord
+    label: str | None
+    prediction: PredictionView | None
+    reference: str | None
+
+
+def clip_facts(ctx: AppContext, session: Any, caller: Caller, clip_id: int, project_id: int | None = None,
+               run_id: int | None = None) -> ClipFacts:
+    """A clip's label, the corpus hint (demo) and its prediction in ``run_id`` (default: the
+    project's latest finished training)."""
+    clip = st.owned_clip(session, caller.workspace, clip_id, project_id)
+    project = st.get_project(session, clip.project_id)
+    rec = st.clip_records(session, clip.project_id, [clip.id])[0]
+    if run_id is None:
+        run_id = st.latest_result(session, clip.project_id)
+    row = st.get_prediction(session, run_id, clip.id) if run_id is not None else None
+    pred = None if row is None else PredictionView(row.emotion, float(row.confidence), dict(row.probabilities),
+                                                  [tuple(h) for h in row.highlights])
+    return ClipFacts(rec, st.get_label(session, clip.id), pred, demo_reference(ctx, project.template).get(rec.audio_id))
+
+
+def with_audio(ctx: AppContext, facts: ClipFacts) -> ClipView:
+    rec = facts.record
+    samples, rate = clip_audio(ctx, rec)
+    return ClipView(rec.clip_id, rec.name, rec.role, rec.language, rec.speaker, rec.end_s - rec.start_s,
+                    facts.label, samples, rate, facts.prediction, facts.reference)
+
+
+def clip_view(ctx: AppContext, caller: Caller, clip_id: int, project_id: int | None = None,
+              run_id: int | None = None) -> ClipView:
+    with ctx.session() as s:
+        facts = clip_facts(ctx, s, caller, clip_id, project_id, run_id)
+    return with_audio(ctx, facts)
+
+
+def clip_audio(ctx: AppContext, rec: st.ClipRecord) -> tuple[np.ndarray, int]:
+    """The clip's processed audio (its listening copy, made again from the recording if gone)."""
+    stored = ctx.segments.get(rec.audio_id)
+    if stored is not None:
+        return stored
+    if rec.stored_path:  # the listening copy is gone: decode the recording again
+        from sere_core.audio import load_audio
+
+        for seg in load_audio(ctx.blobs.path_for(rec.stored_path)):
+            if seg.audio_id == rec.audio_id:
+                ctx.segments.put(seg.audio_id, seg.samples, seg.sample_rate)
+                return np.array(seg.samples), seg.sample_rate
+    raise NotFoundError(f"The audio of {rec.name} is missing from the data folder.")
+
+
+def latest_result(ctx: AppContext, caller: Caller, project_id: int) -> int | None:
+    """Id of the project's most recent successful training run."""
+    with ctx.session() as s:
+        return st.latest_result(s, st.owned_project(s, caller.workspace, project_id).id)
+
+
+def field_data_in(session: Any, caller: Caller, project_id: int, run_id: int | None = None) -> FieldData | None:
+    """Points, prototypes and replay frames of a finished run (None before the first training)."""
+    project = st.owned_project(session, caller.workspace, project_id)
+    run_id = run_id if run_id is not None else st.latest_result(session, project.id)
+    if run_id is None:
+        return None
+    run = st.owned_run(session, caller.workspace, run_id, project.id)
+    snaps = st.snapshots_for_run(session, run_id)
+    preds = st.predictions_for_run(session, run_id)
+    labels = st.labels_for_project(session, project.id)
+    records = {r.clip_id: r for r in st.clip_records(session, project.id)}
+    classes = list(run.metrics.get("classes") or project.emotions)
+    members = members_of(run)
+    if not snaps:
+        return None
+    final = snaps[-1]
+    rows = []
+    for cid, (x, y) in zip(final.clip_ids, final.coords):
+        rec = records.get(cid)
+        if rec is None:  # deleted since
+            continue
+        pred = preds.get(cid)
+        label = labels.get(cid)
+        rows.append({
+            "clip_id": str(cid), "x": float(x), "y": float(y), "name": rec.name,
+            "emotion": label or (pred.emotion if pred else None),
+            "confidence": float(pred.confidence) if pred else np.nan,
+            "role": rec.role, "labeled": label is not None,
+        })
+    points = pd.DataFrame(rows, columns=["clip_id", "x", "y", "name", "emotion", "confidence", "role", "labeled"])
+    frames = pd.DataFrame(
+        [(sn.step, str(c), float(x), float(y)) for sn in snaps for c, (x, y) in zip(sn.clip_ids, sn.coords)],
+        columns=["step", "clip_id", "x", "y"])
+    pframes = pd.DataFrame(
+        [(sn.step, classes[i], float(x), float(y)) for sn in snaps if sn.prototypes is not None
+         for i, (x, y) in enumerate(sn.prototypes) if i < len(classes)],
+        columns=["step", "emotion", "x", "y"])
+    protos = pframes[pframes["step"] == final.step][["emotion", "x", "y"]].reset_index(drop=True)
+    emotions = list(project.emotions) + [c for c in classes if c not in project.emotions]
+    return FieldData(run_id, emotions, points, protos, frames, pframes, members)
+
+
+def field_data(ctx: AppContext, caller: Caller, project_id: int, run_id: int | None = None) -> FieldData | None:
+    with ctx.session() as s:
+        return field_data_in(s, caller, project_id, run_id)
+
+
+def _fmt_spans(spans: Iterable[Sequence[float]]) -> str:
+    return ", ".join(f"{a:.2f}-{b:.2f} s" for a, b in spans)
+
+
+#: Orders of the review table: (what to sort by, descending); see ``storage.prediction_page``.
+SORTS = {
+    "least confident first": ("confidence", False),
+    "most confident first": ("confidence", True),
+    "by emotion": ("emotion", False),
+    "by file name": ("name", False),
+}
+#: Rows per page of the review table: the page never receives a whole large project.
+PAGE_SIZE = 100
+TABLE_COLUMNS = ["clip", "file", "predicted", "confidence", "your label", "highlights", "speaker"]
+
+
+@dataclass(frozen=True)
+class TablePage:
+    """One page of the review table; ``page`` counts from 1, ``offset`` is the rows before it."""
+
+    rows: pd.DataFrame
+    page: int
+    pages: int
+    total: int
+    offset: int = 0
+
+    def caption(self) -> str:
+        if not self.total:
+            return "No clips to review yet."
+        return (f"Clips {self.offset + 1}-{self.offset + len(self.rows)} of {self.total} · "
+                f"page {self.page} of {self.pages}")
+
+
+
+
+def predictions_page_in(session: Any, caller: Caller, project_id: int, run_id: int | None = None, *,
+                        role: str | None = "target", sort: str = "least confident first", page: int = 1,
+                        page_size: int | None = PAGE_SIZE) -> TablePage:
+    """One page of the clips of ``role``: prediction, confidence, highlights and the user's label.
+
+    Sorted and cut by the database; ``page`` is clamped to the pages there are, ``page_size=None``
+    gives every row on one page.
+    """
+    empty = TablePage(pd.DataFrame(columns=TABLE_COLUMNS), 1, 1, 0)
+    order, descending = SORTS.get(sort, SORTS["least confident first"])
+    size = None if page_size is None else max(1, int(page_size))
+    project = st.owned_project(session, caller.workspace, project_id)
+    run_id = run_id if run_id is not None else st.latest_result(session, project.id)
+    if run_id is None:
+        return empty
+    st.owned_run(session, caller.workspace, run_id, project.id)
+    page = max(1, int(page)) if size else 1
+    rows, total = st.prediction_page(session, run_id, role=role, order=order, descending=descending,
+                                     offset=(page - 1) * (size or 0), limit=size)
+    pages = max(1, -(-total // size)) if size else 1
+    if page > pages:  # asked past the end (the table shrank): show the last page
+        page = pages
+        rows, total = st.prediction_page(session, run_id, role=role, order=order, descending=descending,
+                                         offset=(page - 1) * (size or 0), limit=size)
+    df = pd.DataFrame(
+        [[r.clip_id, r.name, r.emotion or "", np.nan if r.confidence is None else round(r.confidence, 3),
+          r.label or "", _fmt_spans(r.highlights), r.speaker or ""] for r in rows],
+        columns=TABLE_COLUMNS)
+    return TablePage(df, page, pages, total, (page - 1) * (size or 0))
+
+
+def predictions_page(ctx: AppContext, caller: Caller, project_id: int, run_id: int | None = None,
+                     **options: Any) -> TablePage:
+    with ctx.session() as s:
+        return predictions_page_in(s, caller, project_id, run_id, **options)
+
+
+def predictions_table(ctx: AppContext, caller: Caller, project_id: int, run_id: int | None = None, *,
+                      role: str | None = "target", sort: str = "least confident first") -> pd.DataFrame:
+    """Every row of :func:`predictions_page` (for exports and small projects)."""
+    return predictions_page(ctx, caller, project_id, run_id, role=role, sort=sort, page_size=None).rows
+
+
+def next_to_review(ctx: AppContext, caller: Caller, project_id: int, sort: str = "least confident first",
+                   current: int | None = None) -> int | None:
+    """The first target clip without a label in the table's order, other than ``current``."""
+    order, descending = SORTS.get(sort, SORTS["least confident first"])
+    with ctx.session() as s:
+        run_id = st.latest_result(s, st.owned_project(s, caller.workspace, project_id).id)
+        if run_id is None:
+            return None
+        rows, _ = st.prediction_page(s, run_id, role="target", order=order, descending=descending,
+                                     limit=2, unlabeled_only=True)
+    return next((r.clip_id for r in rows if r.clip_id != current), None)
+
+
+def confirm_prediction(ctx: AppContext, caller: Caller, project_id: int, clip_id: int,
+                       emotion: str | None = None) -> str:
+    """Store the prediction (or the user's correction ``emotion``) as the clip's label, as the
+    caller's change (undoable); returns the emotion stored."""
+    with ctx.session() as s:
+        clip = st.owned_clip(s, caller.workspace, clip_id, project_id)
+        if emotion is None:
+            run_id = st.latest_result(s, clip.project_id)
+            row = st.get_prediction(s, run_id, clip.id) if run_id is not None else None
+            if row is None:
+                raise InvalidDataError(f"{clip.original_name} has no prediction yet; train first or choose an emotion.")
+            emotion = row.emotion
+        return st.set_label(s, clip.id, emotion, author=caller.labeler, session_id=caller.tab or None).emotion
