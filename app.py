@@ -34,7 +34,7 @@ from sere_core.app.label_queue import LabelQueue  # noqa: E402
 from sere_core.app.messages import user_message  # noqa: E402
 from sere_core.audio import AudioConfig  # noqa: E402
 from sere_core.errors import ActiveRunError, SereError  # noqa: E402
-from sere_core.viz import empty_figure, start_umap_warm_up  # noqa: E402
+from sere_core.viz import empty_figure  # noqa: E402
 
 log = logging.getLogger("sere_studio")
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -145,7 +145,6 @@ class Page:
 def build_app(ctx: AppContext | None = None) -> gr.Blocks:
     """The page. ``ctx`` holds the shared resources (database, files, workers)."""
     ctx = ctx or AppContext.open()
-    start_umap_warm_up()  # numba compiles UMAP once, in the background, not on a user's click
     secret = ctx.browser_state_secret()
 
     with gr.Blocks(title="SERE Studio", fill_width=False, delete_cache=(3600, 7200)) as demo:
@@ -177,6 +176,7 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
 class Header:
     line: Any
     identity: Any
+    warming: Any
 
     @classmethod
     def build(cls, ctx: AppContext) -> "Header":
@@ -188,7 +188,8 @@ class Header:
                 identity = gr.Markdown("", elem_id="sere-identity", elem_classes="sere-keys")
                 if oauth_enabled():
                     gr.LoginButton(size="sm")
-        return cls(line, identity)
+        warming = gr.HTML(fg.warmup_html(""), elem_id="sere-warming-box")
+        return cls(line, identity, warming)
 
 
 @dataclass
@@ -281,6 +282,7 @@ class SourceTab:
     folder: Any
     language: Any
     report: Any
+    features: Any
 
     @classmethod
     def build(cls, ctx: AppContext, page: Page) -> "SourceTab":
@@ -306,7 +308,8 @@ class SourceTab:
                                     elem_id="sere-src-upload")
                     folder = gr.UploadButton("Upload a folder", file_count="directory", size="sm")
                     report = gr.Markdown("", elem_id="sere-src-report")
-        return cls(pad, wave, counts, queue, suggest_btn, demo_labels_btn, files, folder, language, report)
+                    features = gr.HTML(fg.features_html(None), elem_id="sere-src-features")
+        return cls(pad, wave, counts, queue, suggest_btn, demo_labels_btn, files, folder, language, report, features)
 
     @property
     def outputs(self) -> list[Any]:
@@ -327,6 +330,7 @@ class TargetTab:
     folder: Any
     language: Any
     report: Any
+    features: Any
 
     @classmethod
     def build(cls, ctx: AppContext, page: Page) -> "TargetTab":
@@ -341,7 +345,8 @@ class TargetTab:
                     folder = gr.UploadButton("Upload a folder", file_count="directory", size="sm")
                 with gr.Column():
                     report = gr.Markdown("", elem_id="sere-tgt-report")
-        return cls(files, folder, language, report)
+                    features = gr.HTML(fg.features_html(None), elem_id="sere-tgt-features")
+        return cls(files, folder, language, report, features)
 
 
 @dataclass
@@ -353,6 +358,7 @@ class TrainTab:
     metrics: Any
     loss: Any
     seen: Any
+    seen_status: Any
     timer: Any
 
     @classmethod
@@ -371,7 +377,7 @@ class TrainTab:
                         "close the page and come back.", elem_classes="sere-keys")
         # The page follows the project's run, whoever started it: a cheap poll that redraws
         # only when something changed.
-        return cls(readiness, train_btn, cancel_btn, progress, metrics, loss, gr.State(None),
+        return cls(readiness, train_btn, cancel_btn, progress, metrics, loss, gr.State(None), gr.State(None),
                    gr.Timer(2.0, active=True))
 
     @property
@@ -586,6 +592,7 @@ class Screens:
         @friendly
         def load_demo(me, sort, progress=gr.Progress()):
             caller = who(me)
+            progress(0.0, desc="Preparing your demo")  # at once: the first start may still be warming up
             summary = dm.load_demo(ctx, caller, progress=lambda d, t, m: progress((d, t), desc=m))
             gr.Info(f"Your demo project: {summary.n_source} German and {summary.n_target} English clips.")
             return opened(caller, summary.id, sort, "source")
@@ -730,24 +737,37 @@ class Screens:
                 gr.Info("Training cancelled.")
             return TrainTab.show(ctx, caller, pid)
 
-        def poll(me, pid, seen, sort):
-            """Timer tick: redraw the Train tab when its run changed, and the results once it finished."""
+        statuses = [p.header.warming, src.features, target.features, tr.seen_status]
+
+        def show_statuses(pid: int | None, seen: Any) -> list[Any]:
+            """What is still warming up, and the project's background feature computation."""
+            now = (ctx.jobs.warmup.status(), fg.features_html(ctx.jobs.embed_status(pid) if pid else None))
+            if now == seen:
+                return [gr.skip()] * len(statuses)
+            return [fg.warmup_html(now[0]), now[1], now[1], now]
+
+        def poll(me, pid, seen, seen_status, sort):
+            """Timer tick: the Train tab when its run changed, the results once it finished, and
+            the warm-up and feature lines."""
             if not isinstance(me, Caller):
-                return [gr.skip()] * (len(tr.outputs) + len(results))
-            out = TrainTab.show(ctx, me, _int(pid))
+                return [gr.skip()] * (len(tr.outputs) + len(results) + len(statuses))
+            pid = _int(pid)
+            out = TrainTab.show(ctx, me, pid)
             now = out[-1]
             if now == seen:
-                return [gr.skip()] * (len(tr.outputs) + len(results))
+                return [*[gr.skip()] * (len(tr.outputs) + len(results)), *show_statuses(pid, seen_status)]
             finished = _finished(seen, now)
             if finished:
                 gr.Info("Training finished: the resonance field and the predictions are ready.")
-            return [*out, *(self.show_results(ctx, me, _int(pid), sort) if finished else [gr.skip()] * len(results))]
+            return [*out, *(self.show_results(ctx, me, pid, sort) if finished else [gr.skip()] * len(results)),
+                    *show_statuses(pid, seen_status)]
 
         tabs_train = [*tr.outputs, page.tabs]
         tr.train_btn.click(press_train, [me, project], tabs_train, **QUICK)
         rv.retrain_btn.click(press_train, [me, project], tabs_train, **QUICK)
         tr.cancel_btn.click(cancel, [me, project], tr.outputs, **QUICK)
-        tr.timer.tick(poll, [me, project, tr.seen, rv.sort], [*tr.outputs, *results], show_progress="hidden", **QUICK)
+        tr.timer.tick(poll, [me, project, tr.seen, tr.seen_status, rv.sort], [*tr.outputs, *results, *statuses],
+                      show_progress="hidden", **QUICK)
 
         # ---- the field: a clip chosen on the map or in the menu
         @friendly
@@ -926,7 +946,7 @@ def main() -> None:
     ctx = AppContext.open()
     # Once, for the whole process: each worker of the pool gets its share of the cores.
     set_thread_limits(ctx.settings.torch_threads or max(1, (os.cpu_count() or 1) // ctx.settings.workers))
-    ctx.jobs.start_maintenance()
+    ctx.jobs.start()  # the warm-up (encoder, demo, UMAP) and the maintenance loop, in the background
     # Uploads and the audio the page plays go to the data folder, not to a /tmp/gradio shared with
     # every Gradio app on the machine: the app then serves no file from outside its data folder.
     os.environ.setdefault("GRADIO_TEMP_DIR", str(ctx.settings.data_dir / "gradio"))

@@ -1,34 +1,27 @@
-"""The app's pipeline end to end: 500 target clips from upload to a plotted resonance field, and
-how fast the page answers while a training run is going.
+"""The app as a visitor meets it, measured on the real server (``python app.py``) driven over HTTP
+exactly as the page drives it (``tests/app_server.py``'s ``RawSession``: Gradio's upload route,
+``queue/join`` and the event stream), each server on fresh data and cache folders:
 
-    .venv/bin/python benchmarks/app_pipeline.py                  # 500 clips (the target)
-    .venv/bin/python benchmarks/app_pipeline.py --quick          # 40 clips, a smoke run
-    .venv/bin/python benchmarks/app_pipeline.py --corpora /path/to/corpora --clips 200
+1. **start**: seconds from ``python app.py`` until the page is served (``GET /`` answers), and until
+   the background warm-up (engine, demo, encoder, demo features, UMAP) is done;
+2. **first visit**: as soon as the page is served, a visitor presses "Load demo", "Demo: label 5
+   per emotion for me" and "Start training", and waits, polling as the page does (every 2 s),
+   until the trained resonance field is shown;
+3. **screens**: how long a label (the labeling pad: label, then the next clip on screen) and a
+   confirmation in Review (confirm, then the next clip to review) take to answer, on that demo
+   and on a 10,000-clip project;
+4. **upload**: N target clips (default 500 RAVDESS clips of the four emotions, features not
+   cached) uploaded through Gradio's upload route into the target upload box of a project whose
+   20 source labels are set, "Start training" pressed as soon as the upload report is back, until
+   the plotted predictions: the background embedding that starts with the upload is inside the
+   clock;
+5. **latency while training**: ``GET /`` and the Train tab's timer tick (``poll``), idle and while
+   a training runs.
 
-Targets (from the issue; benchmark numbers, not timed tests):
+Parts 1-3 are three fresh starts (median and range); part 4 runs ``--upload-runs`` times.
 
-1. upload of 500 target clips -> plotted predictions in under 2 minutes on 2 CPU cores, with the
-   features *not* cached (a fresh temporary ``SERE_CACHE_DIR`` and ``SERE_DATA_DIR``) and the
-   default encoder (``whisper-base``);
-2. the page answers within 1 s while training runs.
-
-Part 1 drives the app's own service functions in this process, in the order a user does: create a
-project, upload the demo's 32 German source clips (``import_audio``, the function behind the upload
-box; the background feature warming it starts is awaited, as it would finish while the user labels),
-label 5 per emotion (``label_clip``), then - the timed part - upload N English target clips (real
-RAVDESS speech from ``$SERE_CORPORA``/``--corpora``, copied to a temporary upload folder; the corpus
-is never copied into the repository) with ``import_audio``, train with the app's default settings
-(``start_training``: the same worker thread the Train button starts, run to its end), and build what
-the Resonance field tab shows (``field_data`` -> ``figures.field_figure`` -> ``gr.Plot``'s JSON, plus
-the predictions table). Stage times come from the run's own phase lines (the worker reports
-"Computing speech features", "Training SERE", ...) and from wrappers around the projection, the
-decoder and the encoder (wrapping adds microseconds). UMAP's numba warm-up runs first, as
-``build_app`` starts it when the app starts.
-
-Part 2 starts the real app (``app.py``'s ``build_app`` + ``launch`` with the same queue settings as
-``main``) in a subprocess on 127.0.0.1 and a free port, on the same data folder, then times GETs of
-``/``, ``/config`` and ``/gradio_api/info``: first with the app idle, then while a training run
-(started through the services inside the server process, as the Train button does) is running.
+    .venv/bin/python benchmarks/app_pipeline.py --corpora ../shared/corpora
+    .venv/bin/python benchmarks/app_pipeline.py --quick      # 40 upload clips, 1 run each: a smoke run
 
 Writes ``benchmarks/results/app_pipeline.md`` and ``.csv``.
 """
@@ -41,660 +34,399 @@ import datetime as dt
 import json
 import os
 import platform
-import queue
-import resource
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from app_server import RawSession, free_port, page_session  # noqa: E402
 
 from sere_core.benchmark.report import commit, cpu_busy_seconds, cpu_model, working_tree_dirty  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-TARGET_TOTAL_S = 120.0
-TARGET_LATENCY_S = 1.0
 EMOTIONS = ("neutral", "happy", "sad", "angry")
-SHOTS = 5
-ENDPOINTS = ("/", "/config", "/gradio_api/info")
-#: The Train tab's 1 s timer tick (``poll``: progress, loss curve), called through Gradio's queue.
-POLL = "poll (Train tab timer tick)"
-MARK = "@@bench "
-
-
-# ------------------------------------------------------------------------------ machine
+SORT = "least confident first"
+TARGETS = {"start": 10.0, "first visit": 20.0, "screen": 0.5, "upload": 30.0, "latency": 1.0}
 
 
 def corpora_dir(option: str | None) -> Path:
     return Path(option or os.environ.get("SERE_CORPORA") or ROOT.parent / "shared" / "corpora")
 
 
-def own_cpu_seconds() -> float:
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-
-
-def other_benchmarks() -> list[str]:
-    """Command lines of other ``sere_core.benchmark`` processes (they would contend)."""
-    try:
-        out = subprocess.run(["pgrep", "-af", "sere_core.benchmark"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [line for line in out.stdout.splitlines() if line.strip() and str(os.getpid()) != line.split()[0]]
-
-
 def machine() -> dict:
-    cpu, sha, dirty = cpu_model(), commit(), working_tree_dirty()
     import gradio
     import torch
 
-    return {
-        "commit": sha,
-        "dirty": dirty,
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "gradio": gradio.__version__,
-        "python": platform.python_version(),
-        "nice": os.nice(0),
-    }
+    return {"commit": commit(), "dirty": working_tree_dirty(),
+            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cpu": cpu_model(),
+            "cores": os.cpu_count(), "torch": torch.__version__, "gradio": gradio.__version__,
+            "python": platform.python_version()}
 
 
-# ------------------------------------------------------------------------------ clips
+def spread(values: list[float]) -> str:
+    """``median (min-max)``."""
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
-def pick_target_clips(corpora: Path, n: int) -> list[tuple[Path, str, str]]:
-    """``n`` RAVDESS clips of the four app emotions, spread evenly over the sorted manifest:
-    ``(path, emotion, speaker)``."""
+# ------------------------------------------------------------------------------ the server
+
+
+class Server:
+    """``python app.py`` on a free port with its own data and cache folders (the app's defaults
+    otherwise: encoder, workers, threads)."""
+
+    def __init__(self, work: Path, encoder: str) -> None:
+        self.work, self.port = work, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = work / f"app-{self.port}.log"
+        work.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SERE_", "GRADIO_"))}
+        env.update(SERE_DATA_DIR=str(work / "data"), SERE_CACHE_DIR=str(work / "cache"), SERE_ENCODER=encoder,
+                   GRADIO_SERVER_PORT=str(self.port), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+        self.started, self.wall_start = time.perf_counter(), time.time()
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=log,
+                                         stderr=subprocess.STDOUT)
+        self.served_s = self._wait_served()
+
+    def _wait_served(self, timeout: float = 180.0) -> float:
+        while time.perf_counter() - self.started < timeout:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"the app exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(self.url, timeout=2) as response:
+                    if response.status == 200:
+                        return time.perf_counter() - self.started
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise SystemExit("the app was not served within 3 minutes")
+
+    def warmed_s(self, timeout: float = 300.0) -> float:
+        """Seconds from the start until the warm-up said it was done (the time of its log line)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = re.search(r"^(\S+ \S+) INFO sere_core.app.warmup: warmed up", self.log.read_text(errors="replace"),
+                              flags=re.M)
+            if found:
+                logged = dt.datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                return logged - self.wall_start
+            time.sleep(0.2)
+        raise SystemExit("the warm-up did not end within 5 minutes")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+
+def timed(session: RawSession, name: str, data: list, event: dict | None = None) -> tuple[float, list]:
+    start = time.perf_counter()
+    answer = session.call(session.handler(name), data, event, timeout=600)
+    if not answer["success"]:
+        raise SystemExit(f"{name} failed: {answer['output']}")
+    return time.perf_counter() - start, answer["output"]["data"]
+
+
+def label_pad(data: list) -> dict:
+    return next(x for x in data if isinstance(x, dict) and x.get("kind") == "label")
+
+
+def review_pad(data: list) -> dict:
+    return next(x for x in data if isinstance(x, dict) and x.get("kind") == "review")
+
+
+def field_shown(data: list) -> bool:
+    """Whether a poll's answer carries the trained resonance field."""
+    return any(isinstance(x, dict) and x.get("type") == "plotly" and "Resonance field" in str(x.get("plot"))
+               for x in data)
+
+
+def wait_for_field(session: RawSession, pid: int, timeout: float = 900.0) -> list[str]:
+    """Poll as the page does (every 2 s) until the trained field comes; returns the phases seen,
+    each with the seconds since the call."""
+    phases: list[str] = []
+    start = time.perf_counter()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _, data = timed(session, "poll", [None, pid, None, None, SORT])
+        for x in data:
+            if isinstance(x, str) and "sere-progress-text" in x:
+                phase = re.sub(r"<[^>]+>", "", x).split(":", 1)[-1].split("·")[0].split(":")[0].strip()
+                if not phases or phases[-1].split(" (")[0] != phase:
+                    phases.append(f"{phase} ({time.perf_counter() - start:.1f} s)")
+        if field_shown(data):
+            return phases
+        time.sleep(2.0)
+    raise SystemExit("no trained field within 15 minutes")
+
+
+# ------------------------------------------------------------------------------ parts 1-3
+
+
+def first_visit(work: Path, encoder: str, actions: int) -> dict:
+    """Parts 1-3 on one fresh server."""
+    server = Server(work, encoder)
+    out: dict = {"served_s": server.served_s}
+    try:
+        t0 = time.perf_counter()
+        page = page_session(server.url)
+        steps = {"open the page": time.perf_counter() - t0}
+        steps["Load demo"], data = timed(page, "load_demo", [None, SORT])
+        pid = data[0]
+        steps["label 5 per emotion"] = timed(page, "demo_labels", [None, pid, None])[0]
+        steps["Start training"] = timed(page, "press_train", [None, pid])[0]
+        out["phases"] = [f"{k} {v:.1f} s" for k, v in steps.items()] + wait_for_field(page, pid)
+        out["first_visit_s"] = time.perf_counter() - t0
+        out["warmed_s"] = server.warmed_s()
+        out["screens"] = screens(page, pid, actions)
+    finally:
+        server.stop()
+    return out
+
+
+def screens(page: RawSession, pid: int, actions: int) -> dict:
+    """Seconds per label (labeling pad) and per confirmation (review pad), ``actions`` of each."""
+    _, data = timed(page, "open_project", [None, pid, SORT])
+    clip = label_pad(data)["clip"]
+    label = []
+    for i in range(actions):
+        if clip is None:
+            break
+        seconds, data = timed(page, "label_act", [None, pid, None],
+                              {"action": "label", "clip": clip, "emotion": EMOTIONS[i % 4]})
+        label.append(seconds)
+        clip = label_pad(data)["clip"]
+    table = timed(page, "show_page", [None, pid, SORT, 1])[1][0]  # the least confident first
+    clip = table["data"][0][0] if table and table.get("data") else None
+    confirm = []
+    for _ in range(actions):
+        if clip is None:
+            break
+        seconds, data = timed(page, "review_act", [None, pid, SORT, 1], {"action": "confirm", "clip": clip})
+        confirm.append(seconds)
+        clip = review_pad(data)["clip"]
+    return {"label": label, "confirm": confirm}
+
+
+def big_project(work: Path, n: int) -> int:
+    """A ``n``-clip project (2 % source clips, the rest target) with real listening copies and a
+    finished run that predicted every target clip; returns its id."""
+    import numpy as np
+
+    from sere_core import storage as st
+    from sere_core.app import AppContext, AppSettings, projects
+    from sere_core.app.testing import local_caller
+
+    me = local_caller("benchmark")
+    ctx = AppContext.open(AppSettings(data_dir=work / "data", cache_dir=work / "cache"))
+    try:
+        pid = projects.create_project(ctx, me, f"{n:,} clips", EMOTIONS).id
+        rng = np.random.default_rng(0)
+        n_source = max(50, n // 50)
+        with ctx.session() as s:
+            clips = []
+            for i in range(n):
+                audio_id = f"{i:064x}"
+                ctx.segments.put(audio_id, (0.1 * rng.standard_normal(6400)).astype(np.float32), 16000)
+                clips.append(st.add_clip(s, pid, audio_id=audio_id, original_name=f"clip_{i:06d}.wav", duration_s=0.4,
+                                         role="source" if i < n_source else "target", speaker=f"s{i % 40}").id)
+            run = st.create_run(s, pid, {"sere": {"ensemble": 1}})
+            st.start_run(s, run.id, total_steps=1)
+            probs = rng.dirichlet(np.ones(4), size=n)
+            st.save_predictions(s, run.id, {c: {"emotion": EMOTIONS[int(p.argmax())], "confidence": float(p.max()),
+                                                "probabilities": dict(zip(EMOTIONS, p.tolist())), "highlights": []}
+                                            for c, p in zip(clips[n_source:], probs[n_source:])})
+            st.finish_run(s, run.id)
+        return pid
+    finally:
+        ctx.close()
+
+
+def big_screens(work: Path, encoder: str, n: int, runs: int, actions: int) -> list[dict]:
+    pid = big_project(work, n)
+    out = []
+    for _ in range(runs):
+        server = Server(work, encoder)
+        try:
+            out.append(screens(page_session(server.url, project=pid), pid, actions))
+        finally:
+            server.stop()
+    return out
+
+
+# ------------------------------------------------------------------------------ part 4 and 5
+
+
+def pick_target_clips(corpora: Path, n: int) -> list[tuple[Path, str]]:
+    """``n`` RAVDESS clips of the four app emotions, spread evenly over the sorted manifest."""
     manifest = corpora / "ravdess" / "manifest.csv"
     if not manifest.is_file():
         raise SystemExit(f"no RAVDESS manifest at {manifest}; pass --corpora or set $SERE_CORPORA")
     with manifest.open(newline="", encoding="utf-8") as handle:
-        rows = [r for r in csv.DictReader(handle) if r["emotion"] in EMOTIONS]
-    rows.sort(key=lambda r: r["path"])
-    if n > len(rows):
-        raise SystemExit(f"only {len(rows)} RAVDESS clips of {', '.join(EMOTIONS)}; ask for fewer")
-    picked = [rows[(i * len(rows)) // n] for i in range(n)]
-    return [(corpora / "ravdess" / r["path"], r["emotion"], r["speaker"]) for r in picked]
+        rows = sorted((r for r in csv.DictReader(handle) if r["emotion"] in EMOTIONS), key=lambda r: r["path"])
+    return [(corpora / "ravdess" / rows[(i * len(rows)) // n]["path"], rows[(i * len(rows)) // n]["emotion"])
+            for i in range(n)]
 
 
-# ------------------------------------------------------------------------------ part 1: pipeline
-
-
-class Timer:
-    """Accumulated seconds and calls of a wrapped function, per stage."""
-
-    def __init__(self) -> None:
-        self.stage = "setup"
-        self.seconds: dict[tuple[str, str], float] = {}
-        self.calls: dict[tuple[str, str], int] = {}
-
-    def wrap(self, name: str, fn):
-        def wrapper(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                key = (self.stage, name)
-                self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - start
-                self.calls[key] = self.calls.get(key, 0) + 1
-
-        return wrapper
-
-    def get(self, stage: str, name: str) -> tuple[float, int]:
-        return self.seconds.get((stage, name), 0.0), self.calls.get((stage, name), 0)
-
-
-class PhaseLog(dict):
-    """Stands in for ``JobManager._phase``: records when each phase line first appears."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.marks: list[tuple[float, str]] = []
-
-    def __setitem__(self, key, value) -> None:
-        head = str(value).split(":")[0]
-        if not self.marks or self.marks[-1][1] != head:
-            self.marks.append((time.perf_counter(), head))
-        super().__setitem__(key, value)
-
-
-def pipeline(args: argparse.Namespace, work: Path) -> dict:
-    """Part 1, in this process. Returns the stage timings and what the run produced."""
-    os.environ["SERE_DATA_DIR"] = str(work / "data")
-    os.environ["SERE_CACHE_DIR"] = str(work / "cache")
-
-    import gradio as gr
-
-    import sere_core.audio
-    import sere_core.viz
-    from sere_core.app import AppContext, AppSettings
-    from sere_core.app import figures as fg
-    from sere_core import storage as st
-    from sere_core.app import imports, labeling, projects, review, training
+def upload_run(work: Path, encoder: str, clips: list[tuple[Path, str]], latency_rounds: int) -> dict:
+    """Part 4 (and, with ``latency_rounds``, part 5) on one fresh server."""
+    from sere_core.app import AppContext, AppSettings, demo, imports, labeling, projects
     from sere_core.app.testing import local_caller
-    from sere_core.viz import start_umap_warm_up
 
     me = local_caller("benchmark")
-
-    timer = Timer()
-    # wrappers around the functions the pipeline looks up at call time (module attributes)
-    sere_core.audio.load_audio = timer.wrap("decode", sere_core.audio.load_audio)
-    sere_core.viz.project_snapshots = timer.wrap("projection", sere_core.viz.project_snapshots)
-
-    out: dict = {"setup": {}, "stages": [], "notes": []}
-    settings = AppSettings.from_env()
-    out["encoder"] = settings.encoder
-    out["train_config"] = None
-    t0 = time.perf_counter()
-    start_umap_warm_up().join()  # what build_app starts when the app starts
-    out["setup"]["umap_warm_up_s"] = time.perf_counter() - t0
-
-    ctx = AppContext.open(settings)
-    ctx.encoders.encode = timer.wrap("encode", ctx.encoders.encode)
-    ctx.segments.put = timer.wrap("listening copy (FLAC write)", ctx.segments.put)
-    ctx.cache.put = timer.wrap("cache write", ctx.cache.put)
-    try:
-        # --- setup: project, source clips (features warmed in the background as in the app), labels
-        t0 = time.perf_counter()
-        summary = projects.create_project(ctx, me, "Benchmark: German -> English", list(EMOTIONS), source_language="de")
-        pid = summary.id
-        demo = ROOT / "data" / "demo"
-        with (demo / "source.csv").open(newline="", encoding="utf-8") as handle:
-            source_rows = list(csv.DictReader(handle))
-        report = imports.import_audio(ctx, me, pid, [demo / r["path"] for r in source_rows], "source", language="de")
-        out["setup"]["source_import_s"] = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        ctx.jobs.wait(timeout=600)
-        out["setup"]["source_features_s"] = time.perf_counter() - t1
-        warm = ctx.jobs.embed_status(pid)
-        if warm is not None and warm.error:
-            raise SystemExit(f"source feature warming failed: {warm.error}")
-        by_name = {Path(r["path"]).name: r["emotion"] for r in source_rows}
-        names = {cid: name for cid, name in _clip_names(ctx, pid).items()}
-        counts = dict.fromkeys(EMOTIONS, 0)
-        for cid in report.clip_ids:
-            emotion = by_name.get(names[cid])
-            if emotion in counts and counts[emotion] < SHOTS:
-                labeling.label_clip(ctx, me, pid, cid, emotion)
-                counts[emotion] += 1
-        out["setup"]["source_clips"] = report.added
-        out["setup"]["labeled"] = sum(counts.values())
-        out["setup"]["total_s"] = time.perf_counter() - t0
-
-        # --- the "upload": the browser sends the files, Gradio stores them in a temporary folder
-        picked = pick_target_clips(corpora_dir(args.corpora), args.clips)
-        uploads = work / "uploads"
-        uploads.mkdir()
-        paths = []
-        for src, _, _ in picked:
-            dst = uploads / src.name
-            shutil.copyfile(src, dst)
-            paths.append(dst)
-        truth_by_name = {src.name: emotion for src, emotion, _ in picked}
-        audio_s = sum(_duration(p) for p in paths)
-        out["target_audio_s"] = audio_s
-
-        busy0, own0, wall0 = cpu_busy_seconds(), own_cpu_seconds(), time.monotonic()
-        load0 = os.getloadavg()[0]
-        stages: list[tuple[str, float, str]] = []
-        start = time.perf_counter()
-
-        # 1. upload -> clips (decode, resample, normalize, trim, VAD; blob copy; listening copy; rows)
-        timer.stage = "import"
-        t = time.perf_counter()
-        target_report = imports.import_audio(ctx, me, pid, paths, "target", language="en", warm=False)
-        stages.append(("import + decode", time.perf_counter() - t,
-                       f"{target_report.added} clips added, {len(target_report.failures)} rejected"))
-
-        # 2. Train: the worker thread the Train button starts (embed -> fit -> predict -> project -> save)
-        timer.stage = "train"
-        phases = PhaseLog()
-        ctx.jobs._phase = phases
-        t = time.perf_counter()
-        run_id = training.start_training(ctx, me, pid)
-        queued = time.perf_counter() - t
-        ctx.jobs.wait(timeout=1800)
+    ctx = AppContext.open(AppSettings(data_dir=work / "data", cache_dir=work / "cache", encoder=encoder))
+    try:  # the setup a user does before: a project, the demo's German clips, 5 labels per emotion
+        pid = projects.create_project(ctx, me, "Upload benchmark", EMOTIONS, source_language="de").id
+        files = sorted((ROOT / "data" / "demo" / "source").glob("*.flac"))
+        report = imports.import_audio(ctx, me, pid, files, "source", language="de", warm=False)
+        truth = demo.demo_template(ctx).reference
         with ctx.session() as s:
-            out["train_config"] = st.get_run(s, run_id).config["sere"]  # what the run used
-        train_end = time.perf_counter()
-        status = training.training_status(ctx, me, pid)
-        if status is None or status.status != "succeeded":
-            raise SystemExit(f"training did not succeed: {status}")
-        marks = phases.marks + [(train_end, "(worker ended)")]
-        at = {name: tm for tm, name in reversed(marks)}  # first time each phase was seen
+            from sere_core.storage import clip_records
 
-        def span(a: str, b: str) -> float:
-            return at[b] - at[a]
-
-        proj_s, _ = timer.get("train", "projection")
-        enc_s, enc_n = timer.get("train", "encode")
-        dec_s, dec_n = timer.get("train", "decode")
-        stages.append(("start run (readiness, queue)", at["Reading the clips"] - t, f"start_training returned in {queued:.2f} s"))
-        stages.append(("read clips from the database", span("Reading the clips", "Computing speech features"), ""))
-        stages.append(("embedding (features not cached)", span("Computing speech features", "Training SERE"),
-                       f"encoder {enc_s:.1f} s over {enc_n} clips, re-decoding the uploads {dec_s:.1f} s "
-                       f"({dec_n} files), cache writes {timer.get('train', 'cache write')[0]:.1f} s"))
-        stages.append(("training (fit)", span("Training SERE", "Predicting every clip"),
-                       f"{out['train_config'].get('ensemble', 1)} x {out['train_config']['steps']} steps"))
-        stages.append(("prediction", span("Predicting every clip", "Drawing the resonance field"), ""))
-        stages.append(("projection (UMAP of the snapshots)", proj_s, ""))
-        stages.append(("save model, predictions, snapshots",
-                       span("Drawing the resonance field", "Done") - proj_s, ""))
-        stages.append(("worker exit", train_end - at["Done"], ""))
-
-        # 3. the Resonance field tab: field data -> plotly figure -> gr.Plot JSON, and the table
-        timer.stage = "figure"
-        t = time.perf_counter()
-        data = review.field_data(ctx, me, pid)
-        t_data = time.perf_counter() - t
-        t = time.perf_counter()
-        fig = fg.field_figure(data)
-        t_fig = time.perf_counter() - t
-        t = time.perf_counter()
-        plot = gr.Plot().postprocess(fig)
-        t_json = time.perf_counter() - t
-        t = time.perf_counter()
-        table = review.predictions_table(ctx, me, pid)
-        t_table = time.perf_counter() - t
-        total = time.perf_counter() - start
-        stages.append(("field data from the database", t_data,
-                       f"{len(data.points)} points, {len(data.snapshot_frames)} replay rows"))
-        stages.append(("plotly figure (field_figure)", t_fig, ""))
-        stages.append(("figure JSON for the page (gr.Plot)", t_json, f"{len(plot.plot) / 1e6:.1f} MB"))
-        stages.append(("predictions table", t_table, f"{len(table)} rows"))
-        wall = time.monotonic() - wall0
-        others = max(0.0, (cpu_busy_seconds() - busy0 - (own_cpu_seconds() - own0)) / wall)
-
-        # sanity: do the predictions mean anything? (RAVDESS labels; not a target)
-        names = _clip_names(ctx, pid)
-        preds = {int(r.clip): r.predicted for r in table.itertuples()}
-        pairs = [(truth_by_name[names[c]], p) for c, p in preds.items() if names.get(c) in truth_by_name]
-        from sere_core.app.pipeline import unweighted_recall
-
-        accuracy = sum(a == b for a, b in pairs) / len(pairs) if pairs else float("nan")
-        uar = unweighted_recall([a for a, _ in pairs], [b for _, b in pairs]) if pairs else None
-        out.update(
-            project_id=pid, run_id=run_id, stages=stages, total_s=total, others_cores=others,
-            load_during=(load0, os.getloadavg()[0]), n_target=target_report.added,
-            failures=[f.__dict__ for f in target_report.failures][:5],
-            import_detail={k: timer.get("import", k) for k in ("decode", "listening copy (FLAC write)")},
-            phases=[(round(tm - start, 2), name) for tm, name in marks],
-            fit_time_s=status.metrics.get("fit_time_s"), projection=status.metrics.get("projection"),
-            accuracy=accuracy, uar=uar, n_checked=len(pairs),
-            peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        )
+            audio = {r.clip_id: r.audio_id for r in clip_records(s, pid)}
+        done = dict.fromkeys(EMOTIONS, 0)
+        for clip in report.clip_ids:
+            emotion = truth[audio[clip]]
+            if done[emotion] < 5:
+                labeling.label_clip(ctx, me, pid, clip, emotion)
+                done[emotion] += 1
     finally:
         ctx.close()
-    return out
-
-
-def _clip_names(ctx, project_id: int) -> dict[int, str]:
-    from sere_core.app.pipeline import clip_records
-
-    with ctx.session() as s:
-        return {r.clip_id: r.name for r in clip_records(s, project_id)}
-
-
-def _duration(path: Path) -> float:
-    import soundfile as sf
-
-    info = sf.info(str(path))
-    return info.frames / info.samplerate
-
-
-# ------------------------------------------------------------------------------ part 2: the server
-
-
-def serve(project_id: int) -> None:
-    """Child process: the real app on a free port; trains on ``train`` from stdin, stops on ``quit``."""
-    import importlib.util
-    import socket
-
-    def say(**kw) -> None:
-        print(MARK + json.dumps(kw), flush=True)
-
-    spec = importlib.util.spec_from_file_location("sere_app_benchmarked", ROOT / "app.py")
-    app = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(app)
-    from sere_core.app import AppContext, training
-    from sere_core.app.testing import local_caller
-    from sere_core.audio import AudioConfig
-    from sere_core.viz import start_umap_warm_up
-
-    me = local_caller("benchmark")
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    t0 = time.perf_counter()
-    ctx = AppContext.open()
-    demo = app.build_app(ctx)
-    demo.queue(default_concurrency_limit=4).launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-        max_file_size=f"{int(AudioConfig().max_file_mb)}mb", **app.launch_options(ctx))
-    started = time.perf_counter() - t0
-    start_umap_warm_up().join()  # the warm-up build_app started; wait so it does not blur the idle numbers
-    say(event="ready", port=port, start_s=started, warm_s=time.perf_counter() - t0)
+    uploads = work / "uploads"
+    uploads.mkdir()
+    paths = []
+    for src, _ in clips:
+        paths.append(uploads / src.name)
+        shutil.copyfile(src, paths[-1])
+    server = Server(work, encoder)
+    out: dict = {"clips": len(paths)}
     try:
-        for line in sys.stdin:
-            command = line.strip()
-            if command == "train":
-                run_id = training.start_training(ctx, me, project_id)
-                say(event="run", run_id=run_id, t=time.time())
-                last = None
-                while ctx.jobs.is_running_here(run_id):
-                    phase = (ctx.jobs.phase(run_id) or "").split(":")[0]
-                    if phase != last:
-                        say(event="phase", phase=phase, t=time.time())
-                        last = phase
-                    time.sleep(0.05)
-                status = training.training_status(ctx, me, project_id)
-                say(event="done", t=time.time(), status=status.status if status else None,
-                    error=status.error if status else None)
-            elif command == "quit":
-                break
-    finally:
-        demo.close()
-        ctx.close()
-
-
-class Server:
-    def __init__(self, work: Path, project_id: int) -> None:
-        env = dict(os.environ, SERE_DATA_DIR=str(work / "data"), SERE_CACHE_DIR=str(work / "cache"),
-                   GRADIO_ANALYTICS_ENABLED="False")
-        self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--child-serve", str(project_id)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env)
-        self.events: queue.Queue = queue.Queue()
-        self.log: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            if line.startswith(MARK):
-                self.events.put(json.loads(line[len(MARK):]))
-            else:
-                self.log.append(line.rstrip())
-        self.events.put({"event": "exit"})
-
-    def expect(self, event: str, timeout: float) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"server: no {event!r} within {timeout:.0f} s; log tail:\n" + "\n".join(self.log[-30:]))
-            try:
-                ev = self.events.get(timeout=left)
-            except queue.Empty:
-                continue
-            if ev["event"] == "exit":
-                raise RuntimeError("server exited; log tail:\n" + "\n".join(self.log[-30:]))
-            if ev["event"] == event:
-                return ev
-            self.on_event(ev)
-
-    def on_event(self, ev: dict) -> None:  # phase lines while we wait for something else
-        pass
-
-    def send(self, command: str) -> None:
-        self.proc.stdin.write(command + "\n")
-        self.proc.stdin.flush()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.send("quit")
-                self.proc.wait(timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.terminate()
-                try:
-                    self.proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-
-
-def get(url: str, timeout: float = 10.0) -> tuple[float, int, int]:
-    """Seconds for one GET (connect to last byte), status and body bytes; 10 s cap."""
-    start = time.perf_counter()
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            body = resp.read()
-            return time.perf_counter() - start, resp.status, len(body)
-    except Exception:  # noqa: BLE001 - a failed or timed-out request counts as its time, status 0
-        return time.perf_counter() - start, 0, 0
-
-
-def latency(work: Path, project_id: int, rounds: int, gap_s: float) -> dict:
-    """Part 2: idle rounds, then rounds while a training run is active in the server."""
-    server = Server(work, project_id)
-    result: dict = {"idle": [], "training": [], "phases": []}
-    try:
-        ready = server.expect("ready", timeout=240)
-        base = f"http://127.0.0.1:{ready['port']}"
-        result["server_start_s"], result["server_warm_s"] = ready["start_s"], ready["warm_s"]
-        for path in ENDPOINTS:  # first hits build caches (page template, API info): not counted
-            get(base + path)
-        from gradio_client import Client
-
-        client = Client(base, verbose=False)
-
-        def tick() -> tuple[float, int, int]:
-            start = time.perf_counter()
-            try:
-                value = client.predict(project_id, "least confident first", api_name="/poll")
-                return time.perf_counter() - start, 200, len(str(value))
-            except Exception:  # noqa: BLE001 - counted as failed
-                return time.perf_counter() - start, 0, 0
-
-        def one_round(label: str) -> list[tuple]:
-            rows = [(path, *get(base + path)) for path in ENDPOINTS]
-            rows.append((POLL, *tick()))
-            return [(*row, label if label == "idle" else phase["now"]) for row in rows]
-
-        phase = {"now": "queued"}
-        tick()  # the first call through the queue sets things up: not counted
-        for _ in range(rounds):
-            result["idle"] += one_round("idle")
-            time.sleep(gap_s)
-
-        done = threading.Event()
-
-        def on_event(ev: dict) -> None:
-            if ev["event"] == "phase":
-                phase["now"] = ev["phase"]
-                result["phases"].append((ev["t"], ev["phase"]))
-            elif ev["event"] == "done":
-                result["done"] = ev
-                done.set()
-
-        server.on_event = on_event
-        server.send("train")
-        run = server.expect("run", timeout=60)
-        result["run_id"], t_run = run["run_id"], run["t"]
-
-        def pump() -> None:
-            while not done.is_set():
-                try:
-                    ev = server.events.get(timeout=0.2)
-                except queue.Empty:
-                    continue
-                if ev["event"] == "exit":
-                    done.set()
-                else:
-                    on_event(ev)
-
-        pumper = threading.Thread(target=pump, daemon=True)
-        pumper.start()
-        # wait until the run is really training (not reading clips), at most 60 s
-        deadline = time.monotonic() + 60
-        while phase["now"] not in ("Training SERE",) and not done.is_set() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        n = 0
-        deadline = time.monotonic() + 300
-        while n < rounds and not done.is_set() and time.monotonic() < deadline:
-            result["training"] += one_round("training")
-            n += 1
-            time.sleep(gap_s)
-        result["rounds_while_training"] = n
-        done.wait(timeout=600)
-        pumper.join(timeout=5)
-        end = result.get("done", {}).get("t")
-        result["run_s"] = (end - t_run) if end else None
-        result["run_status"] = result.get("done", {}).get("status")
+        server.warmed_s()  # the demo's (and so these source clips') features are ready before anyone asks
+        page = page_session(server.url, project=pid)
+        busy0, t0 = cpu_busy_seconds(), time.perf_counter()
+        sent = page.upload(paths)
+        out["http_upload_s"] = time.perf_counter() - t0
+        _, data = timed(page, "upload_target", [None, pid, sent, "en", None])
+        out["import_s"] = time.perf_counter() - t0
+        out["report"] = re.sub(r"\s+", " ", data[0])[:200]
+        timed(page, "press_train", [None, pid])
+        out["phases"] = wait_for_field(page, pid)
+        out["total_s"] = time.perf_counter() - t0
+        out["cores_busy"] = (cpu_busy_seconds() - busy0) / out["total_s"]
+        if latency_rounds:
+            out["latency"] = latency(server, page, pid, latency_rounds)
     finally:
         server.stop()
-    return result
-
-
-def summarize(samples: list[tuple]) -> dict[str, dict]:
-    out = {}
-    for path in (*ENDPOINTS, POLL):
-        times = [s[1] for s in samples if s[0] == path]
-        if not times:
-            continue
-        out[path] = {
-            "n": len(times),
-            "median_ms": 1000 * statistics.median(times),
-            "p90_ms": 1000 * sorted(times)[max(0, int(round(0.9 * len(times))) - 1)],
-            "max_ms": 1000 * max(times),
-            "failed": sum(1 for s in samples if s[0] == path and s[2] != 200),
-            "bytes": max((s[3] for s in samples if s[0] == path), default=0),
-            "phases": sorted({s[4] for s in samples if s[0] == path}),
-        }
     return out
 
 
-# ------------------------------------------------------------------------------ results
+def latency(server: Server, page: RawSession, pid: int, rounds: int) -> dict:
+    """Part 5: GET / and one poll per round, idle, then while a training (a retrain) runs."""
+    def one_round() -> tuple[float, float]:
+        start = time.perf_counter()
+        with urllib.request.urlopen(server.url, timeout=30) as response:
+            response.read()
+        get_s = time.perf_counter() - start
+        return get_s, timed(page, "poll", [None, pid, None, None, SORT])[0]
+
+    idle = [one_round() for _ in range(rounds)]
+    timed(page, "press_train", [None, pid])
+    training = []
+    deadline = time.monotonic() + 300
+    while len(training) < rounds and time.monotonic() < deadline:
+        status = page.call(page.handler("poll"), [None, pid, None, None, SORT])
+        if "data-status='running'" not in json.dumps(status["output"]) and not training:
+            time.sleep(0.2)
+            continue
+        training.append(one_round())
+        time.sleep(0.25)
+    return {"idle": idle, "training": training}
 
 
-def write_results(meta: dict, args: argparse.Namespace, part1: dict, part2: dict | None,
-                  load: tuple[float, float], others_running: tuple[list[str], list[str]], command: str) -> None:
+# ------------------------------------------------------------------------------ report
+
+
+def write(meta: dict, args: argparse.Namespace, visits: list[dict], big: list[dict], uploads: list[dict],
+          command: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = [meta["commit"], meta["date"], meta["cpu"], meta["cores"], meta["torch"]]
-    idle = summarize(part2["idle"]) if part2 else {}
-    busy = summarize(part2["training"]) if part2 else {}
+    rows: list[tuple[str, str, list[float], float]] = []  # (part, item, values, target)
+    rows.append(("start", "page served (GET / answers)", [v["served_s"] for v in visits], TARGETS["start"]))
+    rows.append(("start", "background warm-up done", [v["warmed_s"] for v in visits], float("nan")))
+    rows.append(("first visit", "Load demo -> label 5 per emotion -> Train -> field shown",
+                 [v["first_visit_s"] for v in visits], TARGETS["first visit"]))
+    for where, runs in (("demo (72 clips)", [v["screens"] for v in visits]), (f"{args.big:,}-clip project", big)):
+        for kind, what in (("label", "a label in the labeling view"), ("confirm", "a confirmation in Review")):
+            medians = [statistics.median(r[kind]) for r in runs if r[kind]]
+            worst = [max(r[kind]) for r in runs if r[kind]]
+            rows.append(("screens", f"{what}, {where} (median of each run)", medians, TARGETS["screen"]))
+            rows.append(("screens", f"{what}, {where} (slowest of each run)", worst, TARGETS["screen"]))
+    n = uploads[0]["clips"] if uploads else 0
+    target_upload = TARGETS["upload"] * n / 500
+    rows.append(("upload", f"{n} target clips: upload -> plotted predictions", [u["total_s"] for u in uploads],
+                 target_upload))
+    rows.append(("upload", "of which the HTTP upload", [u["http_upload_s"] for u in uploads], float("nan")))
+    rows.append(("upload", "of which upload -> import report", [u["import_s"] for u in uploads], float("nan")))
+    lat = uploads[0].get("latency") if uploads else None
+    if lat:
+        for label in ("idle", "training"):
+            for k, name in ((0, "GET /"), (1, "poll (Train tab timer tick)")):
+                values = [r[k] for r in lat[label]]
+                rows.append((f"latency {label}", name, values, TARGETS["latency"] if label == "training" else float("nan")))
+
+    def meets(values: list[float], target: float) -> str:
+        if not values or target != target:
+            return "-"
+        return "yes" if statistics.median(values) <= target else "no"
+
+    stamp = [meta["commit"], meta["date"], meta["cpu"], meta["cores"]]
     with open(RESULTS / "app_pipeline.csv", "w", newline="") as handle:
         w = csv.writer(handle)
-        w.writerow(["part", "item", "n", "seconds", "median_ms", "max_ms", "target", "meets", "clips", "detail",
-                    "others_cores", "commit", "date", "cpu", "cores", "torch"])
-        for name, seconds, detail in part1["stages"]:
-            w.writerow(["pipeline", name, "", f"{seconds:.3f}", "", "", "", "", part1["n_target"], detail,
-                        f"{part1['others_cores']:.2f}", *stamp])
-        meets = "yes" if part1["total_s"] <= TARGET_TOTAL_S * args.clips / 500 else "no"
-        w.writerow(["pipeline", "total (upload -> plotted predictions)", "", f"{part1['total_s']:.3f}", "", "",
-                    f"{TARGET_TOTAL_S * args.clips / 500:.0f}", meets, part1["n_target"], "",
-                    f"{part1['others_cores']:.2f}", *stamp])
-        for label, table in (("idle", idle), ("while training", busy)):
-            for path, r in table.items():
-                w.writerow([f"latency {label}", path if path == POLL else f"GET {path}", r["n"], "", f"{r['median_ms']:.1f}", f"{r['max_ms']:.1f}",
-                            f"{TARGET_LATENCY_S * 1000:.0f} ms" if label != "idle" else "",
-                            ("yes" if r["max_ms"] <= TARGET_LATENCY_S * 1000 else "no") if label != "idle" else "",
-                            "", f"failed {r['failed']}; phases {'/'.join(r['phases'])}", "", *stamp])
-
-    cores = meta["cores"] or 1
-    # the load average after includes this benchmark's own work: only the one before says "busy"
-    contended = (load[0] > 0.5 * cores or part1["others_cores"] > 0.3 or any(others_running))
-    scale = args.clips / 500
-    target_total = TARGET_TOTAL_S * scale
-    total = part1["total_s"]
+        w.writerow(["part", "item", "runs", "median_s", "min_s", "max_s", "target_s", "meets", "commit", "date",
+                    "cpu", "cores"])
+        for part, item, values, target in rows:
+            w.writerow([part, item, len(values), *(f"{f(values):.3f}" if values else "" for f in
+                                                   (statistics.median, min, max)),
+                        "" if target != target else f"{target:g}", meets(values, target), *stamp])
     lines = [
-        "# App pipeline: upload -> plotted predictions, and page latency during training",
+        "# The app as a visitor meets it: start, first visit, screens, upload, latency",
         "",
-        "Written by `benchmarks/app_pipeline.py` (see its docstring for exactly what is driven).",
+        "Written by `benchmarks/app_pipeline.py` (its docstring says exactly what is driven): the real "
+        "server (`python app.py`), driven over HTTP as the page drives it, each server on fresh data and "
+        "cache folders.",
         "",
-        f"- command: `{command}`" + (f" (niceness {meta['nice']})" if meta["nice"] else ""),
-        f"- commit: `{meta['commit']}`" + (" (working tree had uncommitted changes to tracked files)" if meta["dirty"] else "")
-        + f", date: {meta['date']}",
-        f"- CPU: {meta['cpu']}, {meta['cores']} cores; torch {meta['torch']} (default threads {meta['torch_threads']}), "
-        f"gradio {meta['gradio']}, Python {meta['python']}",
-        f"- encoder: `{part1['encoder']}`; features not cached (fresh temporary `SERE_CACHE_DIR` and `SERE_DATA_DIR`)",
-        f"- target clips: {part1['n_target']} RAVDESS clips (English; neutral/happy/sad/angry), "
-        f"{part1['target_audio_s']:.0f} s of audio in all; source: the demo's {part1['setup']['source_clips']} German "
-        f"EmoDB clips, {part1['setup']['labeled']} labeled (5 per emotion)",
-        f"- training settings: the app's defaults (`training_config`: {part1['train_config'].get('ensemble', 1)} "
-        f"member(s) of {part1['train_config']['steps']} steps, "
-        f"snapshot every {part1['train_config']['snapshot_every']}, num_threads {part1['train_config'].get('num_threads')}, "
-        f"per-speaker normalization {part1['train_config'].get('per_speaker_norm')})",
-        f"- load average (1 min) before / after: {load[0]:.2f} / {load[1]:.2f}; other processes used "
-        f"{part1['others_cores']:.2f} cores during the timed pipeline",
+        f"- command: `{command}`",
+        f"- commit: `{meta['commit']}`" + (" (working tree had uncommitted changes to tracked files)" if meta["dirty"]
+                                           else "") + f", date: {meta['date']}",
+        f"- CPU: {meta['cpu']}, {meta['cores']} cores; torch {meta['torch']}, gradio {meta['gradio']}, "
+        f"Python {meta['python']}; encoder `{args.encoder}`; the app's defaults otherwise",
+        f"- runs: {len(visits)} fresh starts (parts 1-3), {len(big)} servers on the {args.big:,}-clip project, "
+        f"{len(uploads)} upload run(s); {args.actions} labels and confirmations per run",
+        "",
+        "| part | what | runs | seconds: median (range) | target | met |",
+        "| --- | --- | ---: | ---: | ---: | --- |",
     ]
-    if contended:
-        lines.append("- **the machine was contended while this ran**" + (
-            f": another `sere_core.benchmark` was running (at start: {len(others_running[0])} processes, "
-            f"at end: {len(others_running[1])})" if any(others_running) else "")
-            + "; the timings are slower than on an idle machine.")
-    else:
-        lines.append("- no other benchmark was running; the machine was quiet.")
-    if args.clips != 500:
-        lines.append(f"- **{args.clips} clips, not 500**: the target below is scaled to {target_total:.0f} s "
-                     "(a smoke run, not the measurement).")
-    lines += [
-        "",
-        "## 1. Upload of the target clips -> plotted predictions",
-        "",
-        f"Total: **{total:.1f} s** against a target of {target_total:.0f} s: "
-        f"**{'met' if total <= target_total else 'not met'}**.",
-        "",
-        "| stage | seconds | share | detail |",
-        "| --- | ---: | ---: | --- |",
-    ]
-    for name, seconds, detail in part1["stages"]:
-        lines.append(f"| {name} | {seconds:.2f} | {100 * seconds / total:.0f}% | {detail} |")
-    lines.append(f"| **total** | **{total:.2f}** | 100% | target {target_total:.0f} s |")
-    dec_s, dec_n = part1["import_detail"]["decode"]
-    flac_s, _ = part1["import_detail"]["listening copy (FLAC write)"]
-    lines += [
-        "",
-        f"Inside the import: decoding {dec_s:.1f} s ({dec_n} files), listening copies (FLAC) {flac_s:.1f} s, "
-        "the rest is copying the upload into the blob store and the database rows.",
-        "",
-        "Before the clock started (not counted, as in the app it happens while the user works): UMAP "
-        f"warm-up {part1['setup']['umap_warm_up_s']:.1f} s (started by `build_app`), source import "
-        f"{part1['setup']['source_import_s']:.1f} s, source features (background warming, includes loading "
-        f"whisper-base) {part1['setup']['source_features_s']:.1f} s.",
-        "",
-        "Phase lines of the worker (seconds after the upload started): "
-        + ", ".join(f"{t:.1f} {name}" for t, name in part1["phases"]),
-        "",
-        f"Sanity check (not a target): the predictions agree with RAVDESS's labels on "
-        f"{100 * part1['accuracy']:.0f}% of {part1['n_checked']} clips (UAR "
-        f"{100 * (part1['uar'] or 0):.0f}%, chance 25%). Peak RSS of the process {part1['peak_rss_mb']:.0f} MB.",
-    ]
-    if part2:
-        lines += [
-            "",
-            "## 2. Page latency while training runs",
-            "",
-            f"The real app (`build_app` + `launch`, queue concurrency 4) in a subprocess on 127.0.0.1; it started "
-            f"in {part2['server_start_s']:.1f} s. A second training run of the same project (features now "
-            f"cached, so the run is fit + predict + projection + save: {part2['run_s'] or float('nan'):.1f} s, "
-            f"{part2['run_status']}) was started through the services inside the server process, as the "
-            f"Train button does. Each round: sequential GETs (a fresh connection each, the whole body read) and one "
-            f"call of the Train tab's timer handler `poll` through Gradio's queue with `gradio_client` (what "
-            f"the open page does every second during training: progress, phase, loss curve), rounds "
-            f"{args.gap:.2f} s apart: {args.requests} rounds idle, then up to {args.requests} rounds while the "
-            f"run was in its training phase ({part2.get('rounds_while_training', 0)} done).",
-            "",
-            "| endpoint | when | n | median ms | p90 ms | max ms | target | meets | response bytes | phases seen |",
-            "| --- | --- | ---: | ---: | ---: | ---: | --- | --- | ---: | --- |",
-        ]
-        for label, table in (("idle", idle), ("training", busy)):
-            for path, r in table.items():
-                target = f"{TARGET_LATENCY_S * 1000:.0f} ms" if label == "training" else "-"
-                meets = ("yes" if r["max_ms"] <= TARGET_LATENCY_S * 1000 and not r["failed"] else "no") \
-                    if label == "training" else "-"
-                lines.append(f"| {path if path == POLL else 'GET ' + path} | {label} | {r['n']} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} | "
-                             f"{r['max_ms']:.1f} | {target} | {meets} | {r['bytes']} | {', '.join(r['phases'])} |")
+    for part, item, values, target in rows:
+        lines.append(f"| {part} | {item} | {len(values)} | {spread(values)} | "
+                     f"{'-' if target != target else f'{target:g} s'} | {meets(values, target)} |")
+    lines += ["", "Phases the Train tab showed during the first visits: "
+              + " / ".join(" → ".join(v["phases"]) for v in visits)]
+    for i, u in enumerate(uploads, 1):
+        lines += ["", f"Upload run {i}: {u['report']} Phases: {' → '.join(u['phases'])}. The process and its "
+                      f"children kept {u['cores_busy']:.1f} cores busy on average."]
     (RESULTS / "app_pipeline.md").write_text("\n".join(lines) + "\n")
 
 
@@ -702,48 +434,38 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=500, help="target clips to upload (default 500)")
     parser.add_argument("--corpora", default=None, help="corpora folder (default $SERE_CORPORA or ../shared/corpora)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 40 clips, 8 latency rounds")
-    parser.add_argument("--requests", type=int, default=20, help="latency rounds (each GETs every endpoint)")
-    parser.add_argument("--gap", type=float, default=0.25, help="seconds between latency rounds")
-    parser.add_argument("--no-latency", action="store_true", help="skip part 2 (the server)")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
-    parser.add_argument("--child-serve", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--encoder", default="whisper-base", help="the app's encoder (default whisper-base)")
+    parser.add_argument("--starts", type=int, default=3, help="fresh starts for parts 1-3 (default 3)")
+    parser.add_argument("--upload-runs", type=int, default=3, help="runs of part 4 (default 3)")
+    parser.add_argument("--big", type=int, default=10_000, help="clips of the large project (default 10,000)")
+    parser.add_argument("--actions", type=int, default=8, help="labels and confirmations per run (default 8)")
+    parser.add_argument("--rounds", type=int, default=15, help="latency rounds (part 5)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 start, 40 clips, 1 upload run")
     args = parser.parse_args()
-    if args.child_serve is not None:
-        serve(args.child_serve)
-        return
     if args.quick:
-        args.clips = 40 if "--clips" not in sys.argv else args.clips
-        args.requests = 8 if "--requests" not in sys.argv else args.requests
-    command = ".venv/bin/python benchmarks/app_pipeline.py" + ("".join(f" {a}" for a in sys.argv[1:]))
-
-    running_before = other_benchmarks()
-    load_before = os.getloadavg()[0]
+        args.clips, args.starts, args.upload_runs, args.big, args.rounds = 40, 1, 1, 2000, 4
+    command = ".venv/bin/python benchmarks/app_pipeline.py" + "".join(f" {a}" for a in sys.argv[1:])
     meta = machine()
+    clips = pick_target_clips(corpora_dir(args.corpora), args.clips)
     work = Path(tempfile.mkdtemp(prefix="sere-app-bench-"))
     try:
-        print(f"part 1: {args.clips} target clips, work folder {work}", flush=True)
-        part1 = pipeline(args, work)
-        for name, seconds, detail in part1["stages"]:
-            print(f"  {name:40s} {seconds:8.2f} s  {detail}")
-        print(f"  {'total':40s} {part1['total_s']:8.2f} s  (target {TARGET_TOTAL_S * args.clips / 500:.0f} s)",
-              flush=True)
-        part2 = None
-        if not args.no_latency:
-            print("part 2: page latency while training", flush=True)
-            part2 = latency(work, part1["project_id"], args.requests, args.gap)
-            for label in ("idle", "training"):
-                for path, r in summarize(part2[label]).items():
-                    print(f"  {label:8s} {path[:30]:30s} n={r['n']:3d} median {r['median_ms']:7.1f} ms  "
-                          f"max {r['max_ms']:7.1f} ms  failed {r['failed']}")
-        write_results(meta, args, part1, part2, (load_before, os.getloadavg()[0]),
-                      (running_before, other_benchmarks()), command)
+        visits = []
+        for i in range(args.starts):
+            visits.append(first_visit(work / f"visit-{i}", args.encoder, args.actions))
+            v = visits[-1]
+            print(f"start {i + 1}: served {v['served_s']:.1f} s, warmed {v['warmed_s']:.1f} s, first visit "
+                  f"{v['first_visit_s']:.1f} s, label {statistics.median(v['screens']['label']):.3f} s, confirm "
+                  f"{statistics.median(v['screens']['confirm']):.3f} s", flush=True)
+        big = big_screens(work / "big", args.encoder, args.big, args.starts, args.actions)
+        print("big project:", [{k: round(statistics.median(v), 3) for k, v in r.items() if v} for r in big], flush=True)
+        uploads = []
+        for i in range(args.upload_runs):
+            uploads.append(upload_run(work / f"upload-{i}", args.encoder, clips, args.rounds if i == 0 else 0))
+            print(f"upload {i + 1}: {uploads[-1]['total_s']:.1f} s ({uploads[-1]['phases']})", flush=True)
+        write(meta, args, visits, big, uploads, command)
         print(f"wrote {RESULTS / 'app_pipeline.md'} and {RESULTS / 'app_pipeline.csv'}")
     finally:
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

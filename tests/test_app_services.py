@@ -90,6 +90,10 @@ def test_demo_files_are_small_licensed_and_consistent():
     assert "emotion" not in tgt[0]
     assert sorted(r["path"] for r in tgt) == sorted(r["path"] for r in truth)
     assert all((DEMO / r["path"]).is_file() for r in src + tgt)
+    import soundfile as sf
+
+    # 16 kHz mono: reading the demo needs no resampling, so the warm-up reads it before the engine
+    assert {(sf.info(DEMO / r["path"]).samplerate, sf.info(DEMO / r["path"]).channels) for r in src + tgt} == {(16000, 1)}
     # different speakers per emotion, several actors per emotion in the target
     for e in projects.DEFAULT_EMOTIONS:
         assert len({r["speaker"] for r in src if r["emotion"] == e}) == 8

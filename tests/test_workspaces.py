@@ -265,3 +265,34 @@ def test_the_worker_pool_is_bounded_and_queues_in_order(tmp_path):
         assert ctx.jobs.wait(timeout=60)
     finally:
         ctx.close()
+
+
+def test_uploaded_clips_get_their_features_in_the_background_after_trainings(tmp_path):
+    """An upload queues its clips' features at once (the training then finds them cached); the
+    computation waits while another project trains."""
+    from sere_core.app.pipeline import is_cached
+
+    ctx = open_ctx(tmp_path, workers=2, train_steps=100_000, workspaces=SINGLE)
+    try:
+        me = visitor(ctx)
+        busy = dm.load_demo(ctx, me, warm=False).id
+        dm.apply_reference_labels(ctx, me, busy)
+        training.start_training(ctx, me, busy)
+        deadline = time.monotonic() + 120
+        while training.training_status(ctx, me, busy).status != "running" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        pid = projects.create_project(ctx, me, "uploads", "happy, sad").id
+        report = imports.import_audio(ctx, me, pid, sorted((DEMO / "target").glob("*.flac"))[:6], "target")
+        status = ctx.jobs.embed_status(pid)
+        while not status.paused and time.monotonic() < deadline:  # waits for the other project
+            time.sleep(0.05)
+        assert status.paused and status.done < len(report.clip_ids)
+        training.cancel_training(ctx, me, busy)
+        assert ctx.jobs.wait(timeout=120)
+        info = ctx.encoders.info(NAME)
+        with ctx.session() as s:
+            records = st.clip_records(s, pid)
+        assert all(is_cached(ctx, r.audio_id, info) for r in records)
+        assert (status.done, status.total, status.running, status.paused) == (6, 6, False, False)
+    finally:
+        ctx.close()

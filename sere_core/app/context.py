@@ -180,16 +180,19 @@ class SegmentStore:
 class EncoderPool:
     """Encoders built and loaded once per process and shared by all jobs.
 
-    Building (cheap, gives ``info``) and running (loading weights, encoding) take separate locks,
-    so a page asking for an encoder's identity never waits for a 15-second weight load.
-    One encode runs at a time: they are CPU-bound and would only compete for the same cores.
-    They run on the process's thread settings (:func:`set_thread_limits`), never their own.
+    Building (cheap, gives ``info``) and loading weights take separate locks, so a page asking for
+    an encoder's identity never waits for a weight load. Encodes may run in several jobs at once
+    (each on the process's thread settings, :func:`set_thread_limits`, one core per worker by
+    default), so two jobs that need a project's features share the work; a clip being encoded is
+    claimed, so no clip is encoded twice.
     """
 
     def __init__(self) -> None:
         self._encoders: dict[str, Any] = {}
         self._build_lock = threading.Lock()
-        self._run_lock = threading.Lock()
+        self._load_lock = threading.Lock()
+        self._claims: dict[tuple[str, str], threading.Event] = {}
+        self._claims_lock = threading.Lock()
 
     def register(self, name: str, encoder: Any) -> None:
         """Use ``encoder`` (already built) for ``name``; for tests and embedding hosts."""
@@ -210,12 +213,43 @@ class EncoderPool:
         """The encoder's ``EncoderInfo`` without loading weights."""
         return self.get(name).info
 
-    def encode(self, name: str, samples: np.ndarray) -> np.ndarray:
+    def load(self, name: str) -> Any:
+        """The encoder called ``name`` with its weights loaded (once)."""
         enc = self.get(name)
-        with self._run_lock:
+        with self._load_lock:
             if not enc.loaded:
                 enc.load()
-            return enc.encode(samples)
+        return enc
+
+    def features(self, name: str, audio_id: str, samples: np.ndarray, cache: Any, *,
+                 wait: bool = True) -> np.ndarray | None:
+        """The frames of clip ``audio_id``: from ``cache``, else encoded (once) and cached.
+
+        While another job encodes the same clip this waits for its result, or, with
+        ``wait=False``, returns None at once (the caller does other clips first)."""
+        key = (name, audio_id)
+        info = self.info(name)
+        with self._claims_lock:
+            busy = self._claims.get(key)
+            if busy is None:
+                frames = cache.get(audio_id, info)
+                if frames is not None:
+                    return frames
+                self._claims[key] = claim = threading.Event()
+        if busy is not None:
+            if not wait:
+                return None
+            busy.wait()
+            frames = cache.get(audio_id, info)
+            return frames if frames is not None else self.features(name, audio_id, samples, cache)
+        try:
+            frames = self.load(name).encode(np.ascontiguousarray(samples, dtype=np.float32))
+            cache.put(audio_id, info, frames)
+            return np.asarray(frames, dtype=np.float32)
+        finally:
+            with self._claims_lock:
+                del self._claims[key]
+            claim.set()
 
 
 def set_thread_limits(threads: int) -> None:
@@ -251,8 +285,6 @@ class AppContext:
     demo_template: Any = field(default=None, repr=False)
     audio_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _closed: bool = field(default=False, repr=False)
-    _locks: dict[int, threading.Lock] = field(default_factory=dict, repr=False)
-    _locks_guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def open(cls, settings: AppSettings | None = None, **overrides: Any) -> AppContext:
@@ -293,11 +325,6 @@ class AppContext:
 
         with session_scope(self.sessions) as session:
             yield session
-
-    def project_lock(self, project_id: int) -> threading.Lock:
-        """A lock per project, so two jobs of one project never compute the same features twice."""
-        with self._locks_guard:
-            return self._locks.setdefault(int(project_id), threading.Lock())
 
     def browser_state_secret(self) -> str:
         """The key ``gr.BrowserState`` encrypts with. Gradio hands it to the page, so it is a key

@@ -12,15 +12,18 @@ from __future__ import annotations
 import csv
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from sere_core import storage as st
 from sere_core.app.access import Caller
 from sere_core.app.context import AppContext
 from sere_core.app.labeling import SHOTS
-from sere_core.app.pipeline import Progress
+from sere_core.app.pipeline import Progress, is_cached
 from sere_core.app.projects import DEFAULT_EMOTIONS, ProjectSummary, check_room, delete_project, summarize
+from sere_core.audio import AudioConfig
 from sere_core.errors import InvalidDataError, NotFoundError, ProjectExistsError
 
 log = logging.getLogger(__name__)
@@ -29,12 +32,16 @@ DEMO_PROJECT_NAME = "Demo: German → English"
 #: ``Project.template`` of a workspace's demo.
 DEMO = "demo"
 
-_build_lock = threading.Lock()
+#: Guards the one build of the template per process; waiters are shown its progress.
+_building = threading.Condition()
+SAMPLE_RATE = AudioConfig().sample_rate
+_progress: dict[str, int] = {"done": 0, "total": 0}
 
 
 @dataclass(frozen=True)
 class DemoClip:
-    """One clip of the demo: where its file is, and where the clip sits in it."""
+    """One clip of the demo: where its file is, where the clip sits in it, and its samples (for
+    computing its speech features once, at start)."""
 
     path: Path
     name: str
@@ -44,6 +51,7 @@ class DemoClip:
     audio_id: str
     start_s: float
     end_s: float
+    samples: np.ndarray = field(repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -64,14 +72,30 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def demo_template(ctx: AppContext, progress: Progress | None = None) -> DemoTemplate:
-    """The demo's clips, read from ``settings.demo_dir`` once per process."""
-    with _build_lock:
-        if ctx.demo_template is None:
-            ctx.demo_template = _build(ctx, progress)
-        return ctx.demo_template
+    """The demo's clips, read from ``settings.demo_dir`` once per process (at start, by the
+    warm-up). A caller that finds it being read waits, and is shown how far it got."""
+    with _building:
+        while ctx.demo_template is None and _progress["total"] < 0:  # another thread reads it
+            if progress is not None:
+                progress(_progress["done"], abs(_progress["total"]), "Preparing the demo")
+            _building.wait(0.25)
+        if ctx.demo_template is not None:
+            return ctx.demo_template
+        _progress.update(done=0, total=-1)
+    try:
+        template = _build(ctx, progress)
+    finally:
+        with _building:
+            _progress["total"] = 0
+            _building.notify_all()
+    with _building:
+        ctx.demo_template = template
+        return template
 
 
 def _build(ctx: AppContext, progress: Progress | None) -> DemoTemplate:
+    """Read the demo's files; they are 16 kHz mono (``data/build_demo.py``), so reading them needs no
+    resampling and imports no engine (the warm-up does this first, while it imports the engine)."""
     from sere_core.audio import load_audio
 
     folder = Path(ctx.settings.demo_dir)
@@ -80,17 +104,32 @@ def _build(ctx: AppContext, progress: Progress | None) -> DemoTemplate:
             + [("target", r, truth.get(r["path"])) for r in _read_csv(folder / "target.csv")])
     clips, reference = [], {}
     for done, (role, row, emotion) in enumerate(rows):
+        _progress.update(done=done, total=-len(rows))
         if progress is not None:
             progress(done, len(rows), "Preparing the demo")
         path = folder / row["path"]
         for seg in load_audio(path):  # a demo file is one clip; the listening copy is shared
             ctx.segments.put(seg.audio_id, seg.samples, seg.sample_rate)
             clips.append(DemoClip(path, path.name, role, row.get("language") or ("de" if role == "source" else "en"),
-                                  row.get("speaker") or None, seg.audio_id, seg.start_s, seg.end_s))
+                                  row.get("speaker") or None, seg.audio_id, seg.start_s, seg.end_s, seg.samples))
             if emotion:
                 reference[seg.audio_id] = emotion
     log.info("demo template: %d clips", len(clips))
     return DemoTemplate(tuple(clips), reference)
+
+
+def warm_demo_features(ctx: AppContext) -> int:
+    """Compute the demo clips' speech features with the default encoder into the shared cache
+    (those not there yet); returns how many were computed. Every workspace's demo then trains
+    without computing any."""
+    template, encoder = demo_template(ctx), ctx.settings.encoder
+    info = ctx.encoders.info(encoder)
+    computed = 0
+    for clip in template.clips:
+        if not is_cached(ctx, clip.audio_id, info):
+            ctx.encoders.features(encoder, clip.audio_id, clip.samples, ctx.cache)
+            computed += 1
+    return computed
 
 
 def demo_reference(ctx: AppContext, template: str | None) -> dict[str, str]:
@@ -116,7 +155,7 @@ def load_demo(ctx: AppContext, caller: Caller, progress: Progress | None = None,
             if existing is None:
                 raise
             return summarize(s, existing)
-    if warm:
+    if warm and not ctx.jobs.warmup.started:  # a started warm-up computes the demo's features itself
         ctx.jobs.warm_features(summary.id)
     return summary
 
@@ -144,19 +183,12 @@ def _copy(ctx: AppContext, caller: Caller, template: DemoTemplate) -> ProjectSum
             if clip.path not in recordings:  # stored once for every workspace (by content)
                 recordings[clip.path] = st.add_recording(s, ctx.blobs, clip.path, original_name=clip.name).id
             if not ctx.segments.path(clip.audio_id).is_file():  # freed since: put it back
-                _restore_listening_copy(ctx, clip)
+                ctx.segments.put(clip.audio_id, clip.samples, SAMPLE_RATE)
             st.add_clip(s, project.id, audio_id=clip.audio_id, original_name=clip.name,
                         duration_s=clip.end_s - clip.start_s, role=clip.role, language=clip.language,
                         speaker=clip.speaker, recording_id=recordings[clip.path], start_s=clip.start_s,
                         end_s=clip.end_s)
         return summarize(s, project)
-
-
-def _restore_listening_copy(ctx: AppContext, clip: DemoClip) -> None:
-    from sere_core.audio import load_audio
-
-    for seg in load_audio(clip.path):
-        ctx.segments.put(seg.audio_id, seg.samples, seg.sample_rate)
 
 
 def apply_reference_labels(ctx: AppContext, caller: Caller, project_id: int, per_emotion: int = SHOTS) -> int:

@@ -233,3 +233,25 @@ def identity_markdown(caller: Any, settings: Any) -> str:
         return f"Signed in as **{caller.username}**: your projects are yours alone."
     return (f"Your projects are yours alone and kept in this browser; they are deleted after "
             f"{settings.idle_days:g} days without a visit.")
+
+
+def warmup_html(status: str) -> str:
+    """The header's line about what is still warming up (empty once everything is ready)."""
+    if not status:
+        return "<div id='sere-warming' data-ready='1'></div>"
+    return f"<div id='sere-warming' class='sere-warming'>{html.escape(status)}</div>"
+
+
+def features_html(status: Any) -> str:
+    """How far the background computation of a project's speech features got."""
+    if status is None or not status.total:
+        return "<div id='sere-features' class='sere-keys'></div>"
+    if status.error:
+        text = f"Speech features stopped: {html.escape(status.error)} (training will try again)."
+    elif status.done >= status.total and not status.running:
+        text = f"Speech features ready for all {status.total:,} clips."
+    else:
+        text = f"Computing speech features in the background: {status.done:,} of {status.total:,} clips"
+        text += " (waiting while another project trains)." if status.paused else "."
+    return (f"<div id='sere-features' class='sere-keys' data-done='{status.done}' data-total='{status.total}'>"
+            f"{text}</div>")

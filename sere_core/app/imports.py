@@ -22,6 +22,7 @@ from sere_core.app.context import AppContext
 from sere_core.app.messages import plural, user_message, without_paths
 from sere_core.app.pipeline import Progress
 from sere_core.app.projects import check_room
+from sere_core.app.warmup import import_engine
 from sere_core.errors import ConfigError, InvalidDataError, LimitError, ManifestError, SereError
 
 ARCHIVE_EXTENSIONS = (".zip",)
@@ -91,7 +92,7 @@ class _Item:
 
 
 def _import_items(ctx: AppContext, caller: Caller, project_id: int, items: Sequence[_Item], role: str,
-                  progress: Progress) -> ImportReport:
+                  progress: Progress, warm: bool) -> ImportReport:
     from sere_core.audio import load_audio
     from sere_core.errors import AudioError
 
@@ -131,6 +132,8 @@ def _import_items(ctx: AppContext, caller: Caller, project_id: int, items: Seque
             continue
         if len(segments) > 1:
             report.split_files += 1
+        if warm and report.added:  # features are computed while the upload goes on
+            ctx.jobs.warm_features(project_id)
     progress(len(items), len(items), "Imported")
     return report
 
@@ -301,10 +304,11 @@ def import_audio(ctx: AppContext, caller: Caller, project_id: int, paths: Sequen
             "several parts, or as a .zip archive.")
     with ctx.session() as s:  # a clear error for a deleted project (or another visitor's) before any work
         st.owned_project(s, caller.workspace, project_id)
+    import_engine()
     with tempfile.TemporaryDirectory(prefix="sere-upload-") as tmp:
         items, failures = _expand_uploads(paths, Path(tmp), (language or "").strip() or None,
                                           (speaker or "").strip() or None)
-        report = _import_items(ctx, caller, project_id, items, role, progress)
+        report = _import_items(ctx, caller, project_id, items, role, progress, warm)
     report.failures = failures + report.failures
     report.files += len(failures)
     if warm and report.added:

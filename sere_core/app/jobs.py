@@ -1,5 +1,5 @@
 """Background work of the app: a bounded pool of worker threads for trainings and feature
-computations, and a maintenance loop.
+computations, the start-up warm-up (``warmup.Warmup``) and a maintenance loop.
 
 The database is the source of truth for training (status, progress, losses, results), so a page
 reload, another browser tab or a second app process all see the same run. What only this process
@@ -8,13 +8,14 @@ knows (a run's phase in words, its place in the queue) lives here.
 At most ``settings.workers`` jobs run at once (one per core by default), outside the web
 server's request threads: a training pressed while others run waits in the queue ("queued"), and
 its place is shown on the page. Trainings go before feature computations, then first come first
-served. The threads are daemons that start with the first job; :meth:`JobManager.shutdown` asks
-running jobs to stop at their next progress update.
+served, and a feature computation pauses while another project trains. Each job first makes sure
+the heavy packages are imported (``warmup.import_engine``). The threads are daemons that start
+with the first job; :meth:`JobManager.shutdown` asks running jobs to stop at their next progress
+update.
 """
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import logging
 import threading
@@ -31,81 +32,81 @@ MAINTENANCE_EVERY_S = 60.0
 
 @dataclass
 class EmbedStatus:
+    """How far a project's background feature computation got (for the page)."""
+
     done: int = 0
     total: int = 0
     running: bool = False
+    paused: bool = False
     error: str | None = None
 
 
-def import_worker_modules() -> None:
-    """Import, in the calling thread, the heavy packages the worker threads would import lazily.
-
-    Two threads importing overlapping packages at the same moment can deadlock on Python's per-module
-    import locks (importlib's ``_DeadlockError``): a worker's first ``import torch`` or transformers
-    while a request thread imports plotly is such a case. Called once, before any worker starts.
-    """
-    import safetensors.torch  # noqa: F401
-    import torchaudio  # noqa: F401
-    from transformers.models.whisper import modeling_whisper  # noqa: F401
-
-    import sere_core.app.pipeline  # noqa: F401
-    import sere_core.encoders.hf  # noqa: F401
-    import sere_core.encoders.prosody  # noqa: F401
-    import sere_core.encoders.whisper  # noqa: F401
-    import sere_core.method  # noqa: F401
-
-
 class WorkerPool:
-    """Runs jobs on at most ``workers`` threads, by priority then arrival; one job per key."""
+    """Runs jobs on at most ``workers`` threads, by priority then arrival.
+
+    Jobs have keys: one job of a key waits at a time (submitting again while it waits changes
+    nothing), and a job never runs beside another of its key: one submitted while its key runs
+    waits for it, then runs (a feature computation asked again during an upload looks again).
+    """
 
     def __init__(self, workers: int, name: str = "sere-worker") -> None:
         self.workers, self.name = max(1, int(workers)), name
         self._cv = threading.Condition()
-        self._heap: list[tuple[int, int, Hashable]] = []
-        self._jobs: dict[Hashable, Callable[[], Any]] = {}  # waiting
+        self._waiting: list[tuple[int, int, Hashable]] = []  # (priority, arrival, key), sorted
+        self._jobs: dict[Hashable, Callable[[], Any]] = {}  # waiting, by key
         self._running: set[Hashable] = set()
         self._threads: list[threading.Thread] = []
         self._order = itertools.count()
         self._closed = False
 
     def submit(self, key: Hashable, fn: Callable[[], Any], priority: int = 0) -> bool:
-        """Queue ``fn`` under ``key``; False (nothing queued) while a job of that key waits or runs."""
+        """Queue ``fn`` under ``key``; False (nothing queued) while a job of that key waits."""
         with self._cv:
-            if self._closed or key in self._jobs or key in self._running:
+            if self._closed or key in self._jobs:
                 return False
             self._jobs[key] = fn
-            heapq.heappush(self._heap, (priority, next(self._order), key))
+            self._waiting.append((priority, next(self._order), key))
+            self._waiting.sort()
             if len(self._threads) < self.workers:
                 thread = threading.Thread(target=self._work, name=f"{self.name}-{len(self._threads)}", daemon=True)
                 self._threads.append(thread)
                 thread.start()
-            self._cv.notify()
+            self._cv.notify_all()
             return True
 
     def position(self, key: Hashable) -> int | None:
         """``key``'s place in the queue (1: it starts next), 0 while it runs, None when the pool
         does not have it."""
         with self._cv:
-            if key in self._running:
-                return 0
-            if key not in self._jobs:
-                return None
-            mine = next(entry for entry in self._heap if entry[2] == key)
-            return 1 + sum(1 for entry in self._heap if entry < mine and entry[2] in self._jobs)
+            if key in self._jobs:
+                return 1 + next(i for i, entry in enumerate(self._waiting) if entry[2] == key)
+            return 0 if key in self._running else None
+
+    def running(self) -> set[Hashable]:
+        with self._cv:
+            return set(self._running)
 
     def discard(self, key: Hashable) -> bool:
         """Drop ``key`` if it is still waiting (a cancelled training); True if it was."""
         with self._cv:
-            return self._jobs.pop(key, None) is not None
+            if self._jobs.pop(key, None) is None:
+                return False
+            self._waiting = [entry for entry in self._waiting if entry[2] != key]
+            return True
+
+    def _next(self) -> Hashable | None:
+        """The first waiting key whose key does not run now."""
+        return next((key for _, _, key in self._waiting if key not in self._running), None)
 
     def _work(self) -> None:
         while True:
             with self._cv:
-                while not self._closed and not self._ready():
+                while not self._closed and self._next() is None:
                     self._cv.wait()
                 if self._closed:
                     return
-                _, _, key = heapq.heappop(self._heap)
+                key = self._next()
+                self._waiting = [entry for entry in self._waiting if entry[2] != key]
                 fn = self._jobs.pop(key)
                 self._running.add(key)
             try:
@@ -117,11 +118,6 @@ class WorkerPool:
                     self._running.discard(key)
                     self._cv.notify_all()
 
-    def _ready(self) -> bool:
-        while self._heap and self._heap[0][2] not in self._jobs:  # discarded
-            heapq.heappop(self._heap)
-        return bool(self._heap)
-
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until nothing waits or runs; True if so (for tests and shutdown)."""
         with self._cv:
@@ -131,6 +127,7 @@ class WorkerPool:
         with self._cv:
             self._closed = True
             self._jobs.clear()
+            self._waiting.clear()
             self._cv.notify_all()
 
 
@@ -139,34 +136,56 @@ class JobManager:
     :class:`WorkerPool`, and (once started) a maintenance loop."""
 
     def __init__(self, ctx: Any) -> None:
-        import_worker_modules()
+        from sere_core.app.warmup import Warmup
+
         self.ctx = ctx
         self.pool = WorkerPool(ctx.settings.workers)
+        self.warmup = Warmup(ctx)
         self._stop = threading.Event()
         self._phase: dict[int, str] = {}
         self._embed_status: dict[int, EmbedStatus] = {}
+        self._trains: dict[int, int] = {}  # run id -> project id
         self._maintenance: threading.Thread | None = None
+
+    def start(self) -> None:
+        """What the app process starts besides the page: the warm-up and the maintenance loop."""
+        self.warmup.start()
+        self.start_maintenance()
+
+    def _submit(self, key: tuple, fn: Callable[[], Any], priority: int) -> bool:
+        from sere_core.app.warmup import import_engine
+
+        def job() -> None:
+            import_engine()  # once per process; see warmup.py
+            fn()
+
+        return self.pool.submit(key, job, priority)
 
     # --- feature warming ---------------------------------------------------------------------
     def warm_features(self, project_id: int) -> bool:
-        """Compute the features of the project's clips in the background (once per project at a
-        time), after any waiting training: the user's labeling time then saves waiting later."""
+        """Compute the features of the project's clips in the background, as soon as they come in.
+
+        Called while the project's job runs (an upload adding clips), another pass waits and then
+        looks again. It yields to trainings of other projects, waiting while one runs (a training
+        of this project computes what it needs itself).
+        """
         from sere_core.app.pipeline import embed_clips
         from sere_core.storage import clip_records, get_project
 
-        status = EmbedStatus(running=True)
+        def progress(done: int, total: int) -> bool:
+            status.done, status.total = done, total
+            while self.training_elsewhere(project_id) and not self._stop.is_set():
+                status.paused = True
+                self._stop.wait(0.2)
+            status.paused = False
+            return not self._stop.is_set()
 
         def work() -> None:
-            self._embed_status[project_id] = status
+            status.running, status.error = True, None
             try:
                 with self.ctx.session() as s:
                     encoder = get_project(s, project_id).encoder
                     records = clip_records(s, project_id)
-
-                def progress(done: int, total: int) -> bool:
-                    status.done, status.total = done, total
-                    return not self._stop.is_set()
-
                 embed_clips(self.ctx, project_id, encoder, records, progress, keep=False)
             except Exception as exc:  # shown on the page; training will report it properly
                 if not self._stop.is_set():
@@ -175,7 +194,12 @@ class JobManager:
             finally:
                 status.running = False
 
-        return self.pool.submit(("features", project_id), work, FEATURES)
+        status = self._embed_status.setdefault(project_id, EmbedStatus())
+        return self._submit(("features", project_id), work, FEATURES)
+
+    def training_elsewhere(self, project_id: int) -> bool:
+        """Whether a training of another project runs in this process now."""
+        return any(key[0] == "train" and self._trains.get(key[1]) != project_id for key in self.pool.running())
 
     def embed_status(self, project_id: int) -> EmbedStatus | None:
         return self._embed_status.get(project_id)
@@ -186,9 +210,9 @@ class JobManager:
         from sere_core.app.pipeline import run_training
 
         self._phase[run_id] = "Waiting for a free worker"
-        self.pool.submit(("train", run_id),
-                         lambda: run_training(self.ctx, project_id, run_id, self._stop, self._set_phase(run_id)),
-                         TRAINING)
+        self._trains[run_id] = project_id
+        self._submit(("train", run_id),
+                     lambda: run_training(self.ctx, project_id, run_id, self._stop, self._set_phase(run_id)), TRAINING)
 
     def _set_phase(self, run_id: int) -> Callable[[str], None]:
         def set_phase(text: str) -> None:

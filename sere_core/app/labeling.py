@@ -17,6 +17,7 @@ from sere_core.app.access import Caller
 from sere_core.app.context import AppContext
 from sere_core.app.label_queue import LabelQueue
 from sere_core.app.pipeline import Progress, embed_clips
+from sere_core.app.warmup import import_engine
 from sere_core.errors import InvalidDataError
 
 #: Labels per emotion the method is designed for (few-shot).
@@ -72,6 +73,7 @@ def suggest_clips(ctx: AppContext, caller: Caller, project_id: int, progress: Pr
         labels = st.labels_for_project(s, project.id)
     if not records:
         raise InvalidDataError("Upload some source-language clips first.")
+    import_engine()
     report = (lambda d, t: progress(d, t, "Listening to the clips")) if progress else None
     frames = embed_clips(ctx, project_id, encoder, records, report)
     x = np.stack([pooled_embedding(frames[r.clip_id]) for r in records])

@@ -53,7 +53,9 @@ def embed_clips(
     """Frames ``[T, D]`` of every record (by clip id), computing and caching the missing ones.
 
     A missing clip is re-decoded from its uploaded recording with the same audio pipeline, so its
-    features are exactly those ``sere embed`` would compute. ``progress(done, total)`` may return
+    features are exactly those ``sere embed`` would compute. Two jobs embedding one project (the
+    background computation after an upload and a training) share the work: clips another job is
+    encoding are left for the end (``EncoderPool.features``). ``progress(done, total)`` may return
     False to stop (raises :class:`TrainingCancelled`). With ``keep=False`` nothing is returned
     (used to warm the cache in the background).
     """
@@ -68,42 +70,58 @@ def embed_clips(
         if progress is not None and progress(done, total) is False:
             raise TrainingCancelled("stopped while computing features")
 
-    with ctx.project_lock(project_id):  # two jobs of one project never encode the same clip twice
-        todo: dict[str | None, list[ClipRecord]] = defaultdict(list)
-        for rec in records:
-            frames = ctx.cache.get(rec.audio_id, info) if keep else None
-            if frames is not None:
-                out[rec.clip_id] = frames
-                done += 1
-            elif not keep and is_cached(ctx, rec.audio_id, info):
-                done += 1
+    todo: dict[str | None, list[ClipRecord]] = defaultdict(list)
+    for rec in records:
+        frames = ctx.cache.get(rec.audio_id, info) if keep else None
+        if frames is not None:
+            out[rec.clip_id] = frames
+            done += 1
+        elif not keep and is_cached(ctx, rec.audio_id, info):
+            done += 1
+        else:
+            todo[rec.stored_path].append(rec)
+    tick()
+    deferred: list[tuple[ClipRecord, np.ndarray]] = []  # being encoded by another job
+    for stored_path, recs in todo.items():
+        by_id: dict[str, np.ndarray] = {}
+        if stored_path is not None and not all(is_cached(ctx, r.audio_id, info) for r in recs):
+            try:
+                for seg in load_audio(ctx.blobs.path_for(stored_path)):
+                    by_id[seg.audio_id] = seg.samples
+            except SereError as exc:
+                log.warning("cannot re-decode %s: %s", stored_path, exc)
+        for rec in recs:
+            if is_cached(ctx, rec.audio_id, info):  # computed meanwhile (the warm-up, another job)
+                frames = ctx.cache.get(rec.audio_id, info) if keep else True
             else:
-                todo[rec.stored_path].append(rec)
+                samples = _samples(ctx, rec, by_id)
+                frames = ctx.encoders.features(encoder, rec.audio_id, samples, ctx.cache, wait=False)
+                if frames is None:
+                    deferred.append((rec, samples))
+                    continue
+            if keep:
+                out[rec.clip_id] = frames
+            done += 1
+            tick()
+    for rec, samples in deferred:
+        frames = ctx.encoders.features(encoder, rec.audio_id, samples, ctx.cache)
+        if keep:
+            out[rec.clip_id] = frames
+        done += 1
         tick()
-        for stored_path, recs in todo.items():
-            by_id: dict[str, np.ndarray] = {}
-            if stored_path is not None:
-                try:
-                    for seg in load_audio(ctx.blobs.path_for(stored_path)):
-                        by_id[seg.audio_id] = seg.samples
-                except SereError as exc:
-                    log.warning("cannot re-decode %s: %s", stored_path, exc)
-            for rec in recs:
-                samples = by_id.get(rec.audio_id)
-                if samples is None:  # the recording is gone or decodes differently now
-                    stored = ctx.segments.get(rec.audio_id)
-                    if stored is None:
-                        raise TrainingDataError(
-                            f"{rec.name}: its audio is missing from the data folder; remove the clip "
-                            "and upload the file again.")
-                    samples = stored[0]
-                frames = ctx.encoders.encode(encoder, np.ascontiguousarray(samples, dtype=np.float32))
-                ctx.cache.put(rec.audio_id, info, frames)
-                if keep:
-                    out[rec.clip_id] = np.asarray(frames, dtype=np.float32)
-                done += 1
-                tick()
     return out
+
+
+def _samples(ctx: Any, rec: ClipRecord, decoded: dict[str, np.ndarray]) -> np.ndarray:
+    """The clip's samples as decoded from its recording, else its listening copy."""
+    samples = decoded.get(rec.audio_id)
+    if samples is None:  # the recording is gone, decodes differently now, or was not needed
+        stored = ctx.segments.get(rec.audio_id)
+        if stored is None:
+            raise TrainingDataError(
+                f"{rec.name}: its audio is missing from the data folder; remove the clip and upload the file again.")
+        samples = stored[0]
+    return samples
 
 
 def unweighted_recall(truth: Sequence[str], predicted: Sequence[str]) -> float | None:

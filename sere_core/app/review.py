@@ -105,8 +105,10 @@ def clip_audio(ctx: AppContext, rec: st.ClipRecord) -> tuple[np.ndarray, int]:
     if stored is not None:
         return stored
     if rec.stored_path:  # the listening copy is gone: decode the recording again
+        from sere_core.app.warmup import import_engine
         from sere_core.audio import load_audio
 
+        import_engine()
         for seg in load_audio(ctx.blobs.path_for(rec.stored_path)):
             if seg.audio_id == rec.audio_id:
                 ctx.segments.put(seg.audio_id, seg.samples, seg.sample_rate)

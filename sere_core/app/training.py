@@ -18,6 +18,7 @@ from sere_core.app.context import AppContext
 from sere_core.app.labeling import SHOTS
 from sere_core.app.messages import plural
 from sere_core.app.projects import check_room
+from sere_core.app.warmup import import_engine
 from sere_core.errors import TrainingDataError
 
 
@@ -67,6 +68,7 @@ def training_config(ctx: AppContext, session: Any, project: Any) -> dict[str, An
     with per-speaker normalization when its clips name their speakers (it added about 3 UAR points
     on the benchmark), ``$SERE_TRAIN_STEPS`` applied, snapshots spread so the replay has about
     ``settings.snapshots`` frames, and the process's thread settings left alone."""
+    import_engine()
     from sere_core.method import recommended_config
 
     base = recommended_config(ctx.encoders.info(project.encoder),

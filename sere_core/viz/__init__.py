@@ -8,7 +8,6 @@ from sere_core.viz.projection import (
     Projection,
     fit_projection,
     project_snapshots,
-    start_umap_warm_up,
     umap_is_warm,
     warm_up_umap,
 )
@@ -25,6 +24,6 @@ from sere_core.viz.resonance_plot import (
 __all__ = [
     "KNOWN_EMOTION_COLORS", "NO_EMOTION", "Projection", "UNKNOWN_COLOR", "embed_frames_in_meta",
     "emotion_colors", "empty_figure", "fit_projection", "probabilities_figure", "project_snapshots",
-    "resonance_field_figure", "start_umap_warm_up", "training_curve_figure", "umap_is_warm",
+    "resonance_field_figure", "training_curve_figure", "umap_is_warm",
     "warm_up_umap", "waveform_figure",
 ]

@@ -29,8 +29,9 @@ x 13 snapshots (``benchmarks/results/app_pipeline.md``); with the neighbours giv
 :func:`project_snapshots` also keeps at most ``max_replay_points`` clips in the snapshots before
 the final one, so the replay of a huge project animates a seeded sample.
 
-``umap-learn`` compiles its numba kernels on first use (10-20 s, longer on a busy machine): call
-``start_umap_warm_up()`` once when the app starts, never per request.
+``umap-learn`` compiles its numba kernels on first use (4 s, far longer the first time on a new
+install or a busy machine): the app calls :func:`warm_up_umap` once, in the background, when it
+starts (``sere_core.app.warmup``), never per request.
 """
 
 from __future__ import annotations
@@ -326,8 +327,6 @@ def project_snapshots(
     return snapshot_frames, prototype_frames, projection
 
 
-_WARM_LOCK = threading.Lock()
-_WARM_THREAD: threading.Thread | None = None
 _WARMED = threading.Event()
 
 
@@ -342,30 +341,6 @@ def warm_up_umap() -> float:
     fit_projection([x[:20], x[20:]], method="umap", n_neighbors=5, n_epochs=10)
     _WARMED.set()
     return time.perf_counter() - t0
-
-
-def start_umap_warm_up() -> threading.Thread:
-    """Start :func:`warm_up_umap` once per process in a daemon thread (later calls return the same thread).
-
-    The import of umap (about 4 s) happens before the thread starts; only numba's compilation runs in it.
-    """
-    global _WARM_THREAD
-    with _WARM_LOCK:
-        if _WARM_THREAD is None:
-            # Imported here, in the caller's thread: umap pulls in scikit-learn, scipy, numba and narwhals,
-            # and a request thread importing one of them (plotly imports narwhals) at the same moment can
-            # deadlock on Python's per-module import locks (importlib's _DeadlockError).
-            import umap  # noqa: F401
-
-            def run() -> None:
-                try:
-                    warm_up_umap()
-                except Exception:  # warming is an optimisation: a failure shows up later, at the real fit
-                    pass
-
-            _WARM_THREAD = threading.Thread(target=run, name="sere-umap-warm-up", daemon=True)
-            _WARM_THREAD.start()
-        return _WARM_THREAD
 
 
 def umap_is_warm() -> bool:
