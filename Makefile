@@ -6,7 +6,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # postgresql (storage tests against a real server), ffmpeg is not needed (soundfile decodes).
 APT_PACKAGES := chromium espeak-ng postgresql
 
-.PHONY: setup test app benchmark-encoders
+# The suite runs on two processes (pytest-xdist); tests that start servers and browsers mostly wait.
+PYTEST_WORKERS ?= 2
+
+.PHONY: setup test test-fast app benchmark-encoders
 
 setup:
 	@if command -v apt-get >/dev/null 2>&1; then \
@@ -17,7 +20,11 @@ setup:
 	$(PY) -m pip install -q -e ".[dev]"
 
 test:
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist worksteal
+
+# The inner loop: no browser, no corpora, no servers (PostgreSQL, the app), nothing slow.
+test-fast:
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow and not browser and not corpus and not postgres"
 
 app:
 	$(PY) app.py

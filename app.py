@@ -316,11 +316,12 @@ class SourceTab:
         return [self.queue, self.pad, self.wave, self.counts, self.demo_labels_btn]
 
     @staticmethod
-    def show(ctx: AppContext, caller: Caller, pid: int | None, queue: Any) -> list[Any]:
+    def show(ctx: AppContext, caller: Caller, pid: int | None, queue: Any, acted: Any = None) -> list[Any]:
+        """``acted``: the pad value the answered action was sent from (see ``figures.answering``)."""
         screen = views.labeling_screen(ctx, caller, pid, queue if isinstance(queue, LabelQueue) else LabelQueue())
         wave = (fg.clip_waveform(screen.clip) if screen.clip is not None else
                 empty_figure("Nothing to label here.", height=200))
-        return [screen.queue, fg.label_pad(screen), wave, fg.counts_html(screen.counts, labeling.SHOTS),
+        return [screen.queue, fg.answering(fg.label_pad(screen), acted), wave, fg.counts_html(screen.counts, labeling.SHOTS),
                 gr.update(visible=bool(screen.project and screen.project.is_demo))]
 
 
@@ -494,12 +495,15 @@ class ReviewTab:
         return [page.rows, page.page, page.caption()]
 
     @staticmethod
-    def show_panel(ctx: AppContext, caller: Caller, pid: int | None, clip_id: int | None) -> list[Any]:
+    def show_panel(ctx: AppContext, caller: Caller, pid: int | None, clip_id: int | None,
+                   acted: Any = None) -> list[Any]:
         if pid is None or clip_id is None:
-            return [fg.review_pad(None, []), empty_figure("", height=200), empty_figure("", height=180)]
+            return [fg.answering(fg.review_pad(None, []), acted), empty_figure("", height=200),
+                    empty_figure("", height=180)]
         view = review.clip_view(ctx, caller, clip_id, pid)
         emotions = projects.get_summary(ctx, caller, pid).emotions
-        return [fg.review_pad(view, emotions), fg.clip_waveform(view), fg.clip_probabilities(view, emotions)]
+        return [fg.answering(fg.review_pad(view, emotions), acted), fg.clip_waveform(view),
+                fg.clip_probabilities(view, emotions)]
 
 
 @dataclass
@@ -659,7 +663,7 @@ class Screens:
             except SereError as exc:  # say so, and still show the screen: the pad waits for an answer
                 log.info("label_act: %s", exc)
                 gr.Warning(user_message(exc))
-            return SourceTab.show(ctx, caller, pid, queue)
+            return SourceTab.show(ctx, caller, pid, queue, acted=getattr(evt, "rev", None))
 
         def _undo(caller: Caller, pid: int, queue: LabelQueue) -> LabelQueue:
             undone = labeling.undo(ctx, caller, pid)
@@ -814,7 +818,8 @@ class Screens:
                 log.info("review_act: %s", exc)
                 gr.Warning(user_message(exc))
             table = views.table_screen(ctx, caller, pid, sort, int(page_no or 1))
-            return [*ReviewTab.show_table(table), *ReviewTab.show_panel(ctx, caller, pid, show)]
+            return [*ReviewTab.show_table(table),
+                    *ReviewTab.show_panel(ctx, caller, pid, show, acted=getattr(evt, "rev", None))]
 
         rv.sort.input(lambda m, pid, s: show_page(m, pid, s, 1), [me, project, rv.sort], rv.table_outputs, **QUICK)
         rv.page_no.submit(show_page, [me, project, rv.sort, rv.page_no], rv.table_outputs, **QUICK)
@@ -822,7 +827,9 @@ class Screens:
                           [me, project, rv.sort, rv.page_no], rv.table_outputs, **QUICK)
         rv.next_btn.click(lambda m, pid, s, n: show_page(m, pid, s, int(n or 1) + 1),
                           [me, project, rv.sort, rv.page_no], rv.table_outputs, **QUICK)
-        rv.table.select(pick_row, [me, project], rv.panel, **QUICK)
+        # once: Gradio 6.31's table dispatches select on mousedown and mouseup (gradio#12054); the
+        # second, answered late, would put back a row the user has already confirmed
+        rv.table.select(pick_row, [me, project], rv.panel, trigger_mode="once", **QUICK)
         rv.pad.act(review_act, [me, project, rv.sort, rv.page_no], [*rv.table_outputs, *rv.panel],
                    show_progress="hidden", trigger_mode="multiple", **QUICK)
 

@@ -22,9 +22,13 @@ function request(action, emotion) {
 }
 
 watch("value", () => {
+  const v = props.value || {};
+  element.dataset.rev = String(v.rev || "");
+  // Another event may redraw the pad meanwhile (a suggestion, a project change): only the answer
+  // to the action on its way (it echoes that action's rev) frees the pad for the next press.
+  if (pending && v.acted !== pending.rev) return;
   pending = null;
   element.dataset.busy = "";
-  element.dataset.rev = String((props.value || {}).rev || "");
   const next = waiting.shift();
   if (next) send(next[0], next[1]);
 });

@@ -197,7 +197,7 @@ def postgres_admin_url() -> Iterator[str]:
         server.stop()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Each test using this runs twice: on a SQLite file and on a fresh PostgreSQL database."""
     if request.param == "sqlite":

@@ -80,6 +80,7 @@ def test_the_app_module_keeps_no_user_state_at_import():
     assert not module_state, module_state
 
 
+@pytest.mark.slow
 def test_the_app_starts_light_and_warms_up_in_the_background(tmp_path):
     """Opening the context imports no engine (the page is served within seconds); the warm-up then
     imports it in one thread while a request thread imports plotly (which once deadlocked on

@@ -150,8 +150,10 @@ def walk_the_demo(page, server, tmp_path):
     assert "Demo" in pg.inner_text("#sere-project-line")
 
     # 2 Source clips: suggestions, then 5 labels with the keyboard (with an undo and a skip)
+    _, rev = pad_state(pg)
     pg.click("#sere-suggest")
     pg.wait_for_selector("text=suggested order", timeout=120000)
+    wait_answer(pg, rev)  # the pad shows the first suggested clip
     for _ in range(4):
         press_hint_key(pg)
     pg.keyboard.press("u")
@@ -245,7 +247,8 @@ def walk_the_demo(page, server, tmp_path):
     tab(pg, "4 · Train")
     pg.wait_for_selector("#sere-progress-text:has-text('Run 2')", timeout=30000)
     if pg.get_attribute("#sere-progress-text", "data-status") in ("queued", "running"):
-        pg.click("#sere-cancel")
+        # a short run may end between reading its status and the press: press only an enabled Cancel
+        pg.evaluate("() => { const b = document.querySelector('#sere-cancel'); if (!b.disabled) b.click(); }")
         pg.wait_for_selector("#sere-progress-text[data-status=cancelled], "
                              "#sere-progress-text[data-status=succeeded]", timeout=60000)
     shot(pg, "08b-after-reload")

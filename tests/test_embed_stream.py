@@ -60,6 +60,7 @@ def _same_features(a: Path, b: Path) -> None:
         np.testing.assert_array_equal(x.frames, y.frames)
 
 
+@pytest.mark.slow
 def test_memory_stays_flat_from_300_to_1500_files(audio_factory, tmp_path: Path) -> None:
     """Were frames kept, the 1,200 clips after the 300th (50 x 45 float32 frames each) would add 10 MB."""
     entries = read_manifest(_write_clips(audio_factory, "many", 1500))
@@ -102,6 +103,7 @@ def _wait_for_shards(proc: subprocess.Popen, out: Path, at_least: int, timeout_s
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_interrupted_embed_resumes_and_equals_an_uninterrupted_run(audio_factory, tmp_path: Path) -> None:
     folder = _write_clips(audio_factory, "clips", 250)
     audio_factory.write_bytes("clips/sad/broken.wav", b"not audio")

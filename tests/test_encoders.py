@@ -606,6 +606,7 @@ def test_hf_version_follows_the_weights(tmp_path):
     assert version_a != get_encoder(f"hf:{tmp_path / 'b'}").info.version
 
 
+@pytest.mark.slow
 def test_encoding_leaves_no_torch_compiler_cache_in_the_temp_folder(tmp_path):
     """transformers' model import makes torch create ``$TMPDIR/torchinductor_<user>``; SERE puts
     that folder in its own cache, so a run leaves nothing in a shared temp folder."""

@@ -372,6 +372,7 @@ def test_exports_neutralize_formula_cells_and_labels_round_trip(ctx, tmp_path):
 LEAKS = (b"root:x:0", b"[project]", b"SQLite format", b"RIFF", b"cached secret", b"another app's upload")
 
 
+@pytest.mark.slow
 def test_the_app_serves_no_file_outside_its_data_folder(tmp_path):
     httpx = pytest.importorskip("httpx")
     from app_server import AppProcess, page_session

@@ -5,7 +5,7 @@
   a reload.
 * Two tabs of one project are shown different clips.
 * A tab that did not start a training follows it: Start is disabled, the run's progress is shown,
-  and its end too.
+  and its end too; Start pressed on a run already going says so once, without an error.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from app_server import (  # noqa: E402
     open_page,
     open_project,
     pad_state,
+    page_session,
     press_and_wait,
     tab,
     wait_answer,
@@ -57,7 +58,7 @@ def app(tmp_path_factory):
     imports.import_audio(ctx, me, pid, sorted((DEMO / "source").glob("*.flac"))[:16], "source", warm=False)
     imports.import_audio(ctx, me, pid, sorted((DEMO / "target").glob("*.flac"))[:6], "target", warm=False)
     ctx.close()
-    server = AppProcess(tmp / "data", tmp / "cache", train_steps=300).start()
+    server = AppProcess(tmp / "data", tmp / "cache", train_steps=100_000).start()  # runs until cancelled
     server.project = pid
     yield server
     server.stop()
@@ -174,6 +175,12 @@ def test_two_tabs_get_different_clips_and_follow_a_run_they_did_not_start(app):
         second.wait_for_selector(f"#sere-progress-text[data-run='{run}'][data-status=running], "
                                  f"#sere-progress-text[data-run='{run}'][data-status=queued]", timeout=30000)
         second.wait_for_selector("#sere-train[disabled]", timeout=30000)
-        second.wait_for_selector(f"#sere-progress-text[data-run='{run}'][data-status=succeeded]", timeout=300000)
+        # Start pressed on a run already going (a page that had not seen it yet): said once, no error
+        late = page_session(app.url, project=app.project)
+        answer = late.call(late.handler("press_train"), [None, app.project])
+        assert answer["success"] and sum("already training" in m for m in answer["log"]) == 1, answer
+        assert f"data-run='{run}'" in str(answer["output"]["data"])  # and it shows that run
+        first.click("#sere-cancel")  # the end of the run reaches the tab that did not start it
+        second.wait_for_selector(f"#sere-progress-text[data-run='{run}'][data-status=cancelled]", timeout=60000)
         second.wait_for_selector("#sere-train:not([disabled])", timeout=30000)
         assert not first.sere_errors and not second.sere_errors

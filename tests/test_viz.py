@@ -134,6 +134,7 @@ def test_umap_is_used_for_larger_sets_fits_on_a_sample_and_is_deterministic():
     assert warm_up_umap() < 60 and umap_is_warm()
 
 
+@pytest.mark.slow
 def test_project_snapshots_returns_long_tables():
     snaps = make_snapshots(n=12)
     frames, protos, projection = project_snapshots(snaps, EMOTIONS)

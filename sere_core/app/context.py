@@ -86,7 +86,8 @@ class AppSettings:
     workspace per visitor, ``visitor_limits`` apply and anonymous workspaces nobody opened for
     ``idle_days`` (``$SERE_IDLE_DAYS``) are deleted. ``workers`` (``$SERE_WORKERS``) trainings
     and feature computations run at once, each on ``torch_threads`` (``$SERE_TORCH_THREADS``)
-    threads; both are set once, when the app starts.
+    threads; both are set once, when the app starts. ``warm_up`` (``$SERE_WARM_UP``, 0 to skip)
+    readies the engine, the demo and UMAP in the background when the app starts.
     """
 
     data_dir: Path
@@ -101,6 +102,7 @@ class AppSettings:
     visitor_limits: WorkspaceLimits = WorkspaceLimits()
     idle_days: float = 7.0
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    warm_up: bool = True
 
     def __post_init__(self) -> None:
         if self.workspaces not in (SINGLE, PER_VISITOR):
@@ -129,6 +131,7 @@ class AppSettings:
             visitor_limits=WorkspaceLimits.from_env(),
             idle_days=_env_int("SERE_IDLE_DAYS"),
             workers=_env_int("SERE_WORKERS"),
+            warm_up=os.environ.get("SERE_WARM_UP", "").strip().lower() not in ("0", "false", "no", "off"),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         values = {k: v for k, v in values.items() if v is not None}

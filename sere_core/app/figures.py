@@ -148,6 +148,12 @@ def _pad(kind: str, clip_id: int | None, body: str, audio: str = "") -> dict[str
     return {"kind": kind, "clip": clip_id, "rev": next(_revs), "audio": audio, "html": body}
 
 
+def answering(pad: dict[str, Any], rev: Any) -> dict[str, Any]:
+    """The pad as the answer to the action the page sent from the pad value ``rev`` (the page
+    waits for that answer before it sends the next press)."""
+    return {**pad, "acted": rev}
+
+
 def empty_pad(kind: str, message: str) -> dict[str, Any]:
     """A pad with nothing to act on (no project, or nothing left)."""
     return _pad(kind, None, f"<div class='sere-pad-message'>{message}</div>")

@@ -148,8 +148,10 @@ class JobManager:
         self._maintenance: threading.Thread | None = None
 
     def start(self) -> None:
-        """What the app process starts besides the page: the warm-up and the maintenance loop."""
-        self.warmup.start()
+        """What the app process starts besides the page: the warm-up (unless the settings say not
+        to) and the maintenance loop."""
+        if self.ctx.settings.warm_up:
+            self.warmup.start()
         self.start_maintenance()
 
     def _submit(self, key: tuple, fn: Callable[[], Any], priority: int) -> bool:

@@ -1,14 +1,15 @@
 """The app's heavy start-up work, done in the background so the page is served within seconds.
 
-:func:`import_engine` imports the heavy packages (torch, torchaudio, transformers' Whisper,
-SERE's method, UMAP with scikit-learn and numba) once per process, one thread at a time: two
-threads importing overlapping packages at the same moment can deadlock on Python's per-module
-import locks (importlib's ``_DeadlockError``), so every code path that needs them calls it first
-(the worker pool before each job, the services that decode audio or build a model); whoever
-comes second waits for the first.
+:func:`import_engine` imports the heavy packages (torch, torchaudio, SERE's method, UMAP with
+scikit-learn and numba) once per process, one thread at a time: two threads importing
+overlapping packages at the same moment can deadlock on Python's per-module import locks
+(importlib's ``_DeadlockError``), so every code path that needs them calls it first (the worker
+pool before each job, the services that decode audio or build a model); whoever comes second
+waits for the first. An encoder's own packages (transformers, for Whisper) are imported when it
+is built, under ``EncoderPool``'s build lock.
 
-:class:`Warmup` (started by ``JobManager.start``) then readies, in order of need: the engine,
-the demo's clips, the default encoder's weights, the demo's speech features (so a first
+:class:`Warmup` (started by ``JobManager.start``) readies, in order of need: the demo's clips,
+the engine, the default encoder's weights, the demo's speech features (so a first
 visitor's "Load demo" finds them cached) and UMAP's compiled kernels. The page shows what is
 still warming up (:meth:`Warmup.status`).
 """
@@ -37,13 +38,9 @@ def import_engine() -> None:
         import safetensors.torch  # noqa: F401
         import torchaudio  # noqa: F401
         import umap  # noqa: F401  (scikit-learn, scipy, numba, pynndescent)
-        from transformers.models.whisper import modeling_whisper  # noqa: F401
 
         import sere_core.app.pipeline  # noqa: F401
         import sere_core.app.suggest  # noqa: F401
-        import sere_core.encoders.hf  # noqa: F401
-        import sere_core.encoders.prosody  # noqa: F401
-        import sere_core.encoders.whisper  # noqa: F401
         import sere_core.method  # noqa: F401
         _engine_ready.set()
 
