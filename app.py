@@ -18,14 +18,17 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import functools  # noqa: E402
 import html  # noqa: E402
+import json  # noqa: E402
 import logging  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import gradio as gr  # noqa: E402
+import plotly  # noqa: E402
 
-from sere_core.app import AppContext, exports, imports, labeling, projects, review, training, views  # noqa: E402
+from sere_core.app import AppContext, exports, field, imports, labeling, projects, review, training, views  # noqa: E402
 from sere_core.app import demo as dm  # noqa: E402
 from sere_core.app import figures as fg  # noqa: E402
 from sere_core.app.access import Caller, caller_for, new_token, token_id  # noqa: E402
@@ -34,7 +37,7 @@ from sere_core.app.label_queue import LabelQueue  # noqa: E402
 from sere_core.app.messages import user_message  # noqa: E402
 from sere_core.audio import AudioConfig  # noqa: E402
 from sere_core.errors import ActiveRunError, SereError  # noqa: E402
-from sere_core.viz import empty_figure  # noqa: E402
+from sere_core.viz import COLOR_BY, empty_figure  # noqa: E402
 
 log = logging.getLogger("sere_studio")
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -43,7 +46,12 @@ LICENCE_NOTE = (
     "clips from RAVDESS by Livingstone & Russo 2018 (Zenodo 1188976), **CC BY-NC-SA 4.0: "
     "non-commercial, share-alike**. See data/LICENSE-DEMO.md."
 )
-FIELD_HINT = "Click a point in the field, or choose a clip above, to listen to it."
+FIELD_HINT = "Click a point in the field, or choose a clip above, to listen to it and label it."
+#: The field: plotly draws into the inner div (assets/field.js); the markup never changes, so a
+#: new figure does not replace the plot's element.
+FIELD_TEMPLATE = "<div class='sere-field-plot'></div>"
+#: plotly.js for the field, from the plotly package (no CDN: the app works offline).
+PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
 #: Most clips listed in the field's clip menu (a 100,000-clip list would weigh megabytes).
 MAX_CLIP_CHOICES = 2000
 #: The clip pads' markup around the value the server renders (``figures.label_pad``).
@@ -57,8 +65,9 @@ QUICK: dict[str, Any] = {"api_visibility": "private", "concurrency_id": "quick",
 
 
 def launch_options(ctx: AppContext) -> dict[str, Any]:
-    """What ``launch()`` needs besides the Blocks: page script and styles (Gradio 6 takes them in
-    ``launch``, not in ``Blocks``) and the export folder, from which downloads are served."""
+    """What ``launch()`` needs besides the Blocks: the page's styles (Gradio 6 takes them in
+    ``launch``, not in ``Blocks``), the export folder, from which downloads are served, and the
+    field's plotly.js."""
     theme = gr.themes.Default(
         primary_hue="indigo", secondary_hue="pink",
         # System fonts: the page loads nothing from the internet (Gradio's default fetches Google Fonts).
@@ -67,9 +76,8 @@ def launch_options(ctx: AppContext) -> dict[str, Any]:
     )
     return {
         "theme": theme,
-        "head": f"<script>{(ASSETS / 'sere.js').read_text(encoding='utf-8')}</script>",
         "css": (ASSETS / "sere.css").read_text(encoding="utf-8"),
-        "allowed_paths": [str(ctx.export_dir())],
+        "allowed_paths": [str(ctx.export_dir()), str(PLOTLY_JS)],
         "footer_links": [],
     }
 
@@ -107,13 +115,6 @@ def upload_folder() -> str:
     from gradio.utils import get_upload_folder
 
     return get_upload_folder()
-
-
-def _audio(view: Any) -> tuple[int, Any]:
-    """A clip for gr.Audio as 16-bit samples (Gradio would convert float audio with a warning)."""
-    import numpy as np
-
-    return view.sample_rate, (np.clip(view.samples, -1.0, 1.0) * 32767).astype(np.int16)
 
 
 def _int(value: Any) -> int | None:
@@ -403,43 +404,68 @@ class TrainTab:
 @dataclass
 class FieldTab:
     plot: Any
+    color_by: Any
+    next_mode: Any
     clip_dd: Any
-    clicked: Any
-    info: Any
-    audio: Any
-    probs: Any
+    pad: Any
     wave: Any
+    probs: Any
+    selection: Any
+    selection_file: Any
 
     @classmethod
     def build(cls, ctx: AppContext, page: Page) -> "FieldTab":
         with gr.Tab("5 · Resonance field", id="field"):
             with gr.Row():
                 with gr.Column(scale=3):
-                    plot = gr.Plot(show_label=False, elem_id="sere-field")
-                    gr.Markdown("Colour: emotion · ◆ source language · ● target language · outlined: "
-                                "labeled by you · ★ emotion prototypes. Press **▶ replay** or drag the "
-                                "slider to watch training; click a point to listen.", elem_classes="sere-keys")
+                    with gr.Row():
+                        color_by = gr.Dropdown([(text, key) for key, text in COLOR_BY.items()], value="emotion",
+                                               label="Colour by", elem_id="sere-color-by")
+                        next_mode = gr.Radio(list(field.NEXT_MODES), value=field.NEXT_MODES[0],
+                                             label="After a label, go to the", elem_id="sere-next-mode")
+                    plot = gr.HTML(fg.field_value(None), html_template=FIELD_TEMPLATE, elem_id="sere-field",
+                                   js_on_load=(ASSETS / "field.js").read_text(encoding="utf-8").replace(
+                                       '"__PLOTLY_URL__"', json.dumps(f"gradio_api/file={PLOTLY_JS.as_posix()}")))
+                    gr.Markdown("Click a point to listen and label it (the same keys as labeling: <kbd>1</kbd>-"
+                                "<kbd>9</kbd>, <kbd>U</kbd> undo, <kbd>Enter</kbd> confirm the prediction). Draw a "
+                                "lasso (or choose the box in the toolbar) to select many; double-click clears the "
+                                "selection. Press **▶ replay** or drag the slider to watch training.",
+                                elem_classes="sere-keys")
                 with gr.Column(scale=2):
                     clip_dd = gr.Dropdown(label="Clip", choices=[], elem_id="sere-clip-dd")
-                    clicked = gr.Textbox(visible="hidden", elem_id="sere-clicked")
-                    info = gr.Markdown(FIELD_HINT, elem_id="sere-field-info")
-                    audio = gr.Audio(label="Listen", type="numpy", interactive=False, autoplay=True,
-                                     elem_id="sere-field-audio")
-                    probs = gr.Plot(show_label=False)
+                    pad = gr.HTML(fg.review_pad(None, [], "field", FIELD_HINT), html_template=PAD_TEMPLATE,
+                                  js_on_load=(ASSETS / "pad.js").read_text(encoding="utf-8"),
+                                  elem_id="sere-field-panel")
                     wave = gr.Plot(show_label=False)
-        return cls(plot, clip_dd, clicked, info, audio, probs, wave)
+                    probs = gr.Plot(show_label=False)
+                    selection = gr.HTML(fg.selection_pad([], None, []), html_template=PAD_TEMPLATE,
+                                        js_on_load=(ASSETS / "selection.js").read_text(encoding="utf-8"),
+                                        elem_id="sere-selection")
+                    selection_file = gr.File(label="Selection (CSV)", interactive=False, visible=False,
+                                             elem_id="sere-selection-file")
+        return cls(plot, color_by, next_mode, clip_dd, pad, wave, probs, selection, selection_file)
 
     @property
     def details(self) -> list[Any]:
-        return [self.info, self.audio, self.probs, self.wave]
+        return [self.pad, self.wave, self.probs]
 
     @staticmethod
-    def show_detail(ctx: AppContext, caller: Caller, pid: int | None, clip_id: int | None) -> list[Any]:
+    def show_detail(ctx: AppContext, caller: Caller, pid: int | None, clip_id: int | None,
+                    acted: Any = None) -> list[Any]:
+        """The clip panel: a clip chosen on the map, in the menu or in another screen."""
         if pid is None or clip_id is None:
-            return [FIELD_HINT, None, empty_figure("", height=180), empty_figure("", height=200)]
+            return [fg.answering(fg.review_pad(None, [], "field", FIELD_HINT), acted),
+                    empty_figure("", height=200), empty_figure("", height=180)]
         view = review.clip_view(ctx, caller, clip_id, pid)
         emotions = projects.get_summary(ctx, caller, pid).emotions
-        return [fg.describe(view), _audio(view), fg.clip_probabilities(view, emotions), fg.clip_waveform(view)]
+        return [fg.answering(fg.review_pad(view, emotions, "field"), acted), fg.clip_waveform(view),
+                fg.clip_probabilities(view, emotions)]
+
+    @staticmethod
+    def show_selection(ctx: AppContext, caller: Caller, pid: int | None, clips: list[int], chosen: int | None,
+                       note: str = "", audio: str = "") -> dict[str, Any]:
+        emotions = projects.get_summary(ctx, caller, pid).emotions if pid is not None else []
+        return fg.selection_pad(clips if pid is not None else [], chosen, emotions, note, audio)
 
 
 @dataclass
@@ -462,14 +488,14 @@ class ReviewTab:
                 with gr.Column(scale=3):
                     sort = gr.Dropdown(list(review.SORTS), value="least confident first", label="Order")
                     table = gr.Dataframe(interactive=False, max_height=520, elem_id="sere-review-table",
-                                         column_widths=["56px", "200px", "90px", "100px", "96px", "220px", "150px"])
+                                         column_widths=["56px", "180px", "108px", "116px", "112px", "200px", "150px"])
                     with gr.Row(elem_id="sere-review-pages"):
                         prev_btn = gr.Button("◀ previous", size="sm", elem_id="sere-prev-page")
                         page_no = gr.Number(value=1, precision=0, minimum=1, label="Page", elem_id="sere-page")
                         next_btn = gr.Button("next ▶", size="sm", elem_id="sere-next-page")
                     page_info = gr.Markdown("", elem_id="sere-page-info")
                     retrain_btn = gr.Button("Retrain with the confirmed labels", elem_id="sere-retrain")
-                with gr.Column(scale=2):
+                with gr.Column(scale=2, elem_id="sere-review-side"):  # sticky: the buttons stay in view
                     pad = gr.HTML(fg.review_pad(None, []), html_template=PAD_TEMPLATE,
                                   js_on_load=(ASSETS / "pad.js").read_text(encoding="utf-8"),
                                   elem_id="sere-review-panel")
@@ -492,7 +518,7 @@ class ReviewTab:
     def show_table(page: Any) -> list[Any]:
         if page is None:
             return [None, 1, ""]
-        return [page.rows, page.page, page.caption()]
+        return [fg.review_rows(page.rows), page.page, page.caption()]
 
     @staticmethod
     def show_panel(ctx: AppContext, caller: Caller, pid: int | None, clip_id: int | None,
@@ -544,7 +570,9 @@ class Screens:
         return [self.field.plot, self.field.clip_dd, *self.review.table_outputs]
 
     @staticmethod
-    def show_results(ctx: AppContext, caller: Caller, pid: int | None, sort: str) -> list[Any]:
+    def show_results(ctx: AppContext, caller: Caller, pid: int | None, look: tuple[str, str]) -> list[Any]:
+        """The field and the review table; ``look`` is the table's order and the field's colour."""
+        sort, color_by = look
         screen = views.results_screen(ctx, caller, pid, sort or "least confident first")
         data = screen.field
         choices = []
@@ -553,99 +581,100 @@ class Screens:
             choices = [(f"{r.name} ({r.role})", int(r.clip_id)) for r in pts.head(MAX_CLIP_CHOICES).itertuples()]
         label = ("Clip" if data is None or len(data.points) <= MAX_CLIP_CHOICES else
                  f"Clip (the first {MAX_CLIP_CHOICES} by name; click the field for the others)")
-        return [fg.field_figure(data), gr.update(choices=choices, value=None, label=label),
+        return [fg.field_value(data, _color_by(color_by)), gr.update(choices=choices, value=None, label=label),
                 *ReviewTab.show_table(screen.table)]
 
     def everything(self) -> list[Any]:
         return [*self.project.outputs, *self.source.outputs, *self.train.outputs, *self.results_outputs(),
-                *self.review.panel]
+                *self.review.panel, *self.field.details, self.field.selection]
 
     def wire(self, ctx: AppContext, page: Page, target: TargetTab, export: ExportTab) -> None:  # noqa: C901
         p, src, tr, fld, rv = self.project, self.source, self.train, self.field, self.review
         me, project = page.me, page.project
 
-        def show_everything(caller: Caller, pid: int | None, queue: Any, sort: str) -> list[Any]:
+        def show_everything(caller: Caller, pid: int | None, queue: Any, look: tuple[str, str]) -> list[Any]:
             return [*ProjectTab.show(ctx, caller, pid), *SourceTab.show(ctx, caller, pid, queue),
-                    *TrainTab.show(ctx, caller, pid), *self.show_results(ctx, caller, pid, sort),
-                    *ReviewTab.show_panel(ctx, caller, pid, None)]
+                    *TrainTab.show(ctx, caller, pid), *self.show_results(ctx, caller, pid, look),
+                    *ReviewTab.show_panel(ctx, caller, pid, None), *FieldTab.show_detail(ctx, caller, pid, None),
+                    FieldTab.show_selection(ctx, caller, pid, [], None)]
 
         # ---- the page opens: who is this, then every screen at once
-        def identify(token, pid, queue, sort, profile: gr.OAuthProfile | None, request: gr.Request):
+        def identify(token, pid, queue, sort, color_by, profile: gr.OAuthProfile | None, request: gr.Request):
             token = token if token_id(token, ctx.secret) else new_token(ctx.secret)
             caller = caller_for(ctx.settings.workspaces, ctx.secret, token,
                                 username=profile.username if profile else None,
                                 tab=request.session_hash if request else "")
             projects.visit(ctx, caller)
-            return [token, caller, *show_everything(caller, _int(pid), queue, sort)]
+            return [token, caller, *show_everything(caller, _int(pid), queue, (sort, color_by))]
 
-        page.blocks.load(friendly(identify), [page.visitor, project, src.queue, rv.sort],
+        page.blocks.load(friendly(identify), [page.visitor, project, src.queue, rv.sort, fld.color_by],
                        [page.visitor, me, *self.everything()], **PRIVATE)
 
         # ---- project: open, create, demo, edit, delete; each shows every screen for the result
-        def opened(caller: Caller, pid: int | None, sort: str, tab: str | None = None) -> list[Any]:
+        def opened(caller: Caller, pid: int | None, look: tuple[str, str], tab: str | None = None) -> list[Any]:
             """The project state and every screen, after the open project changed (or was edited)."""
-            return [pid, *show_everything(caller, pid, LabelQueue(), sort)] + ([gr.Tabs(selected=tab)] if tab else [])
+            return [pid, *show_everything(caller, pid, LabelQueue(), look)] + ([gr.Tabs(selected=tab)] if tab else [])
 
         switch = [project, *self.everything(), page.tabs]
         stay = [project, *self.everything()]
 
         @friendly
-        def open_project(me, pid, sort):
-            return opened(who(me), _int(pid), sort)
+        def open_project(me, pid, sort, color_by):
+            return opened(who(me), _int(pid), (sort, color_by))
 
         @friendly
-        def load_demo(me, sort, progress=gr.Progress()):
+        def load_demo(me, sort, color_by, progress=gr.Progress()):
             caller = who(me)
             progress(0.0, desc="Preparing your demo")  # at once: the first start may still be warming up
             summary = dm.load_demo(ctx, caller, progress=lambda d, t, m: progress((d, t), desc=m))
             gr.Info(f"Your demo project: {summary.n_source} German and {summary.n_target} English clips.")
-            return opened(caller, summary.id, sort, "source")
+            return opened(caller, summary.id, (sort, color_by), "source")
 
         @friendly
-        def reset_demo(me, sort, progress=gr.Progress()):
+        def reset_demo(me, sort, color_by, progress=gr.Progress()):
             caller = who(me)
             summary = dm.reset_demo(ctx, caller, progress=lambda d, t, m: progress((d, t), desc=m))
             gr.Info("The demo starts afresh: no labels, no trainings.")
-            return opened(caller, summary.id, sort, "source")
+            return opened(caller, summary.id, (sort, color_by), "source")
 
         @friendly
-        def create(me, name, emotions, sort):
+        def create(me, name, emotions, sort, color_by):
             caller = who(me)
             summary = projects.create_project(ctx, caller, name, emotions)
-            return opened(caller, summary.id, sort, "source")
+            return opened(caller, summary.id, (sort, color_by), "source")
 
         @friendly
-        def save_emotions(me, pid, text, sort):
+        def save_emotions(me, pid, text, sort, color_by):
             caller, pid = who(me), _need(pid)
             projects.set_emotions(ctx, caller, pid, text)
             gr.Info("Emotions saved.")
-            return opened(caller, pid, sort)
+            return opened(caller, pid, (sort, color_by))
 
         @friendly
-        def rename(me, pid, name, sort):
+        def rename(me, pid, name, sort, color_by):
             caller, pid = who(me), _need(pid)
             summary = projects.rename_project(ctx, caller, pid, name)
             gr.Info(f"The project is now called {summary.name}.")
-            return opened(caller, pid, sort)
+            return opened(caller, pid, (sort, color_by))
 
         @friendly
-        def delete(me, pid, sort):
+        def delete(me, pid, sort, color_by):
             caller = who(me)
             name = projects.delete_project(ctx, caller, _need(pid))
             gr.Info(f"{name} was deleted.")
-            return opened(caller, None, sort, "project")
+            return opened(caller, None, (sort, color_by), "project")
 
-        p.project_dd.input(open_project, [me, p.project_dd, rv.sort], stay, **QUICK)
-        p.demo_btn.click(load_demo, [me, rv.sort], switch, **PRIVATE)
+        p.project_dd.input(open_project, [me, p.project_dd, rv.sort, fld.color_by], stay, **QUICK)
+        p.demo_btn.click(load_demo, [me, rv.sort, fld.color_by], switch, **PRIVATE)
         p.reset_btn.click(lambda: gr.Row(visible=True), None, p.reset_row, **PRIVATE)
         p.reset_no.click(lambda: gr.Row(visible=False), None, p.reset_row, **PRIVATE)
-        p.reset_yes.click(reset_demo, [me, rv.sort], switch, **PRIVATE)
-        p.create_btn.click(create, [me, p.new_name, p.new_emotions, rv.sort], switch, **QUICK)
-        p.save_emotions_btn.click(save_emotions, [me, project, p.emotions_box, rv.sort], stay, **QUICK)
-        p.rename_btn.click(rename, [me, project, p.rename_box, rv.sort], stay, **QUICK)
+        p.reset_yes.click(reset_demo, [me, rv.sort, fld.color_by], switch, **PRIVATE)
+        p.create_btn.click(create, [me, p.new_name, p.new_emotions, rv.sort, fld.color_by], switch, **QUICK)
+        p.save_emotions_btn.click(save_emotions, [me, project, p.emotions_box, rv.sort, fld.color_by], stay, **QUICK)
+        p.rename_btn.click(rename, [me, project, p.rename_box, rv.sort, fld.color_by], stay, **QUICK)
         p.delete_btn.click(lambda pid: gr.Row(visible=_int(pid) is not None), project, p.delete_row, **PRIVATE)
         p.delete_no.click(lambda: gr.Row(visible=False), None, p.delete_row, **PRIVATE)
-        p.delete_yes.click(delete, [me, project, rv.sort], switch, **QUICK)
+        p.delete_yes.click(delete, [me, project, rv.sort, fld.color_by], switch, **QUICK)
 
         # ---- labeling: every action names the clip on screen
         @friendly
@@ -666,13 +695,34 @@ class Screens:
             return SourceTab.show(ctx, caller, pid, queue, acted=getattr(evt, "rev", None))
 
         def _undo(caller: Caller, pid: int, queue: LabelQueue) -> LabelQueue:
+            back = undo_mine(caller, pid)
+            return queue if back is None else queue.bring_back(back)
+
+        def undo_mine(caller: Caller, pid: int) -> int | None:
+            """Undo the caller's newest label change; the clip it went back to (None: nothing to undo)."""
             undone = labeling.undo(ctx, caller, pid)
             if undone is None:
                 gr.Info("Nothing of yours to undo in this project.")
-                return queue
+                return None
             if undone.kept:
                 gr.Info("Someone else labeled that clip after you: their label stays.")
-            return queue.bring_back(undone.clip_id)
+            return undone.clip_id
+
+        def judge(caller: Caller, pid: int, evt: Any, go_on: Callable[[int], int | None]) -> int | None:
+            """A clip pad's action on the clip it showed (confirm, correct, undo); the clip to show next."""
+            action, clip = getattr(evt, "action", None), _int(getattr(evt, "clip", None))
+            try:
+                if action in ("confirm", "label") and clip is not None:
+                    emotion = str(getattr(evt, "emotion", "")) if action == "label" else None
+                    gr.Info(f"Labeled {review.confirm_prediction(ctx, caller, pid, clip, emotion)}.")
+                    return go_on(clip)
+                if action == "undo":
+                    back = undo_mine(caller, pid)
+                    return clip if back is None else back
+            except SereError as exc:  # say so, and still answer: the pad waits for an answer
+                log.info("%s on clip %s: %s", action, clip, exc)
+                gr.Warning(user_message(exc))
+            return clip
 
         @friendly
         def suggest(me, pid, queue, progress=gr.Progress()):
@@ -750,7 +800,7 @@ class Screens:
                 return [gr.skip()] * len(statuses)
             return [fg.warmup_html(now[0]), now[1], now[1], now]
 
-        def poll(me, pid, seen, seen_status, sort):
+        def poll(me, pid, seen, seen_status, sort, color_by):
             """Timer tick: the Train tab when its run changed, the results once it finished, and
             the warm-up and feature lines."""
             if not isinstance(me, Caller):
@@ -763,27 +813,92 @@ class Screens:
             finished = _finished(seen, now)
             if finished:
                 gr.Info("Training finished: the resonance field and the predictions are ready.")
-            return [*out, *(self.show_results(ctx, me, pid, sort) if finished else [gr.skip()] * len(results)),
+            return [*out, *(self.show_results(ctx, me, pid, (sort, color_by)) if finished else [gr.skip()] * len(results)),
                     *show_statuses(pid, seen_status)]
 
         tabs_train = [*tr.outputs, page.tabs]
         tr.train_btn.click(press_train, [me, project], tabs_train, **QUICK)
         rv.retrain_btn.click(press_train, [me, project], tabs_train, **QUICK)
         tr.cancel_btn.click(cancel, [me, project], tr.outputs, **QUICK)
-        tr.timer.tick(poll, [me, project, tr.seen, tr.seen_status, rv.sort], [*tr.outputs, *results, *statuses],
+        tr.timer.tick(poll, [me, project, tr.seen, tr.seen_status, rv.sort, fld.color_by], [*tr.outputs, *results, *statuses],
                       show_progress="hidden", **QUICK)
 
-        # ---- the field: a clip chosen on the map or in the menu
+        # ---- the field: a clip chosen on the map or in the menu, labeled there; many clips selected
+        def _clips(value: Any) -> list[int]:
+            """Clip ids sent by the page (a selection, or the selection pad's value)."""
+            raw = value.get("clips") if isinstance(value, dict) else value
+            return [c for c in (_int(v) for v in (raw if isinstance(raw, list) else [])[:field.MAX_SELECTION + 1])
+                    if c is not None]
+
+        def _chosen(sel: Any) -> int | None:
+            return _int(sel.get("chosen")) if isinstance(sel, dict) else None
+
         @friendly
-        def show_detail(me, pid, clip_id):
-            return FieldTab.show_detail(ctx, who(me), _int(pid), _int(clip_id))
+        def pick(me, pid, sel, evt: gr.EventData):
+            caller, pid, clip = who(me), _int(pid), _int(getattr(evt, "clip", None))
+            return [*FieldTab.show_detail(ctx, caller, pid, clip),
+                    FieldTab.show_selection(ctx, caller, pid, _clips(sel), clip)]
 
-        def on_click(me, pid, text):
-            clip_id = str(text or "").split("|")[0]
-            return show_detail(me, pid, clip_id if clip_id.isdigit() else None)
+        @friendly
+        def choose(me, pid, clip, sel):
+            caller, pid, clip = who(me), _int(pid), _int(clip)
+            return [*FieldTab.show_detail(ctx, caller, pid, clip),
+                    FieldTab.show_selection(ctx, caller, pid, _clips(sel), clip)]
 
-        fld.clicked.change(on_click, [me, project, fld.clicked], fld.details, **QUICK)
-        fld.clip_dd.input(show_detail, [me, project, fld.clip_dd], fld.details, **QUICK)
+        @friendly
+        def lasso(me, pid, sel, evt: gr.EventData):
+            caller, pid = who(me), _int(pid)
+            return FieldTab.show_selection(ctx, caller, pid, _clips(getattr(evt, "clips", None)), _chosen(sel))
+
+        @friendly
+        def field_act(me, pid, mode, sel, evt: gr.EventData):
+            """The clip panel: label, confirm or undo the clip on screen, then go on as the user chose."""
+            caller, pid = who(me), _need(pid)
+            mode = str(mode or field.NEXT_MODES[0])
+            show = judge(caller, pid, evt, lambda clip: field.next_clip(ctx, caller, pid, clip, mode) or clip)
+            return [*FieldTab.show_detail(ctx, caller, pid, show, acted=getattr(evt, "rev", None)),
+                    FieldTab.show_selection(ctx, caller, pid, _clips(sel), show)]
+
+        @friendly
+        def selection_act(me, pid, color_by, sort, sel, evt: gr.EventData):
+            """A selection's button: label, accept, unlabel, play or export the clips the pad showed."""
+            caller, pid = who(me), _need(pid)
+            action, clips = getattr(evt, "action", None), _clips(getattr(evt, "clips", None))
+            note, audio, file, redraw = "", "", gr.File(visible=False), False
+            if action == "label":
+                emotion = str(getattr(evt, "emotion", ""))
+                note = field.label_clips(ctx, caller, pid, clips, emotion).message(f"Labeled {html.escape(emotion)}:")
+                redraw = True
+            elif action == "unlabel":
+                note = field.label_clips(ctx, caller, pid, clips, None).message("Unlabeled")
+                redraw = True
+            elif action == "confirm":
+                note = field.accept_predictions(ctx, caller, pid, clips).message("Accepted the predictions of")
+                redraw = True
+            elif action == "play":
+                samples, rate, n = field.playlist(ctx, caller, pid, clips)
+                audio = fg.audio_uri(samples, rate)
+                note = f"Playing {n} of the {len(clips)} selected clips, one after another."
+            elif action == "export":
+                file = gr.File(value=str(field.export_selection(ctx, caller, pid, clips)), visible=True)
+                note = "The selection's predictions are ready to download below."
+            pad = FieldTab.show_selection(ctx, caller, pid, clips, _chosen(sel), note, audio)
+            plot = self.show_results(ctx, caller, pid, (sort, color_by))[0] if redraw else gr.skip()
+            return [pad, plot, file]
+
+        @friendly
+        def recolor(me, pid, color_by):
+            data = review.field_data(ctx, who(me), _int(pid)) if _int(pid) is not None else None
+            return fg.field_value(data, _color_by(color_by))
+
+        fld.plot.pick(pick, [me, project, fld.selection], [*fld.details, fld.selection], **QUICK)
+        fld.plot.lasso(lasso, [me, project, fld.selection], fld.selection, **QUICK)
+        fld.clip_dd.input(choose, [me, project, fld.clip_dd, fld.selection], [*fld.details, fld.selection], **QUICK)
+        fld.pad.act(field_act, [me, project, fld.next_mode, fld.selection], [*fld.details, fld.selection],
+                    show_progress="hidden", trigger_mode="multiple", **QUICK)
+        fld.selection.act(selection_act, [me, project, fld.color_by, rv.sort, fld.selection],
+                          [fld.selection, fld.plot, fld.selection_file], **QUICK)
+        fld.color_by.input(recolor, [me, project, fld.color_by], fld.plot, **QUICK)
 
         # ---- review: a row chosen, then confirm or correct the clip on screen
         @friendly
@@ -791,32 +906,16 @@ class Screens:
             return ReviewTab.show_table(views.table_screen(ctx, who(me), _int(pid), sort, int(page_no or 1)))
 
         @friendly
-        def pick_row(me, pid, evt: gr.SelectData):
-            row = evt.row_value if evt is not None else None
-            return ReviewTab.show_panel(ctx, who(me), _int(pid), _int(row[0]) if row else None)
+        def pick_row(me, pid, sel, evt: gr.SelectData):
+            """A row chosen: its clip in the review panel, and marked on the field."""
+            caller, pid = who(me), _int(pid)
+            clip = _int(evt.row_value[0]) if evt is not None and evt.row_value else None
+            return [*ReviewTab.show_panel(ctx, caller, pid, clip), FieldTab.show_selection(ctx, caller, pid, _clips(sel), clip)]
 
         @friendly
         def review_act(me, pid, sort, page_no, evt: gr.EventData):
             caller, pid = who(me), _need(pid)
-            action, clip = getattr(evt, "action", None), _int(getattr(evt, "clip", None))
-            show = clip
-            try:
-                if action in ("confirm", "label") and clip is not None:
-                    emotion = str(getattr(evt, "emotion", "")) if action == "label" else None
-                    stored = review.confirm_prediction(ctx, caller, pid, clip, emotion)
-                    gr.Info(f"Labeled {stored}.")
-                    show = review.next_to_review(ctx, caller, pid, sort, clip)
-                elif action == "undo":
-                    undone = labeling.undo(ctx, caller, pid)
-                    if undone is None:
-                        gr.Info("Nothing of yours to undo in this project.")
-                    else:
-                        show = undone.clip_id
-                        if undone.kept:
-                            gr.Info("Someone else labeled that clip after you: their label stays.")
-            except SereError as exc:
-                log.info("review_act: %s", exc)
-                gr.Warning(user_message(exc))
+            show = judge(caller, pid, evt, lambda clip: review.next_to_review(ctx, caller, pid, sort, clip))
             table = views.table_screen(ctx, caller, pid, sort, int(page_no or 1))
             return [*ReviewTab.show_table(table),
                     *ReviewTab.show_panel(ctx, caller, pid, show, acted=getattr(evt, "rev", None))]
@@ -829,7 +928,8 @@ class Screens:
                           [me, project, rv.sort, rv.page_no], rv.table_outputs, **QUICK)
         # once: Gradio 6.31's table dispatches select on mousedown and mouseup (gradio#12054); the
         # second, answered late, would put back a row the user has already confirmed
-        rv.table.select(pick_row, [me, project], rv.panel, trigger_mode="once", **QUICK)
+        rv.table.select(pick_row, [me, project, fld.selection], [*rv.panel, fld.selection], trigger_mode="once",
+                        **QUICK)
         rv.pad.act(review_act, [me, project, rv.sort, rv.page_no], [*rv.table_outputs, *rv.panel],
                    show_progress="hidden", trigger_mode="multiple", **QUICK)
 
@@ -861,6 +961,11 @@ class Screens:
             button.click(exporter(kind), [me, project], export.file, **PRIVATE)
         export.labels_upload.upload(import_labels, [me, project, export.labels_upload], export.import_report,
                                     **PRIVATE)
+
+
+def _color_by(value: Any) -> str:
+    """The field's colour choice as sent by the page (an unknown one falls back to the emotion)."""
+    return value if value in COLOR_BY else "emotion"
 
 
 def _finished(seen: Any, now: Any) -> bool:

@@ -141,7 +141,7 @@ def chromium() -> Iterator[object]:
 def open_page(browser, url: str, **context: object):
     """A new browser context (its own cookies and storage: another visitor) showing the app, once
     the page has loaded the visitor's screens (``data-ready``)."""
-    page = browser.new_context(viewport={"width": 1400, "height": 1000}, **context).new_page()
+    page = browser.new_context(**{"viewport": {"width": 1400, "height": 1000}, **context}).new_page()
     page.sere_errors = []
     page.on("pageerror", lambda exc: page.sere_errors.append(str(exc)))
     page.goto(url)
@@ -154,8 +154,9 @@ def wait_ready(page, timeout: float = 60000) -> None:
 
 
 def tab(page, name: str) -> None:
-    page.get_by_role("tab", name=name).click()
-    page.get_by_role("tab", name=name, selected=True).wait_for(timeout=10000)
+    page.get_by_role("tab", name=name).first.click()
+    # Gradio repeats the tab bar's buttons in its overflow menu when the bar is narrow
+    page.get_by_role("tab", name=name, selected=True).first.wait_for(timeout=10000)
 
 
 def open_project(page, name: str) -> None:
@@ -273,7 +274,7 @@ def page_session(url: str, token: str | None = None, project: int | None = None,
     """A :class:`RawSession` that has loaded the page as a browser with visitor ``token`` (None: a
     new visitor) and ``project`` open; ``.token`` is the visitor token the server then holds."""
     session = RawSession(url, cookies)
-    answer = session.call(session.handler("identify"), [token, project, None, "least confident first"])
+    answer = session.call(session.handler("identify"), [token, project, None, "least confident first", "emotion"])
     assert answer["success"], answer
     session.token = answer["output"]["data"][0]
     return session

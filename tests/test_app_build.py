@@ -36,13 +36,18 @@ def test_build_app_makes_the_seven_steps_with_clip_pads(ctx):
     components = demo.config["components"]
     ids = {c.get("props", {}).get("elem_id") for c in components}
     expected = {"sere-load-demo", "sere-reset-demo", "sere-label-panel", "sere-train", "sere-cancel", "sere-field",
-                "sere-clicked", "sere-review-table", "sere-review-panel", "sere-export-file", "sere-delete",
-                "sere-rename"}
+                "sere-field-panel", "sere-selection", "sere-color-by", "sere-review-table", "sere-review-panel",
+                "sere-export-file", "sere-delete", "sere-rename"}
     assert expected <= ids
-    pads = [c for c in components if c.get("props", {}).get("elem_id") in ("sere-label-panel", "sere-review-panel")]
+    pads = [c for c in components
+            if c.get("props", {}).get("elem_id") in ("sere-label-panel", "sere-review-panel", "sere-field-panel")]
+    assert len(pads) == 3
     for pad in pads:  # the keys and buttons: gr.HTML's js_on_load, not the page's DOM
         js = pad["props"]["js_on_load"]
         assert "keydown" in js and "trigger(\"act\"" in js and "watch(\"value\"" in js
+    field = next(c for c in components if c.get("props", {}).get("elem_id") == "sere-field")
+    js = field["props"]["js_on_load"]  # the map's clicks and selections: gr.HTML events, not a DOM hook
+    assert "trigger(\"pick\"" in js and "trigger(\"lasso\"" in js and "querySelector(\"#" not in js
     labels = [c["props"].get("label") for c in components if c.get("type") == "tabitem"]
     assert [lab.split(" · ")[0] for lab in labels] == [str(i) for i in range(1, 8)]
     assert demo.sere_context is ctx
@@ -62,14 +67,13 @@ def test_only_the_documented_endpoints_are_public(ctx):
     assert set(demo.get_api_info()["named_endpoints"]) == {f"/{name}" for name in public}
 
 
-def test_launch_options_carry_the_page_script_and_serve_only_exports(ctx):
+def test_launch_options_serve_only_exports_and_plotly(ctx):
     app = load_app()
     options = app.launch_options(ctx)
-    head = options["head"]
-    assert head.startswith("<script>") and "plotly_click" in head
-    assert "addFrames" in head  # the replay frames gr.Plot drops are restored from layout.meta
+    assert "head" not in options  # no page script: the field and the pads are gr.HTML components
     assert ".sere-pad" in options["css"]
-    assert options["allowed_paths"] == [str(ctx.export_dir())]
+    assert options["allowed_paths"] == [str(ctx.export_dir()), str(app.PLOTLY_JS)]
+    assert app.PLOTLY_JS.name == "plotly.min.js" and app.PLOTLY_JS.stat().st_size > 1_000_000
     assert isinstance(options["theme"], gr.themes.Base)
 
 

@@ -34,7 +34,9 @@ from sere_core.app.testing import NAME, BandEnergyEncoder, local_caller
 from sere_core.audio import write_audio
 from sere_core.errors import (
     ActiveRunError,
+    EmotionError,
     InvalidDataError,
+    NotFoundError,
     SereError,
     TrainingDataError,
 )
@@ -306,15 +308,17 @@ def test_training_stores_predictions_snapshots_and_a_model(trained):
     assert set(field.points["role"]) == {"source", "target"}
     assert list(field.prototypes["emotion"]) == sorted(projects.DEFAULT_EMOTIONS)
     assert field.snapshot_frames["step"].nunique() >= 4
-    fig = fg.field_figure(field)
-    assert not fig.frames and len(fig.layout.meta["frames"]) == field.snapshot_frames["step"].nunique()
-    assert fig.layout.meta["key"] == f"run-{run_id}"
+    value = fg.field_value(field)
+    assert len(value["figure"]["frames"]) == field.snapshot_frames["step"].nunique()
+    assert value["key"].startswith(f"run-{run_id}-emotion-")
+    assert set(field.points["language"]) == {"de", "en"} and field.points["changed"].isna().all()  # one run
     # the replay's steps are each model's, the loss curve's run through the models one after another
     members = SEREConfig().ensemble
     assert field.members == status.members == members
     assert field.snapshot_frames["step"].max() == status.total_steps // members
     if members > 1:
-        assert fig.layout.sliders[0].currentvalue.prefix == f"training step (each of {members} models) "
+        prefix = value["figure"]["layout"]["sliders"][0]["currentvalue"]["prefix"]
+        assert prefix == f"run {run_id} · training step (each of {members} models) "
         assert len(fg.loss_figure(status).layout.shapes) == members - 1
 
     table = review.predictions_table(ctx, ME, pid)
@@ -412,6 +416,58 @@ def test_small_helpers():
     html = fg.counts_html({"happy": 2, "sad": 0}, 5)
     assert "happy 2/5" in html and "data-total='2'" in html
     assert "No training" in fg.progress_html(None)
-    assert fg.field_figure(None).layout.annotations
+    assert fg.field_figure(None).layout.annotations and fg.field_value(None)["key"] == "empty"
     assert user_message(TrainingDataError("label more")) == "label more"
     assert "server log" in user_message(RuntimeError("boom"))
+
+
+def test_field_actions_on_a_selection_stay_in_the_callers_project(trained, tmp_path):
+    from sere_core.app import field
+    from sere_core.app.access import Caller
+
+    c, pid, _run = trained
+    data = review.field_data(c, ME, pid)
+    targets = [int(x) for x in data.points.loc[data.points.role == "target", "clip_id"]]
+    picked = targets[:5]
+    # the next clip after a label: an unlabeled one, nearest on the map or least confident
+    nearest = field.next_clip(c, ME, pid, picked[0], "nearest unlabeled neighbour")
+    least = field.next_clip(c, ME, pid, picked[0], "least confident")
+    labeled = set(st_labels(c, pid))
+    assert nearest not in labeled and least not in labeled and picked[0] not in (nearest, least)
+    conf = data.points.set_index(data.points.clip_id.astype(int))["confidence"]
+    assert conf[least] == conf[[i for i in conf.index if i not in labeled and i != picked[0]]].min()
+
+    assert field.label_clips(c, ME, pid, picked, "sad").changed == 5
+    assert all(st_labels(c, pid)[i] == "sad" for i in picked)
+    again = field.label_clips(c, ME, pid, picked, "sad")
+    assert (again.changed, again.unchanged) == (0, 5)  # nothing doubled in the history
+    accepted = field.accept_predictions(c, ME, pid, picked)
+    preds = {int(r.clip_id): r.predicted for r in data.points.itertuples()}
+    assert accepted.changed == sum(preds[i] != "sad" for i in picked)
+    assert all(st_labels(c, pid)[i] == preds[i] for i in picked)
+    assert field.label_clips(c, ME, pid, picked, None).changed == 5
+    assert not set(picked) & set(st_labels(c, pid))
+    samples, rate, n = field.playlist(c, ME, pid, picked)
+    assert n == 5 and rate == 16000 and len(samples) > 5 * field.PLAYLIST_GAP_S * rate
+    path = field.export_selection(c, ME, pid, picked)
+    rows = list(csv.DictReader(path.open()))
+    assert sorted(int(r["clip_id"]) for r in rows) == sorted(picked)
+    # a stranger's workspace: every action on these clips says "not found"
+    stranger = Caller("visitor:someone-else", ME.kind, "stranger")
+    for act in (lambda: field.label_clips(c, stranger, pid, picked, "sad"),
+                lambda: field.accept_predictions(c, stranger, pid, picked),
+                lambda: field.playlist(c, stranger, pid, picked),
+                lambda: field.export_selection(c, stranger, pid, picked),
+                lambda: field.next_clip(c, stranger, pid, picked[0], "least confident")):
+        with pytest.raises(NotFoundError):
+            act()
+    with pytest.raises(InvalidDataError, match="Select some clips"):
+        field.label_clips(c, ME, pid, [], "sad")
+    with pytest.raises(EmotionError):
+        field.label_clips(c, ME, pid, picked, "bored")
+    assert not set(picked) & set(st_labels(c, pid))  # the refused batch changed nothing
+
+
+def st_labels(c, pid) -> dict[int, str]:
+    with c.session() as s:
+        return st.labels_for_project(s, pid)

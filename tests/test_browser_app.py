@@ -195,7 +195,7 @@ def walk_the_demo(page, server, tmp_path):
     pg.wait_for_function("() => window.sereFieldFrames() > 1", timeout=30000)
     n_frames = pg.evaluate("window.sereFieldFrames()")
     gd = "document.querySelector('#sere-field .js-plotly-plot')"
-    pg.evaluate(f"() => Plotly.animate({gd}, ['0'], {{mode: 'immediate', frame: {{duration: 0}}, transition: {{duration: 0}}}})")
+    pg.evaluate(f"() => SerePlotly.animate({gd}, ['0'], {{mode: 'immediate', frame: {{duration: 0}}, transition: {{duration: 0}}}})")
     pg.wait_for_timeout(500)
     shot(pg, "06-field-step-0")
     pg.locator("#sere-field").get_by_text("▶ replay").click()
@@ -217,8 +217,8 @@ def walk_the_demo(page, server, tmp_path):
     }}""")
     pg.mouse.move(point["x"] - 3, point["y"] - 3)
     pg.mouse.click(point["x"], point["y"])
-    pg.wait_for_selector("#sere-field-info:has-text('Predicted')", timeout=30000)
-    assert "target language" in pg.inner_text("#sere-field-info")
+    pg.wait_for_selector("#sere-field-panel .sere-pad:has-text('Predicted')", timeout=30000)
+    assert "target language" in pg.inner_text("#sere-field-panel")
     chosen = pg.evaluate(f"() => ({gd}.layout.annotations || []).filter(a => a.name === 'sere-chosen')"
                          ".map(a => [a.x, a.y])")
     assert len(chosen) == 1  # the chosen point is marked on the map

@@ -394,16 +394,17 @@ def test_the_app_serves_no_file_outside_its_data_folder(tmp_path):
     try:
         page = page_session(app.url, project=pid)
         clip = report.clip_ids[0]
-        answer = page.call(page.handler("on_click"), [None, pid, f"{clip}|0"])  # a click on the map
+        page.call(page.handler("label_act"), [None, pid, None], {"action": "label", "clip": clip, "emotion": "sad"})
+        answer = page.call(page.handler("export_labels"), [None, pid])  # a download, a file Gradio serves
         assert answer["success"], answer
-        audio = answer["output"]["data"][1]  # the clip in the field's player, a file Gradio serves
+        export = answer["output"]["data"][0]
         page.close()
-        served = Path(audio["path"]).resolve()
+        served = Path(export["path"]).resolve()
         assert served.is_relative_to(data.resolve()), served  # Gradio's own files live in the data folder
-        response = httpx.get(audio["url"], timeout=30)
-        assert response.status_code == 200 and response.content.startswith(b"RIFF")
+        response = httpx.get(export["url"], timeout=30)
+        assert response.status_code == 200 and response.content.startswith(b"path,original_name")
 
-        (served.parent / "passwd-link.wav").symlink_to("/etc/passwd")
+        (served.parent / "passwd-link.wav").symlink_to("/etc/passwd")  # planted beside a served file
         stored = next((data / "audio").rglob("*.wav"))
         refused = ["/etc/passwd", str(REPO / "pyproject.toml"), str(cache / "secret.txt"),
                    str(data / "sere.db"), str(stored), str(shared_gradio / "other-app.txt"),

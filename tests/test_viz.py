@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -15,7 +14,6 @@ from sere_core.viz import (
     KNOWN_EMOTION_COLORS,
     NO_EMOTION,
     UNKNOWN_COLOR,
-    embed_frames_in_meta,
     emotion_colors,
     fit_projection,
     probabilities_figure,
@@ -271,15 +269,37 @@ def test_selected_clip_gets_a_ring_and_bad_tables_are_refused():
         resonance_field_figure(points.assign(role="other"))
 
 
-def test_frames_can_ride_in_layout_meta_for_hosts_that_drop_them():
+def test_colour_by_switches_the_encoding_and_keeps_every_clip():
     points, protos, frames, pframes = field_inputs()
-    fig = resonance_field_figure(points, protos, snapshot_frames=frames, prototype_frames=pframes,
-                                 emotions=EMOTIONS)
-    moved = embed_frames_in_meta(fig)
-    assert not moved.frames and len(fig.frames) == 3
-    meta = json.loads(moved.to_json())["layout"]["meta"]
-    assert [f["name"] for f in meta["frames"]] == ["0", "10", "20"]
-    assert meta["sere"] == "resonance-field"
+    points = points.assign(language=["de", "it", None] * 4, speaker=None, changed=[True, False, None, None] * 3)
+    by_emotion = resonance_field_figure(points, protos, emotions=EMOTIONS)
+    assert {t.meta["group"] for t in clip_traces(by_emotion)} <= set(EMOTIONS) | {"not predicted yet"}
+    assert "fainter: less confident" in by_emotion.layout.legend.title.text
+
+    by_language = resonance_field_figure(points, protos, emotions=EMOTIONS, color_by="language")
+    traces = clip_traces(by_language)
+    assert {t.name for t in traces} == {"de", "it", "unknown"}
+    assert len({t.marker.color for t in traces}) == 3  # one colour per language, grey for unknown
+    assert "customdata[4]" in traces[0].hovertemplate  # the emotion is still on hover
+    assert "colour: language" in by_language.layout.legend.title.text
+
+    by_conf = resonance_field_figure(points, protos, emotions=EMOTIONS, color_by="confidence")
+    predicted = [t for t in clip_traces(by_conf) if t.name == "predicted"][0]
+    assert predicted.marker.colorscale and predicted.marker.cmin == 0 and predicted.marker.cmax == 1
+    assert list(predicted.marker.color) == list(points.loc[points.confidence.notna() & ~points.labeled,
+                                                           "confidence"].round(3))
+    changed = resonance_field_figure(points, protos, emotions=EMOTIONS, color_by="changed")
+    assert {t.name for t in clip_traces(changed)} == {
+        "changed since the previous run", "same as the previous run", "new: no previous run"}
+    for fig in (by_emotion, by_language, by_conf, changed):  # every clip drawn once, selectable
+        traces = clip_traces(fig)
+        assert sum(len(t.x) for t in traces) == len(points)
+        assert all(t.unselected.marker.opacity < 0.5 for t in traces)
+        assert fig.layout.dragmode == "lasso"
+    with pytest.raises(ConfigError, match="color_by"):
+        resonance_field_figure(points, color_by="mood")
+    with pytest.raises(ConfigError, match="speaker"):
+        resonance_field_figure(points.drop(columns="speaker"), color_by="speaker")
 
 
 # --- waveform, probabilities, training curve -----------------------------------------------------

@@ -79,7 +79,7 @@ def test_another_visitors_ids_answer_not_found_everywhere(space):
 
     # A loads the demo, labels a clip, trains, exports
     a = page_session(space.url)
-    data = _output(a.call(a.handler("load_demo"), [None, "least confident first"]))
+    data = _output(a.call(a.handler("load_demo"), [None, "least confident first", "emotion"]))
     pid, clip = data[0], _pad(data)["clip"]
     _output(a.call(a.handler("label_act"), [None, pid, None], {"action": "label", "clip": clip, "emotion": "happy"}))
     for emotion, n in (("neutral", 2), ("sad", 2), ("angry", 2)):
@@ -113,15 +113,16 @@ def test_another_visitors_ids_answer_not_found_everywhere(space):
 
     # ... and every page handler that takes a project, a clip or a run
     refused = {
-        "open_project": [None, pid, "least confident first"],
-        "save_emotions": [None, pid, "a, b", "least confident first"],
-        "rename": [None, pid, "mine", "least confident first"],
-        "delete": [None, pid, "least confident first"],
+        "open_project": [None, pid, "least confident first", "emotion"],
+        "save_emotions": [None, pid, "a, b", "least confident first", "emotion"],
+        "rename": [None, pid, "mine", "least confident first", "emotion"],
+        "delete": [None, pid, "least confident first", "emotion"],
         "suggest": [None, pid, None],
         "demo_labels": [None, pid, None],
         "press_train": [None, pid],
         "cancel": [None, pid],
-        "on_click": [None, pid, f"{clip}|1"],
+        "choose": [None, pid, clip, None],
+        "recolor": [None, pid, "language"],
         "show_page": [None, pid, "least confident first", 1],
         "export_predictions": [None, pid],
         "export_labels": [None, pid],
@@ -135,9 +136,15 @@ def test_another_visitors_ids_answer_not_found_everywhere(space):
         else:  # refused: not found, or (the project menu) not among B's choices
             error = answer["output"]["error"]
             assert NOT_FOUND in error or "not in the list of choices" in error, (name, answer)
-    for name, event in (("label_act", {"action": "label", "clip": clip, "emotion": "sad"}),
-                        ("review_act", {"action": "confirm", "clip": clip})):
-        answer = b.call(b.handler(name), [None, pid, None] if name == "label_act" else [None, pid, "least confident first", 1], event)
+    for name, data, event in (
+            ("label_act", [None, pid, None], {"action": "label", "clip": clip, "emotion": "sad"}),
+            ("review_act", [None, pid, "least confident first", 1], {"action": "confirm", "clip": clip}),
+            ("pick", [None, pid, None], {"clip": clip}),
+            ("field_act", [None, pid, "least confident", None], {"action": "label", "clip": clip, "emotion": "sad"}),
+            *(("selection_act", [None, pid, "emotion", "least confident first", None],
+               {"action": action, "clips": [clip], "emotion": "sad"})
+              for action in ("label", "confirm", "unlabel", "play", "export"))):
+        answer = b.call(b.handler(name), data, event)
         said = json.dumps(answer["output"]) + " ".join(answer["log"])
         assert NOT_FOUND in said, (name, answer)
     upload = b.call(b.handler("upload_source"), [None, pid, b.upload([Path(__file__).parents[1] / "data" / "demo" /

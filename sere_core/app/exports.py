@@ -13,6 +13,7 @@ import secrets
 import shutil
 import time
 import zipfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,10 @@ PREDICTION_COLUMNS_HEAD = ("clip_id", "original_name", "role", "language", "spea
                            "predicted_emotion", "confidence")
 
 
-def export_predictions(ctx: AppContext, caller: Caller, project_id: int, run_id: int | None = None) -> Path:
-    """A CSV of every clip's prediction (cells safe to open in a spreadsheet)."""
+def export_predictions(ctx: AppContext, caller: Caller, project_id: int, run_id: int | None = None,
+                       clip_ids: Collection[int] | None = None) -> Path:
+    """A CSV of every clip's prediction, or of the clips ``clip_ids`` (a selection on the field);
+    cells safe to open in a spreadsheet."""
     with ctx.session() as s:
         project = st.owned_project(s, caller.workspace, project_id)
         run_id = run_id if run_id is not None else st.latest_result(s, project.id)
@@ -58,7 +61,7 @@ def export_predictions(ctx: AppContext, caller: Caller, project_id: int, run_id:
         st.owned_run(s, caller.workspace, run_id, project.id)
         preds = st.predictions_for_run(s, run_id)
         labels = st.labels_for_project(s, project.id)
-        records = st.clip_records(s, project.id)
+        records = st.clip_records(s, project.id, sorted(set(clip_ids)) if clip_ids is not None else None)
         emotions, name = list(project.emotions), project.name
     columns = [*PREDICTION_COLUMNS_HEAD, *[f"p_{e}" for e in emotions], "highlights", "your_label", "audio_id"]
     rows = []
@@ -73,7 +76,10 @@ def export_predictions(ctx: AppContext, caller: Caller, project_id: int, run_id:
                "your_label": labels.get(rec.clip_id), "audio_id": rec.audio_id}
         row.update({f"p_{e}": round(float(p.probabilities.get(e, 0.0)), 4) for e in emotions})
         rows.append(row)
-    path = _export_path(ctx, name, f"run{run_id}-predictions", ".csv")
+    if clip_ids is not None and not rows:
+        raise InvalidDataError("None of the selected clips has a prediction yet.")
+    what = "selection-predictions" if clip_ids is not None else "predictions"
+    path = _export_path(ctx, name, f"run{run_id}-{what}", ".csv")
     st.write_csv(path, rows, columns)
     return path
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import io
 import itertools
 from typing import Any
@@ -17,7 +18,6 @@ import numpy as np
 from sere_core.app.review import ClipView, FieldData
 from sere_core.app.training import TrainingStatus, queue_note
 from sere_core.viz import (
-    embed_frames_in_meta,
     emotion_colors,
     empty_figure,
     probabilities_figure,
@@ -27,23 +27,26 @@ from sere_core.viz import (
 )
 
 
-def field_figure(data: FieldData | None, *, for_gradio: bool = True) -> Any:
-    """The resonance field of a finished run (replay frames ride in ``layout.meta`` for Gradio)."""
+def field_figure(data: FieldData | None, color_by: str = "emotion") -> Any:
+    """The resonance field of a finished run, coloured by ``color_by`` (see ``viz.COLOR_BY``)."""
     if data is None or not len(data.points):
         return empty_figure("Train the model (step 4) to watch the clips self-organize here.")
-    fig = resonance_field_figure(
+    return resonance_field_figure(
         data.points, data.prototypes, snapshot_frames=data.snapshot_frames,
         prototype_frames=data.prototype_frames, emotions=data.emotions,
-        title=f"Resonance field · training run {data.run_id}", uirevision=f"run-{data.run_id}",
-        step_label=f"training step (each of {data.members} models)" if data.members > 1 else "training step",
+        title=None, uirevision=f"run-{data.run_id}", height=640,
+        step_label=f"run {data.run_id} · training step (each of {data.members} models)" if data.members > 1
+        else f"run {data.run_id} · training step",
+        color_by=color_by,
     )
-    if not for_gradio:
-        return fig
-    fig = embed_frames_in_meta(fig)
-    meta = dict(fig.layout.meta or {})
-    meta["key"] = f"run-{data.run_id}"
-    fig.update_layout(meta=meta)
-    return fig
+
+
+def field_value(data: FieldData | None, color_by: str = "emotion") -> dict[str, Any]:
+    """The field component's value: the figure as plotly JSON (frames included) and a key that
+    changes whenever the figure does, so the page redraws only then."""
+    fig = field_figure(data, color_by)
+    key = f"run-{data.run_id}-{color_by}-{next(_revs)}" if data is not None else "empty"
+    return {"key": key, "figure": json.loads(fig.to_json())}
 
 
 def clip_waveform(view: ClipView | None) -> Any:
@@ -135,12 +138,12 @@ def audio_uri(samples: np.ndarray, sample_rate: int) -> str:
     return "data:audio/flac;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _buttons(emotions: list[str], action: str = "label") -> str:
+def _buttons(emotions: list[str], action: str = "label", keys: bool = True) -> str:
     """One button per emotion, in the project's order: key ``i + 1`` presses the ``i``-th."""
     colors = emotion_colors(emotions)
     return "".join(
         f"<button type='button' class='sere-pad-emo' data-action='{action}' data-emotion='{html.escape(e, quote=True)}'"
-        f" style='--emo:{colors[e]}'><kbd>{(i + 1) % 10}</kbd> {html.escape(e)}</button>"
+        f" style='--emo:{colors[e]}'>{f'<kbd>{(i + 1) % 10}</kbd> ' if keys else ''}{html.escape(e)}</button>"
         for i, e in enumerate(emotions[:10]))
 
 
@@ -185,10 +188,12 @@ def label_pad(screen: Any) -> dict[str, Any]:
     return _pad("label", clip.clip_id, body, audio_uri(clip.samples, clip.sample_rate))
 
 
-def review_pad(view: ClipView | None, emotions: list[str]) -> dict[str, Any]:
-    """The review panel: a clip with its prediction, to confirm (Enter) or correct (1-9)."""
+def review_pad(view: ClipView | None, emotions: list[str], kind: str = "review",
+               empty: str = "Choose a row to listen and confirm or correct.") -> dict[str, Any]:
+    """A clip with its prediction, to confirm (Enter) or correct (1-9): the review panel, and the
+    field's clip panel (``kind="field"``)."""
     if view is None:
-        return empty_pad("review", "Choose a row to listen and confirm or correct.")
+        return empty_pad(kind, empty)
     confirm = ""
     if view.prediction is not None:
         p = view.prediction
@@ -199,7 +204,30 @@ def review_pad(view: ClipView | None, emotions: list[str]) -> dict[str, Any]:
             f"<div class='sere-pad-buttons'>{_buttons(emotions)}</div>"
             "<div class='sere-pad-tools'><button type='button' data-action='undo'><kbd>U</kbd> Undo my last label"
             "</button><span class='sere-keys'><kbd>P</kbd> play / pause</span></div>")
-    return _pad("review", view.clip_id, body, audio_uri(view.samples, view.sample_rate))
+    return _pad(kind, view.clip_id, body, audio_uri(view.samples, view.sample_rate))
+
+
+def selection_pad(clips: list[int], chosen: int | None, emotions: list[str], note: str = "",
+                  audio: str = "") -> dict[str, Any]:
+    """The field's selection: how many clips are selected and what to do with them all. ``chosen``
+    is the clip marked on the map (the one in the clip panel)."""
+    n = len(clips)
+    if not n:
+        body = ("<div class='sere-pad-message'>Draw a box or a lasso on the map to select clips, then label "
+                "them all at once.</div>")
+    else:
+        body = (f"<div class='sere-pad-title' id='sere-selection-title'><b>{n} clip{'s' if n != 1 else ''} "
+                f"selected</b></div><div class='sere-keys'>Label them all:</div>"
+                f"<div class='sere-pad-buttons'>{_buttons(emotions, keys=False)}</div>"
+                "<div class='sere-pad-tools'>"
+                "<button type='button' data-action='confirm' id='sere-sel-accept'>Accept their predictions</button>"
+                "<button type='button' data-action='unlabel' id='sere-sel-unlabel'>Unlabel</button>"
+                "<button type='button' data-action='play' id='sere-sel-play'>▶ Play them</button>"
+                "<button type='button' data-action='export' id='sere-sel-export'>Export as CSV</button></div>")
+    if note:
+        body += f"<div class='sere-pad-note'>{note}</div>"
+    return {"kind": "selection", "clips": [int(c) for c in clips], "chosen": chosen, "rev": next(_revs),
+            "audio": audio, "html": body}
 
 
 def describe(view: ClipView) -> str:
@@ -261,3 +289,10 @@ def features_html(status: Any) -> str:
         text += " (waiting while another project trains)." if status.paused else "."
     return (f"<div id='sere-features' class='sere-keys' data-done='{status.done}' data-total='{status.total}'>"
             f"{text}</div>")
+
+
+def review_rows(rows: Any) -> Any:
+    """The review table as shown: confidences in percent (the data keeps the 0-1 fraction)."""
+    shown = rows.copy()
+    shown["confidence"] = [f"{c:.0%}" if c == c else "" for c in rows["confidence"]]
+    return shown

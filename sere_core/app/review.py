@@ -47,6 +47,13 @@ class ClipView:
     reference: str | None
 
 
+#: The field's points table (see ``sere_core.viz.resonance_field_figure``): ``emotion`` is the
+#: label where there is one, else the prediction; ``predicted`` the prediction alone; ``changed``
+#: whether the prediction differs from the previous run's (None: no previous run or prediction).
+POINT_COLUMNS = ["clip_id", "x", "y", "name", "emotion", "confidence", "role", "labeled", "predicted",
+                 "language", "speaker", "changed"]
+
+
 @dataclass(frozen=True)
 class FieldData:
     """Everything the resonance field plot needs (see ``sere_core.viz.resonance_field_figure``)."""
@@ -131,6 +138,8 @@ def field_data_in(session: Any, caller: Caller, project_id: int, run_id: int | N
     run = st.owned_run(session, caller.workspace, run_id, project.id)
     snaps = st.snapshots_for_run(session, run_id)
     preds = st.predictions_for_run(session, run_id)
+    before_id = st.previous_result(session, run_id)
+    before = st.predictions_for_run(session, before_id) if before_id is not None else {}
     labels = st.labels_for_project(session, project.id)
     records = {r.clip_id: r for r in st.clip_records(session, project.id)}
     classes = list(run.metrics.get("classes") or project.emotions)
@@ -145,13 +154,16 @@ def field_data_in(session: Any, caller: Caller, project_id: int, run_id: int | N
             continue
         pred = preds.get(cid)
         label = labels.get(cid)
+        earlier = before.get(cid)
         rows.append({
             "clip_id": str(cid), "x": float(x), "y": float(y), "name": rec.name,
             "emotion": label or (pred.emotion if pred else None),
             "confidence": float(pred.confidence) if pred else np.nan,
             "role": rec.role, "labeled": label is not None,
+            "predicted": pred.emotion if pred else None, "language": rec.language, "speaker": rec.speaker,
+            "changed": None if pred is None or earlier is None else pred.emotion != earlier.emotion,
         })
-    points = pd.DataFrame(rows, columns=["clip_id", "x", "y", "name", "emotion", "confidence", "role", "labeled"])
+    points = pd.DataFrame(rows, columns=POINT_COLUMNS)
     frames = pd.DataFrame(
         [(sn.step, str(c), float(x), float(y)) for sn in snaps for c, (x, y) in zip(sn.clip_ids, sn.coords)],
         columns=["step", "clip_id", "x", "y"])
@@ -229,7 +241,7 @@ def predictions_page_in(session: Any, caller: Caller, project_id: int, run_id: i
         rows, total = st.prediction_page(session, run_id, role=role, order=order, descending=descending,
                                          offset=(page - 1) * (size or 0), limit=size)
     df = pd.DataFrame(
-        [[r.clip_id, r.name, r.emotion or "", np.nan if r.confidence is None else round(r.confidence, 3),
+        [[r.clip_id, r.name, r.emotion or "", np.nan if r.confidence is None else float(r.confidence),
           r.label or "", _fmt_spans(r.highlights), r.speaker or ""] for r in rows],
         columns=TABLE_COLUMNS)
     return TablePage(df, page, pages, total, (page - 1) * (size or 0))

@@ -95,6 +95,20 @@ def latest_result(session: Session, project_id: int) -> int | None:
     )
 
 
+def previous_result(session: Session, run_id: int) -> int | None:
+    """The id of the successful run of the same project that finished before ``run_id``."""
+    run = session.get(TrainingRun, run_id)
+    if run is None or run.finished_at is None:
+        return None
+    return session.scalar(
+        select(TrainingRun.id)
+        .where(TrainingRun.project_id == run.project_id, TrainingRun.status == RunStatus.SUCCEEDED,
+               TrainingRun.id != run.id, TrainingRun.finished_at <= run.finished_at)
+        .order_by(TrainingRun.finished_at.desc(), TrainingRun.id.desc())
+        .limit(1)
+    )
+
+
 def touch_queued_runs(session: Session, instance: str = PROCESS_INSTANCE, *, now: datetime | None = None) -> int:
     """Heartbeat the queued runs process ``instance`` will start: a run waiting in a busy queue
     is not abandoned. Returns how many there are."""
@@ -591,6 +605,20 @@ def snapshots_for_run(session: Session, run_id: int) -> list[SnapshotData]:
         SnapshotData(index, step, tuple(clip_ids), _unpack(coords), _unpack(prototypes))
         for index, step, clip_ids, coords, prototypes in rows
     ]
+
+
+def last_snapshot(session: Session, run_id: int) -> SnapshotData | None:
+    """The run's final snapshot (where its clips ended up), without reading the others."""
+    row = session.execute(
+        select(Snapshot.index, Snapshot.step, Snapshot.clip_ids, Snapshot.coords, Snapshot.prototypes)
+        .where(Snapshot.run_id == run_id)
+        .order_by(Snapshot.index.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return None
+    index, step, clip_ids, coords, prototypes = row
+    return SnapshotData(index, step, tuple(clip_ids), _unpack(coords), _unpack(prototypes))
 
 
 def snapshot_count(session: Session, run_id: int) -> int:

@@ -12,8 +12,8 @@ from sere_core.viz.projection import (
     warm_up_umap,
 )
 from sere_core.viz.resonance_plot import (
+    COLOR_BY,
     NO_EMOTION,
-    embed_frames_in_meta,
     empty_figure,
     probabilities_figure,
     resonance_field_figure,
@@ -22,7 +22,7 @@ from sere_core.viz.resonance_plot import (
 )
 
 __all__ = [
-    "KNOWN_EMOTION_COLORS", "NO_EMOTION", "Projection", "UNKNOWN_COLOR", "embed_frames_in_meta",
+    "COLOR_BY", "KNOWN_EMOTION_COLORS", "NO_EMOTION", "Projection", "UNKNOWN_COLOR",
     "emotion_colors", "empty_figure", "fit_projection", "probabilities_figure", "project_snapshots",
     "resonance_field_figure", "training_curve_figure", "umap_is_warm",
     "warm_up_umap", "waveform_figure",

@@ -59,3 +59,16 @@ def emotion_colors(emotions: Iterable[str]) -> dict[str, str]:
             colors[name] = EXTRA_PALETTE[i % len(EXTRA_PALETTE)]
         i += 1
     return colors
+
+
+#: Colours of categories that are not emotions (languages, speakers, "labeled or not"), in order.
+CATEGORY_PALETTE: tuple[str, ...] = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
+    "#393b79", "#637939", "#843c39",
+)
+
+
+def category_colors(names: Iterable[str]) -> dict[str, str]:
+    """One colour per category in the order given (cycling after 12): ``de`` and ``it`` differ."""
+    return {name: CATEGORY_PALETTE[i % len(CATEGORY_PALETTE)]
+            for i, name in enumerate(dict.fromkeys(str(n) for n in names))}

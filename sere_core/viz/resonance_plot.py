@@ -1,19 +1,14 @@
 """Plots of SERE's results: data in, plotly figure out. No Gradio, no database, no files.
 
-* :func:`resonance_field_figure` - the clips in the 2-D resonance map, coloured by emotion, with the
+* :func:`resonance_field_figure` - the clips in the 2-D resonance map, coloured by emotion or any other column, with the
   emotion prototypes and a replay of the training snapshots (plotly frames, slider, play/pause);
 * :func:`waveform_figure` - a clip's waveform envelope with its emotional highlights shaded;
 * :func:`probabilities_figure` - one bar per emotion;
 * :func:`training_curve_figure` - the loss terms over training steps.
-
-Some hosts (Gradio's ``gr.Plot`` among them) draw a figure with ``Plotly.react(data, layout)``
-and drop ``frames``; :func:`embed_frames_in_meta` moves the frames into ``layout.meta`` so a small
-page script can hand them back to plotly (see ``sere_core.app``).
 """
 
 from __future__ import annotations
 
-import copy
 import html
 import math
 from collections.abc import Mapping, Sequence
@@ -24,7 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from sere_core.errors import ConfigError
-from sere_core.viz.colors import UNKNOWN_COLOR, emotion_colors
+from sere_core.viz.colors import UNKNOWN_COLOR, category_colors, emotion_colors
 from sere_core.viz.projection import MAX_REPLAY_POINTS
 
 #: Name shown for clips that have no emotion yet.
@@ -33,6 +28,21 @@ NO_EMOTION = "not predicted yet"
 WEBGL_THRESHOLD = 1000
 
 SYMBOLS = {"source": "diamond", "target": "circle"}
+#: What the field's colour can show (``color_by``): a column of the points table and its legend title.
+#: ``confidence`` is a continuous scale; the others are categories.
+COLOR_BY: dict[str, str] = {
+    "emotion": "predicted emotion (your label where you gave one)",
+    "confidence": "confidence of the prediction",
+    "language": "language",
+    "role": "source or target language",
+    "labeled": "labeled or not",
+    "speaker": "speaker",
+    "changed": "prediction changed since the previous run",
+}
+#: Category names the figure gives the boolean columns and missing values.
+UNKNOWN_VALUE = "unknown"
+#: Colours of the ``confidence`` scale (low to high) and of clips without a prediction on it.
+CONFIDENCE_SCALE = "Viridis"
 ROLE_TEXT = {"source": "source language", "target": "target language"}
 _FONT = dict(family="Inter, Segoe UI, Helvetica, Arial, sans-serif")
 
@@ -73,18 +83,35 @@ def _normalise_points(points: pd.DataFrame) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def _hover_rows(df: pd.DataFrame) -> list[list[str]]:
-    """``[clip_id, name, confidence text, role]`` per clip; the emotion is the trace's (kept short
-    because a 100,000-clip figure carries one row per clip)."""
+def _hover_rows(df: pd.DataFrame, with_emotion: bool) -> list[list[str]]:
+    """``[clip_id, name, confidence text, role]`` per clip, plus the emotion when the trace is not
+    one emotion's (kept short because a 100,000-clip figure carries one row per clip)."""
     conf = df["confidence"].to_numpy()
     text = np.where(df["labeled"].to_numpy(), "labeled by you",
                     np.where(np.isnan(conf), "-", [f"{c:.0%}" for c in np.nan_to_num(conf)]))
-    return [list(row) for row in zip(df["clip_id"], df["name"], text.tolist(), df["role"])]
+    columns = [df["clip_id"], df["name"], text.tolist(), df["role"]] + ([df["emotion"]] if with_emotion else [])
+    return [list(row) for row in zip(*columns)]
 
 
-def _hover(emotion: str) -> str:
-    return (f"<b>%{{customdata[1]}}</b><br>emotion: {html.escape(emotion)}<br>confidence: %{{customdata[2]}}"
-            "<br>%{customdata[3]} language<extra></extra>")
+def _hover(emotion: str | None, group: str | None = None) -> str:
+    """Hover text; ``emotion`` None reads it from ``customdata[4]``; ``group`` names the colour's category."""
+    shown = html.escape(emotion) if emotion is not None else "%{customdata[4]}"
+    extra = f"<br>{html.escape(group)}" if group else ""
+    return (f"<b>%{{customdata[1]}}</b><br>emotion: {shown}<br>confidence: %{{customdata[2]}}"
+            f"<br>%{{customdata[3]}} language{extra}<extra></extra>")
+
+
+def _category(df: pd.DataFrame, color_by: str) -> pd.Series:
+    """Each clip's category for a categorical ``color_by`` (a text per clip)."""
+    if color_by == "role":
+        return df["role"].map(ROLE_TEXT)
+    if color_by == "labeled":
+        return df["labeled"].map({True: "labeled by you", False: "not labeled"})
+    if color_by == "changed":
+        return df["changed"].map(lambda v: "new: no previous run" if v is None or v != v else
+                                 "changed since the previous run" if v else "same as the previous run")
+    return df[color_by].map(lambda v: UNKNOWN_VALUE if v is None or (isinstance(v, float) and math.isnan(v))
+                            or str(v) == "" else str(v))
 
 
 def _compact(values: np.ndarray) -> Any:
@@ -92,14 +119,16 @@ def _compact(values: np.ndarray) -> Any:
     return values[0].item() if len(values) and (values == values[0]).all() else values.tolist()
 
 
-def _marker_arrays(df: pd.DataFrame, color: str) -> dict[str, Any]:
+def _marker_arrays(df: pd.DataFrame, *, fade: bool = True) -> dict[str, Any]:
+    """Markers: size and outline say "labeled by you", the symbol the role; with ``fade`` (colour
+    by emotion) a less confident prediction is drawn fainter."""
     size = np.where(df["labeled"], 15, np.where(df["role"] == "source", 10, 9)).astype(float)
     line_w = np.where(df["labeled"], 2.0, 0.5)
     line_c = np.where(df["labeled"], "#111111", "#ffffff")
     conf = df["confidence"].to_numpy()
-    opacity = np.where(np.isnan(conf) | df["labeled"].to_numpy(), 0.95, 0.45 + 0.5 * np.nan_to_num(conf))
+    faded = 0.45 + 0.5 * np.nan_to_num(conf) if fade else np.full(len(df), 0.9)
+    opacity = np.where(np.isnan(conf) | df["labeled"].to_numpy(), 0.95, faded)
     return dict(
-        color=color,
         size=_compact(size),
         symbol=_compact(np.array([SYMBOLS[r] for r in df["role"]])),
         opacity=_compact(np.clip(opacity, 0.3, 1.0).round(2)),
@@ -167,6 +196,7 @@ def resonance_field_figure(
     height: int = 560,
     uirevision: str | None = None,
     step_label: str = "training step",
+    color_by: str = "emotion",
 ) -> go.Figure:
     """The clips in the resonance map, with a replay of training.
 
@@ -177,7 +207,13 @@ def resonance_field_figure(
     With snapshots the figure gets one plotly frame per step, a slider (starting at the last step)
     and play/pause buttons (``step_label`` names the slider's steps). Colour is the final emotion so
     the replay shows each colour gathering.
-    ``customdata[0]`` of every clip point is its ``clip_id`` (for click-to-select).
+    ``customdata[0]`` of every clip point is its ``clip_id`` (for click-to-select); clip traces
+    carry ``meta.kind == "clips"``, and unselected clips of a selection grey out.
+
+    ``color_by`` (a key of :data:`COLOR_BY`) chooses what colour shows: the emotion (then fainter
+    means less confident), the confidence on a continuous scale, or a category from the columns
+    ``language``, ``role``, ``labeled``, ``speaker`` or ``changed`` (True, False, or None for
+    "no previous run"). Size, outline and symbol keep their meaning whatever the colour.
 
     Large fields stay light: WebGL markers from ``WEBGL_THRESHOLD`` points (``webgl`` overrides),
     coordinates rounded to a fraction of a pixel, short hover rows. With more than
@@ -185,7 +221,11 @@ def resonance_field_figure(
     they come first in each trace and the earlier frames carry only their positions (plotly then
     draws only those), while the last frame puts every clip back.
     """
+    if color_by not in COLOR_BY:
+        raise ConfigError(f"color_by must be one of {', '.join(COLOR_BY)}, not {color_by!r}.")
     df = _normalise_points(points)
+    if color_by in ("language", "speaker", "changed") and color_by not in df.columns:
+        raise ConfigError(f"The points table has no {color_by!r} column to colour by.")
     if prototypes is not None and len(prototypes):
         _check_columns(prototypes, ["emotion", "x", "y"], "The prototypes table")
     order = list(emotions) if emotions is not None else []
@@ -196,7 +236,19 @@ def resonance_field_figure(
                 order.append(str(e))
     colors = emotion_colors(order)
     colors[NO_EMOTION] = UNKNOWN_COLOR
-    groups = order + ([NO_EMOTION] if (df["emotion"] == NO_EMOTION).any() else [])
+    if color_by == "emotion":
+        df["group"] = df["emotion"]
+        groups = order + ([NO_EMOTION] if (df["emotion"] == NO_EMOTION).any() else [])
+        group_colors: dict[str, Any] = colors
+    elif color_by == "confidence":
+        predicted = df["confidence"].notna() & ~df["labeled"]
+        df["group"] = np.where(predicted, "predicted", np.where(df["labeled"], "labeled by you", NO_EMOTION))
+        groups = [g for g in ("predicted", "labeled by you", NO_EMOTION) if (df["group"] == g).any()]
+        group_colors = {"labeled by you": "#444444", NO_EMOTION: UNKNOWN_COLOR}
+    else:
+        df["group"] = _category(df, color_by)
+        groups = sorted(set(df["group"]), key=lambda g: (g == UNKNOWN_VALUE, g))
+        group_colors = {**category_colors(g for g in groups if g != UNKNOWN_VALUE), UNKNOWN_VALUE: UNKNOWN_COLOR}
     if webgl is None:
         webgl = len(df) >= WEBGL_THRESHOLD
     Scatter = go.Scattergl if webgl else go.Scatter
@@ -218,14 +270,24 @@ def resonance_field_figure(
 
     fig = go.Figure()
     point_traces: list[tuple[str, pd.DataFrame]] = []
-    for emo in groups:
-        sub = df[df["emotion"] == emo]
-        point_traces.append((emo, sub))
+    by_emotion = color_by == "emotion"
+    for group in groups:
+        sub = df[df["group"] == group]
+        point_traces.append((group, sub))
+        if color_by == "confidence" and group == "predicted":
+            color: Any = dict(color=sub["confidence"].round(3).tolist(), colorscale=CONFIDENCE_SCALE, cmin=0.0,
+                              cmax=1.0, colorbar=dict(title=dict(text="confidence"), tickformat=".0%", len=0.6,
+                                                      x=1.0, y=0.35))
+        else:
+            color = dict(color=group_colors[group])
+        marker = {**_marker_arrays(sub, fade=by_emotion), **color}
         fig.add_trace(Scatter(
-            x=rounded(sub["x"]), y=rounded(sub["y"]), mode="markers", name=emo,
-            legendgroup=emo, marker=_marker_arrays(sub, colors[emo]),
-            customdata=_hover_rows(sub), hovertemplate=_hover(emo),
-            meta={"kind": "clips", "emotion": emo},
+            x=rounded(sub["x"]), y=rounded(sub["y"]), mode="markers", name=group,
+            legendgroup=group, marker=marker,
+            customdata=_hover_rows(sub, with_emotion=not by_emotion),
+            hovertemplate=_hover(group if by_emotion else None, None if by_emotion else f"{COLOR_BY[color_by]}: {group}"),
+            selected=dict(marker=dict(opacity=1.0)), unselected=dict(marker=dict(opacity=0.12, color="#b0b0b0")),
+            meta={"kind": "clips", "group": group, "color_by": color_by},
         ))
     proto_index = None
     if prototypes is not None and len(prototypes):
@@ -334,7 +396,9 @@ def resonance_field_figure(
         paper_bgcolor="white",
         font=_FONT,
         hovermode="closest",
-        legend=dict(orientation="v", x=1.01, y=1, itemclick="toggle", itemdoubleclick="toggleothers"),
+        legend=dict(orientation="v", x=1.01, y=1, itemclick="toggle", itemdoubleclick="toggleothers",
+                    title=dict(text=_legend_title(color_by), font=dict(size=12))),
+        dragmode="lasso",
         xaxis=dict(range=_axis_range(np.concatenate(all_x)), visible=False, fixedrange=False),
         yaxis=dict(range=_axis_range(np.concatenate(all_y)), visible=False, scaleanchor=None),
         margin=dict(l=10, r=10, t=50 if title else 20, b=100 if steps else 20),
@@ -344,20 +408,11 @@ def resonance_field_figure(
     return fig
 
 
-def embed_frames_in_meta(fig: go.Figure) -> go.Figure:
-    """Return a copy whose ``frames`` also ride in ``layout.meta["frames"]``.
-
-    For hosts that draw only ``data`` and ``layout`` (Gradio's ``gr.Plot``): a page script can then
-    call ``Plotly.addFrames(div, div.layout.meta.frames)`` so the slider and replay buttons work.
-    """
-    out = go.Figure(fig)
-    if not fig.frames:
-        return out
-    meta = copy.deepcopy(fig.layout.meta) if isinstance(fig.layout.meta, dict) else {}
-    meta["frames"] = [f.to_plotly_json() for f in fig.frames]
-    out.update_layout(meta=meta)
-    out.frames = []
-    return out
+def _legend_title(color_by: str) -> str:
+    """What colour, size and opacity mean, on top of the legend."""
+    fade = "<br>fainter: less confident" if color_by == "emotion" else ""
+    short = {"emotion": "emotion", "role": "source / target", "changed": "changed since<br>the previous run"}
+    return f"<b>colour: {short.get(color_by, color_by)}</b>{fade}<br>outlined: labeled by you"
 
 
 def waveform_figure(

@@ -1,0 +1,185 @@
+"""The resonance field as a place to act, in a real Chromium against a real server: a clip clicked
+on the map is labeled by key, five clips lassoed on the map are labeled in one action, the colour
+switches change the figure's encoding, and the review buttons fit a 1280x720 screen.
+
+The demo project is trained once (prosody features, a short run) before the server starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sere_core import storage as st
+from sere_core.app import AppContext, AppSettings, training
+from sere_core.app import demo as dm
+from sere_core.app.testing import local_caller
+from tests.app_server import REPO, AppProcess, chromium, open_page, open_project, tab
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+ME = local_caller()
+ARTIFACTS = REPO / "tmp" / "test-artifacts" / "field"
+FIELD = "#sere-field"
+GD = "document.querySelector('#sere-field .js-plotly-plot')"
+FIELD_PAD = "#sere-field-panel .sere-pad"
+SELECTION = "#sere-selection .sere-pad"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    """A server whose workspace holds the trained demo: ``(app, project name, data folder)``."""
+    tmp = tmp_path_factory.mktemp("field")
+    ctx = AppContext.open(AppSettings(data_dir=tmp / "data", cache_dir=tmp / "cache", encoder="prosody",
+                                      train_steps=30))
+    try:
+        summary = dm.load_demo(ctx, ME, warm=False)
+        dm.apply_reference_labels(ctx, ME, summary.id)
+        training.start_training(ctx, ME, summary.id)
+        assert ctx.jobs.wait(timeout=600)
+    finally:
+        ctx.close()
+    app = AppProcess(tmp / "data", tmp / "cache").start()
+    try:
+        yield app, summary.name, summary.id, tmp / "data"
+    finally:
+        app.stop()
+
+
+@pytest.fixture
+def browser():
+    with chromium() as b:
+        yield b
+
+
+def labels(data_dir: Path, project_id: int) -> dict[int, str]:
+    ctx = AppContext.open(AppSettings(data_dir=data_dir, cache_dir=data_dir.parent / "cache", encoder="prosody"))
+    try:
+        with ctx.session() as s:
+            return st.labels_for_project(s, project_id)
+    finally:
+        ctx.close()
+
+
+def open_field(page, name: str) -> None:
+    open_project(page, name)
+    tab(page, "5 · Resonance field")
+    page.wait_for_selector(f"{FIELD} [data-key^='run-']", timeout=60000)
+
+
+def points_on_screen(page) -> list[dict]:
+    """Every clip point with its page coordinates (what a mouse aims at)."""
+    return page.evaluate(f"""() => {{
+        const gd = {GD}, xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, r = gd.getBoundingClientRect();
+        const out = [];
+        gd._fullData.forEach((t) => {{
+            if (!t.meta || t.meta.kind !== 'clips') return;
+            for (let i = 0; i < t.x.length; i++) {{
+                if (t.x[i] === null) continue;
+                out.push({{clip: String(t.customdata[i][0]), role: t.customdata[i][3],
+                          x: r.left + xa._offset + xa.l2p(t.x[i]), y: r.top + ya._offset + ya.l2p(t.y[i])}});
+            }}
+        }});
+        return out;
+    }}""")
+
+
+def five_in_a_box(points: list[dict]) -> tuple[list[str], tuple[float, float, float, float]]:
+    """Five points and a box around exactly them (and no other point)."""
+    for p in points:
+        near = sorted(points, key=lambda q: max(abs(q["x"] - p["x"]), abs(q["y"] - p["y"])))
+        d5 = max(abs(near[4]["x"] - p["x"]), abs(near[4]["y"] - p["y"]))
+        d6 = max(abs(near[5]["x"] - p["x"]), abs(near[5]["y"] - p["y"]))
+        if d6 - d5 > 6:  # room for a margin between the fifth and the sixth
+            m = d5 + (d6 - d5) / 2
+            return [q["clip"] for q in near[:5]], (p["x"] - m, p["y"] - m, p["x"] + m, p["y"] + m)
+    raise AssertionError("no five points stand apart on the map")
+
+
+def test_label_from_the_map_by_click_and_by_key(served, browser):
+    app, name, pid, data_dir = served
+    page = open_page(browser, app.url)
+    open_field(page, name)
+    target = next(p for p in points_on_screen(page) if p["role"] == "target"
+                  and int(p["clip"]) not in labels(data_dir, pid))
+    page.mouse.move(target["x"] - 3, target["y"] - 3)
+    page.mouse.click(target["x"], target["y"])
+    page.wait_for_selector(f"{FIELD_PAD}:not([data-clip='']):has-text('Predicted')", timeout=30000)
+    clicked = page.get_attribute(FIELD_PAD, "data-clip")  # the point under the mouse (or one it hides)
+    if clicked != target["clip"]:
+        target = next(p for p in points_on_screen(page) if p["clip"] == clicked)
+        assert int(clicked) not in labels(data_dir, pid), "the click hit a labeled clip"
+    # the clip is marked on the map
+    page.wait_for_selector(f"{FIELD} [data-chosen='{target['clip']}']", timeout=10000)
+    page.keyboard.press("2")  # the second emotion, as in labeling
+    page.wait_for_selector(f"{FIELD_PAD}:not([data-clip='{target['clip']}'])", timeout=30000)
+    stored = labels(data_dir, pid)
+    emotions = page.eval_on_selector_all(f"{FIELD_PAD} button[data-action='label']", "bs => bs.map(b => b.dataset.emotion)")
+    assert stored[int(target["clip"])] == emotions[1]
+    after = page.get_attribute(FIELD_PAD, "data-clip")
+    assert int(after) not in stored  # on to an unlabeled clip
+    page.wait_for_selector(f"{FIELD} [data-chosen='{after}']", timeout=10000)
+    page.keyboard.press("u")  # undo: the label is gone and the clip is back
+    page.wait_for_selector(f"{FIELD_PAD}[data-clip='{target['clip']}']", timeout=30000)
+    assert int(target["clip"]) not in labels(data_dir, pid)
+    assert not page.sere_errors, page.sere_errors
+
+
+def test_lasso_five_clips_and_label_them_in_one_action(served, browser):
+    app, name, pid, data_dir = served
+    page = open_page(browser, app.url)
+    open_field(page, name)
+    before = labels(data_dir, pid)
+    chosen, (x0, y0, x1, y1) = five_in_a_box(points_on_screen(page))
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for x, y in ((x1, y0), (x1, y1), (x0, y1), (x0, y0 + 1)):
+        page.mouse.move(x, y, steps=8)
+    page.mouse.up()
+    page.wait_for_selector(f"{SELECTION}:has-text('5 clips selected')", timeout=30000)
+    picked = page.evaluate(f"() => {GD}.data.filter(t => t.meta && t.meta.kind === 'clips')"
+                           ".reduce((n, t) => n + (t.selectedpoints ? t.selectedpoints.length : 0), 0)")
+    assert picked == 5  # the others grey out
+    page.locator(SELECTION).get_by_role("button", name="sad", exact=True).click()
+    page.wait_for_selector(f"{SELECTION}:has-text('Labeled sad')", timeout=30000)
+    stored = labels(data_dir, pid)
+    assert all(stored.get(int(c)) == "sad" for c in chosen)
+    assert sum(1 for c, e in stored.items() if e == "sad" and before.get(c) != "sad") <= 5
+    page.locator(FIELD).screenshot(path=str(ARTIFACTS / "field-selection.png"))
+    # unlabel them again: the labels made before stay as they were
+    page.locator(SELECTION).get_by_role("button", name="Unlabel").click()
+    page.wait_for_selector(f"{SELECTION}:has-text('Unlabeled')", timeout=30000)
+    stored = labels(data_dir, pid)
+    assert all(stored.get(int(c)) is None for c in chosen if int(c) not in before)
+    assert not page.sere_errors, page.sere_errors
+
+
+def test_colour_by_changes_the_figure(served, browser):
+    app, name, _pid, _data = served
+    page = open_page(browser, app.url)
+    open_field(page, name)
+    for key, text in (("language", "language"), ("confidence", "confidence of the prediction"),
+                      ("role", "source or target language")):
+        page.click("#sere-color-by input")
+        page.get_by_role("option", name=text, exact=True).click()
+        page.wait_for_selector(f"{FIELD} [data-key*='-{key}-']", timeout=30000)
+        colour_by = page.evaluate(f"() => [...new Set({GD}.data.filter(t => t.meta && t.meta.kind === 'clips')"
+                                  ".map(t => t.meta.color_by))]")
+        assert colour_by == [key]
+    groups = page.evaluate(f"() => {GD}.data.filter(t => t.meta && t.meta.kind === 'clips').map(t => t.name)")
+    assert sorted(groups) == ["source language", "target language"]
+    assert not page.sere_errors, page.sere_errors
+
+
+def test_review_buttons_fit_a_laptop_screen(served, browser):
+    app, name, _pid, _data = served
+    page = open_page(browser, app.url, viewport={"width": 1280, "height": 720})
+    open_project(page, name)
+    tab(page, "6 · Review")
+    page.locator("#sere-review-table [data-testid='cell-0-1']").click()
+    page.wait_for_selector("#sere-review-panel .sere-pad:has-text('Predicted')", timeout=30000)
+    box = page.locator("#sere-confirm").bounding_box()
+    assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= 720
+    assert "%" in page.inner_text("#sere-review-table")
+    page.screenshot(path=str(ARTIFACTS / "review-1280x720.png"))
