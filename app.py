@@ -28,7 +28,18 @@ from typing import Any  # noqa: E402
 import gradio as gr  # noqa: E402
 import plotly  # noqa: E402
 
-from sere_core.app import AppContext, exports, field, imports, labeling, projects, review, training, views  # noqa: E402
+from sere_core.app import (  # noqa: E402
+    AppContext,
+    clip_browser,
+    exports,
+    field,
+    imports,
+    labeling,
+    projects,
+    review,
+    training,
+    views,
+)
 from sere_core.app import demo as dm  # noqa: E402
 from sere_core.app import figures as fg  # noqa: E402
 from sere_core.app.access import Caller, caller_for, new_token, token_id  # noqa: E402
@@ -54,6 +65,9 @@ FIELD_TEMPLATE = "<div class='sere-field-plot'></div>"
 PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
 #: Most clips listed in the field's clip menu (a 100,000-clip list would weigh megabytes).
 MAX_CLIP_CHOICES = 2000
+#: The clip browser's filters as a project opens: role, language, predicted, labeled, speaker,
+#: confidence from and to (%), file name, order.
+BROWSER_DEFAULTS: tuple[Any, ...] = ("any", "any", "any", "any", "any", None, None, "", "file name")
 #: The clip pads' markup around the value the server renders (``figures.label_pad``).
 PAD_TEMPLATE = ("<div class='sere-pad' data-kind='${value.kind}' data-clip='${value.clip ?? \"\"}' "
                 "data-rev='${value.rev}'>${value.audio ? `<audio controls autoplay src='${value.audio}'></audio>` : ''}"
@@ -412,6 +426,11 @@ class FieldTab:
     probs: Any
     selection: Any
     selection_file: Any
+    browser: Any
+    filters: list[Any]
+    browse_page: Any
+    prev_btn: Any
+    next_btn: Any
 
     @classmethod
     def build(cls, ctx: AppContext, page: Page) -> "FieldTab":
@@ -443,7 +462,62 @@ class FieldTab:
                                         elem_id="sere-selection")
                     selection_file = gr.File(label="Selection (CSV)", interactive=False, visible=False,
                                              elem_id="sere-selection-file")
-        return cls(plot, color_by, next_mode, clip_dd, pad, wave, probs, selection, selection_file)
+            gr.Markdown("### Every clip\nFilter, search and tick clips: the ticked clips are the selection "
+                        "on the map (and a selection on the map is ticked here). Click a file name to listen "
+                        "and label it.", elem_classes="sere-keys")
+            with gr.Row(elem_id="sere-browser-filters"):
+                filters = [
+                    gr.Dropdown(["any", "source", "target"], value="any", label="Role", min_width=110),
+                    gr.Dropdown(["any"], value="any", label="Language", min_width=110),
+                    gr.Dropdown(["any"], value="any", label="Predicted", min_width=120),
+                    gr.Dropdown(list(clip_browser.LABELED), value="any", label="Labeled", min_width=120),
+                    gr.Dropdown(["any"], value="any", label="Speaker", min_width=120),
+                    gr.Number(None, label="Confidence from %", minimum=0, maximum=100, min_width=110),
+                    gr.Number(None, label="to %", minimum=0, maximum=100, min_width=90),
+                    gr.Textbox(label="File name contains", elem_id="sere-browser-search", min_width=160),
+                    gr.Dropdown(list(clip_browser.ORDERS), value="file name", label="Order", min_width=150),
+                ]
+            browser = gr.HTML(fg.browser_value(None, []), html_template="<div class='sere-browser-pad'>${value.html}</div>",
+                              js_on_load=(ASSETS / "browser.js").read_text(encoding="utf-8"), elem_id="sere-browser")
+            with gr.Row():
+                prev_btn = gr.Button("◀ previous", size="sm", elem_id="sere-browser-prev")
+                browse_page = gr.Number(value=1, precision=0, minimum=1, label="Page", elem_id="sere-browser-page")
+                next_btn = gr.Button("next ▶", size="sm", elem_id="sere-browser-next")
+        return cls(plot, color_by, next_mode, clip_dd, pad, wave, probs, selection, selection_file, browser, filters,
+                   browse_page, prev_btn, next_btn)
+
+    @property
+    def browser_outputs(self) -> list[Any]:
+        """What a new browser page changes: the table, the choices of the language, predicted and
+        speaker filters, and the page number."""
+        return [self.browser, self.filters[1], self.filters[2], self.filters[4], self.browse_page]
+
+    @property
+    def browser_all(self) -> list[Any]:
+        return [self.browser, *self.filters, self.browse_page]
+
+    @staticmethod
+    def show_browser_afresh(ctx: AppContext, caller: Caller, pid: int | None) -> list[Any]:
+        """The browser of a project just opened: every filter back to its default, page 1."""
+        table, languages, predicted, speakers, page = FieldTab.show_browser(ctx, caller, pid, BROWSER_DEFAULTS)
+        role, _, _, labeled, _, low, high, name, order = BROWSER_DEFAULTS
+        return [table, role, {**languages, "value": "any"}, {**predicted, "value": "any"}, labeled,
+                {**speakers, "value": "any"}, low, high, name, order, page]
+
+    @staticmethod
+    def show_browser(ctx: AppContext, caller: Caller, pid: int | None, values: list[Any], page_no: Any = 1
+                     ) -> list[Any]:
+        """The clip browser's page for the filter ``values`` (in ``filters`` order), with its
+        filters' choices and the page number; the filters keep their values."""
+        if pid is None:
+            return [fg.browser_value(None, []), *[gr.update(choices=["any"])] * 3, 1]
+        *where, order = values
+        page = clip_browser.browse(ctx, caller, pid, clip_browser.clip_filter(*where), str(order or "file name"),
+                                   int(_int(page_no) or 1))
+        emotions = projects.get_summary(ctx, caller, pid).emotions
+        return [fg.browser_value(page, emotions), gr.update(choices=["any", *page.facets["language"]]),
+                gr.update(choices=["any", *emotions]), gr.update(choices=["any", *page.facets["speaker"]]),
+                page.page]
 
     @property
     def details(self) -> list[Any]:
@@ -586,7 +660,7 @@ class Screens:
 
     def everything(self) -> list[Any]:
         return [*self.project.outputs, *self.source.outputs, *self.train.outputs, *self.results_outputs(),
-                *self.review.panel, *self.field.details, self.field.selection]
+                *self.review.panel, *self.field.details, self.field.selection, *self.field.browser_all]
 
     def wire(self, ctx: AppContext, page: Page, target: TargetTab, export: ExportTab) -> None:  # noqa: C901
         p, src, tr, fld, rv = self.project, self.source, self.train, self.field, self.review
@@ -596,7 +670,7 @@ class Screens:
             return [*ProjectTab.show(ctx, caller, pid), *SourceTab.show(ctx, caller, pid, queue),
                     *TrainTab.show(ctx, caller, pid), *self.show_results(ctx, caller, pid, look),
                     *ReviewTab.show_panel(ctx, caller, pid, None), *FieldTab.show_detail(ctx, caller, pid, None),
-                    FieldTab.show_selection(ctx, caller, pid, [], None)]
+                    FieldTab.show_selection(ctx, caller, pid, [], None), *FieldTab.show_browser_afresh(ctx, caller, pid)]
 
         # ---- the page opens: who is this, then every screen at once
         def identify(token, pid, queue, sort, color_by, profile: gr.OAuthProfile | None, request: gr.Request):
@@ -894,11 +968,39 @@ class Screens:
         fld.plot.pick(pick, [me, project, fld.selection], [*fld.details, fld.selection], **QUICK)
         fld.plot.lasso(lasso, [me, project, fld.selection], fld.selection, **QUICK)
         fld.clip_dd.input(choose, [me, project, fld.clip_dd, fld.selection], [*fld.details, fld.selection], **QUICK)
-        fld.pad.act(field_act, [me, project, fld.next_mode, fld.selection], [*fld.details, fld.selection],
-                    show_progress="hidden", trigger_mode="multiple", **QUICK)
-        fld.selection.act(selection_act, [me, project, fld.color_by, rv.sort, fld.selection],
-                          [fld.selection, fld.plot, fld.selection_file], **QUICK)
+        labeled_on_field = [
+            fld.pad.act(field_act, [me, project, fld.next_mode, fld.selection], [*fld.details, fld.selection],
+                        show_progress="hidden", trigger_mode="multiple", **QUICK),
+            fld.selection.act(selection_act, [me, project, fld.color_by, rv.sort, fld.selection],
+                              [fld.selection, fld.plot, fld.selection_file], **QUICK)]
         fld.color_by.input(recolor, [me, project, fld.color_by], fld.plot, **QUICK)
+
+        # ---- the clip browser: filters, pages; its ticks are the selection, its names open a clip
+        def browse_at(offset: int | None):
+            """A handler showing the browser page ``offset`` away from the one shown (None: page 1)."""
+            def browse(me, pid, *values):
+                *filters, page_no = values
+                page = 1 if offset is None else max(1, int(_int(page_no) or 1) + offset)
+                return FieldTab.show_browser(ctx, who(me), _int(pid), filters, page)
+
+            browse.__name__ = "browse" if offset is None else f"browse_{'next' if offset > 0 else 'previous'}"
+            return friendly(browse)
+
+        def browse_here(me, pid, *values):
+            *filters, page_no = values
+            return FieldTab.show_browser(ctx, who(me), _int(pid), filters, page_no)
+
+        browsing = [me, project, *fld.filters, fld.browse_page]
+        for control in fld.filters:
+            trigger = control.submit if isinstance(control, (gr.Textbox, gr.Number)) else control.input
+            trigger(browse_at(None), browsing, fld.browser_outputs, **QUICK)
+        fld.prev_btn.click(browse_at(-1), browsing, fld.browser_outputs, **QUICK)
+        fld.next_btn.click(browse_at(+1), browsing, fld.browser_outputs, **QUICK)
+        fld.browse_page.submit(friendly(browse_here), browsing, fld.browser_outputs, **QUICK)
+        for event in labeled_on_field:  # the labels column shows what was just done
+            event.then(friendly(browse_here), browsing, fld.browser_outputs, **QUICK)
+        fld.browser.choose(lasso, [me, project, fld.selection], fld.selection, trigger_mode="always_last", **QUICK)
+        fld.browser.open(pick, [me, project, fld.selection], [*fld.details, fld.selection], **QUICK)
 
         # ---- review: a row chosen, then confirm or correct the clip on screen
         @friendly

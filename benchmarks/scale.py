@@ -20,8 +20,9 @@ embeddings (four Gaussian clusters in 64-d that tighten from step 0 to the last 
 no encoder, no training), the projection with ``viz.project_snapshots`` (as the training worker
 runs it) and, alone, the final snapshot fitted on a 5,000-row sample and extended to all clips,
 snapshots stored with ``storage.save_snapshot``, then what the Resonance field tab does:
-``services.field_data`` -> ``figures.field_figure`` -> the figure JSON ``gr.Plot`` sends, and one
-page of the review table (``services.predictions_page``). Optionally the figure is drawn by
+``services.field_data`` -> ``figures.field_figure`` -> the figure JSON the field component
+receives, one page of the review table (``services.predictions_page``) and pages of the clip
+browser (``clip_browser.browse``: filters, search and sorting in the database). Optionally the figure is drawn by
 headless Debian Chromium (software WebGL) with plotly.js: time to the first draw, a hover and a
 zoom.
 
@@ -161,7 +162,7 @@ def part2(stages: Stages, n: int, work: Path, browser: bool) -> dict:
     from sere_core import storage as st
     from sere_core.app import AppContext, AppSettings
     from sere_core.app import figures as fg
-    from sere_core.app import projects, review
+    from sere_core.app import clip_browser, projects, review
     from sere_core.app.testing import local_caller
     from sere_core.method import Snapshot
     from sere_core.viz import fit_projection, project_snapshots, umap_is_warm, warm_up_umap
@@ -239,9 +240,24 @@ def part2(stages: Stages, n: int, work: Path, browser: bool) -> dict:
                            lambda d: f"{len(d.points)} points, {len(d.snapshot_frames)} replay rows")
         fig = stages.time("100k", "plotly figure (figures.field_figure)", lambda: fg.field_figure(data),
                           lambda f: f"{type(f.data[0]).__name__}, {f.layout.meta.get('moving_clips')} clips move")
-        text = stages.time("100k", "figure JSON (what gr.Plot sends)", fig.to_json,
+        text = stages.time("100k", "figure JSON (what the field component receives)", fig.to_json,
                            lambda t: f"{len(t) / 1e6:.1f} MB")
         out["json_mb"] = len(text) / 1e6
+        recoloured = stages.time("100k", "field coloured by confidence (figures.field_value)",
+                                 lambda: fg.field_value(data, "confidence"),
+                                 lambda v: f"{len(json.dumps(v['figure'])) / 1e6:.1f} MB")
+        del recoloured
+        for what, where, order, page_no in (
+                ("every clip, by file name, page 1", {}, "file name", 1),
+                ("every clip, by file name, page 1000", {}, "file name", 1000),
+                ("target, not labeled, predicted angry, confidence 20-60 %, least confident first",
+                 {"role": "target", "labeled": "not labeled", "predicted": "angry", "min_confidence": 20,
+                  "max_confidence": 60}, "least confident first", 1),
+                ("file name contains '04217'", {"name": "04217"}, "file name", 1),
+                ("one speaker of 400, most confident first", {"speaker": "spk123"}, "most confident first", 1)):
+            stages.time("100k", f"clip browser: {what}",
+                        lambda: clip_browser.browse(ctx, me, project.id, clip_browser.clip_filter(**where), order,
+                                                    page_no), lambda p: p.caption())
         page = stages.time("100k", "review table, page 1 (least confident first)",
                            lambda: review.predictions_page(ctx, me, project.id), lambda p: p.caption())
         out["page_rows"] = len(page.rows)
@@ -251,7 +267,7 @@ def part2(stages: Stages, n: int, work: Path, browser: bool) -> dict:
         stages.time("100k", "next clip to review", lambda: review.next_to_review(ctx, me, project.id))
         out["peak_rss_mb"] = peak_rss_mb()
         if browser:
-            out["browser"] = draw_in_chromium(stages, fg.field_figure(data, for_gradio=False), work)
+            out["browser"] = draw_in_chromium(stages, fg.field_figure(data), work)
     finally:
         ctx.close()
     return out
@@ -348,7 +364,8 @@ def write_results(meta: dict, stages: Stages, app: dict, big: dict) -> None:
         "Written by `benchmarks/scale.py` (its docstring says exactly what is measured).",
         "",
         f"- command: `{meta['command']}`",
-        f"- commit: `{meta['commit']}` (with the working tree's changes), date: {meta['date']}",
+        f"- commit: `{meta['commit']}`{' (with uncommitted changes)' if meta['dirty'] else ' (clean tree)'}, "
+        f"date: {meta['date']}",
         f"- machine: {meta['machine']}",
         f"- load average (1 min) before / after: {meta['load_before']:.2f} / {meta['load_after']:.2f}",
         f"- busy processes of others at the start: {'; '.join(meta['others']) or 'none'}",
@@ -390,10 +407,10 @@ def main() -> None:
     parser.add_argument("--skip-app", action="store_true", help="skip part 1 (the app-sized projection)")
     args = parser.parse_args()
 
-    from sere_core.benchmark.report import commit, machine
+    from sere_core.benchmark.report import commit, machine, working_tree_dirty
 
     meta = {"command": " ".join([".venv/bin/python", "benchmarks/scale.py", *sys.argv[1:]]),
-            "commit": commit(), "machine": machine(),
+            "commit": commit(), "dirty": working_tree_dirty(), "machine": machine(),
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "load_before": os.getloadavg()[0], "others": other_processes()}
     stages = Stages()

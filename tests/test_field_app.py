@@ -77,7 +77,7 @@ def points_on_screen(page) -> list[dict]:
             if (!t.meta || t.meta.kind !== 'clips') return;
             for (let i = 0; i < t.x.length; i++) {{
                 if (t.x[i] === null) continue;
-                out.push({{clip: String(t.customdata[i][0]), role: t.customdata[i][3],
+                out.push({{clip: String(t.customdata[i][0]), name: t.customdata[i][1], role: t.customdata[i][3],
                           x: r.left + xa._offset + xa.l2p(t.x[i]), y: r.top + ya._offset + ya.l2p(t.y[i])}});
             }}
         }});
@@ -131,12 +131,8 @@ def test_lasso_five_clips_and_label_them_in_one_action(served, browser):
     page = open_page(browser, app.url)
     open_field(page, name)
     before = labels(data_dir, pid)
-    chosen, (x0, y0, x1, y1) = five_in_a_box(points_on_screen(page))
-    page.mouse.move(x0, y0)
-    page.mouse.down()
-    for x, y in ((x1, y0), (x1, y1), (x0, y1), (x0, y0 + 1)):
-        page.mouse.move(x, y, steps=8)
-    page.mouse.up()
+    chosen, box = five_in_a_box(points_on_screen(page))
+    lasso(page, box)
     page.wait_for_selector(f"{SELECTION}:has-text('5 clips selected')", timeout=30000)
     picked = page.evaluate(f"() => {GD}.data.filter(t => t.meta && t.meta.kind === 'clips')"
                            ".reduce((n, t) => n + (t.selectedpoints ? t.selectedpoints.length : 0), 0)")
@@ -152,6 +148,55 @@ def test_lasso_five_clips_and_label_them_in_one_action(served, browser):
     page.wait_for_selector(f"{SELECTION}:has-text('Unlabeled')", timeout=30000)
     stored = labels(data_dir, pid)
     assert all(stored.get(int(c)) is None for c in chosen if int(c) not in before)
+    assert not page.sere_errors, page.sere_errors
+
+
+def lasso(page, box) -> None:
+    x0, y0, x1, y1 = box
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for x, y in ((x1, y0), (x1, y1), (x0, y1), (x0, y0 + 1)):
+        page.mouse.move(x, y, steps=8)
+    page.mouse.up()
+
+
+def search(page, text: str) -> None:
+    """Search the clip browser by file name and wait for the page that answers it."""
+    rev = page.get_attribute("#sere-browser [data-rev]", "data-rev")
+    page.locator("#sere-browser-search").get_by_role("textbox").fill(text)
+    page.locator("#sere-browser-search").get_by_role("textbox").press("Enter")
+    page.wait_for_selector(f"#sere-browser [data-rev]:not([data-rev='{rev}'])", timeout=30000)
+
+
+def test_the_clip_browser_and_the_map_select_the_same_clips(served, browser):
+    app, name, _pid, _data = served
+    page = open_page(browser, app.url)
+    open_field(page, name)
+    page.wait_for_selector("#sere-browser-caption:has-text('of 72')", timeout=30000)  # every clip, paged
+    assert page.locator("#sere-browser tbody tr").count() == 50
+    search(page, "EN_A01")  # any case
+    rows = page.locator("#sere-browser tbody tr")
+    names = [rows.nth(i).locator("button.sere-open").inner_text() for i in range(rows.count())]
+    assert names and all("en_a01" in n for n in names)
+    # ticks in the browser are the selection on the map
+    rows.nth(0).locator("input[type=checkbox]").check()
+    rows.nth(1).locator("input[type=checkbox]").check()
+    page.wait_for_selector(f"{SELECTION}:has-text('2 clips selected')", timeout=30000)
+    page.wait_for_selector(f"{FIELD} [data-selected='2']", timeout=10000)
+    # a lasso on the map ticks its clips in the browser
+    chosen, box = five_in_a_box(points_on_screen(page))
+    lasso(page, box)
+    page.wait_for_selector(f"{SELECTION}:has-text('5 clips selected')", timeout=30000)
+    lassoed = next(p for p in points_on_screen(page) if p["clip"] == chosen[0])
+    search(page, lassoed["name"])
+    row = page.locator(f"#sere-browser tbody tr[data-clip='{chosen[0]}']")
+    assert row.locator("input[type=checkbox]").is_checked()
+    # a file name opens the clip in the clip panel, marked on the map
+    row.locator("button.sere-open").click()
+    page.wait_for_selector(f"{FIELD_PAD}[data-clip='{chosen[0]}']", timeout=30000)
+    page.wait_for_selector(f"{FIELD} [data-chosen='{chosen[0]}']", timeout=10000)
+    search(page, "")
+    page.locator("#sere-browser").screenshot(path=str(ARTIFACTS / "clip-browser.png"))
     assert not page.sere_errors, page.sere_errors
 
 

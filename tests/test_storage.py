@@ -67,6 +67,8 @@ from sere_core.storage import (  # noqa: E402
     list_projects,
     mark_stale_runs_failed,
     open_database,
+    ClipFilter,
+    clip_facets,
     prediction_page,
     predictions_for_run,
     remove_label,
@@ -737,6 +739,33 @@ def test_prediction_page_sorts_cuts_and_filters_in_the_database(factory):
         assert total == 4 and c[2] not in [r.clip_id for r in todo]
         with pytest.raises(InvalidDataError, match="order must be one of"):
             prediction_page(s, run_id, order="loudness")
+
+
+def test_the_clip_browser_filters_in_the_database(factory):
+    """Every filter of the clip browser, on SQLite and PostgreSQL, also before any training."""
+    project_id, c = _project(factory, n_clips=6)
+    with session_scope(factory) as s:
+        rows, total = prediction_page(s, None, project_id=project_id, order="name")
+        assert total == 6 and all(r.emotion is None and r.role == "target" and r.language == "yo" for r in rows)
+        run_id = create_run(s, project_id).id
+        save_predictions(s, run_id, {k: {"emotion": "happy" if i % 2 else "sad", "confidence": 0.1 + 0.15 * i,
+                                         "probabilities": {}, "highlights": []} for i, k in enumerate(c[:5])})
+        set_label(s, c[0], "sad")
+    with session_scope(factory) as s:
+        def ids(**where):
+            rows, total = prediction_page(s, run_id, order="name", where=ClipFilter(**where))
+            assert total == len(rows)
+            return [r.clip_id for r in rows]
+
+        assert ids() == c
+        assert ids(predicted="happy") == [c[1], c[3]]
+        assert ids(labeled=True) == [c[0]] and ids(labeled=False) == c[1:]
+        assert ids(min_confidence=0.3, max_confidence=0.6) == [c[2], c[3]]  # 0.4 and 0.55
+        assert ids(speaker="spk1") == [c[1], c[3], c[5]] and ids(language="xx") == []
+        assert ids(role="source") == [] and ids(role="target") == c
+        assert ids(name="CLIP3") == [c[3]]  # any case
+        assert ids(name="_") == [] and ids(name="%") == []  # LIKE wildcards are taken literally
+        assert clip_facets(s, project_id) == {"language": ["yo"], "speaker": ["spk0", "spk1"]}
 
 
 def test_predictions_and_snapshots_round_trip(factory):

@@ -296,3 +296,30 @@ def review_rows(rows: Any) -> Any:
     shown = rows.copy()
     shown["confidence"] = [f"{c:.0%}" if c == c else "" for c in rows["confidence"]]
     return shown
+
+
+def browser_value(page: Any, emotions: list[str]) -> dict[str, Any]:
+    """The clip browser's table (a ``clip_browser.BrowserPage``, or None before a project is
+    open): a checkbox per row (checked rows are the selection, shared with the map) and the file
+    name, which opens the clip in the clip panel."""
+    if page is None:
+        return {"rev": next(_revs), "clips": [], "html": "<div class='sere-pad-message'>Open a project first.</div>"}
+    colors = emotion_colors(emotions)
+
+    def emotion(e: str | None) -> str:
+        return "" if not e else f"<span class='sere-dot' style='--emo:{colors.get(e, '#999')}'></span>{html.escape(e)}"
+
+    rows = "".join(
+        f"<tr data-clip='{r.clip_id}'><td><input type='checkbox' aria-label='select {html.escape(r.name, quote=True)}'>"
+        f"</td><td><button type='button' class='sere-open' data-clip='{r.clip_id}'>{html.escape(r.name)}</button></td>"
+        f"<td>{'source' if r.role == 'source' else 'target'}</td><td>{html.escape(r.language or '')}</td>"
+        f"<td>{emotion(r.emotion)}</td><td>{'' if r.confidence is None else f'{r.confidence:.0%}'}</td>"
+        f"<td>{emotion(r.label)}</td><td>{html.escape(r.speaker or '')}</td></tr>"
+        for r in page.rows)
+    head = ("<tr><th><input type='checkbox' class='sere-all' aria-label='select this page'></th><th>file</th>"
+            "<th>role</th><th>language</th><th>predicted</th><th>confidence</th><th>your label</th>"
+            "<th>speaker</th></tr>")
+    body = (f"<div class='sere-browser-caption' id='sere-browser-caption'>{html.escape(page.caption())}</div>"
+            f"<div class='sere-browser-scroll'><table class='sere-browser'><thead>{head}</thead>"
+            f"<tbody>{rows}</tbody></table></div>")
+    return {"rev": next(_revs), "clips": [r.clip_id for r in page.rows], "html": body}

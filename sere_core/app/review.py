@@ -214,6 +214,23 @@ class TablePage:
                 f"page {self.page} of {self.pages}")
 
 
+def page_of(session: Any, project_id: int, run_id: int | None, *, order: str = "confidence",
+            descending: bool = False, page: int = 1, size: int | None = PAGE_SIZE,
+            where: st.ClipFilter | None = None) -> tuple[list[st.PredictionRow], int, int, int]:
+    """``(rows, page, pages, total)``: page ``page`` (from 1, clamped to the pages there are; a
+    table may shrink between two clicks) of the clips ``where`` selects; ``size`` None: all."""
+    page = max(1, int(page)) if size else 1
+
+    def fetch(n: int) -> tuple[list[st.PredictionRow], int]:
+        return st.prediction_page(session, run_id, project_id=project_id, order=order, descending=descending,
+                                  offset=(n - 1) * (size or 0), limit=size, where=where)
+
+    rows, total = fetch(page)
+    pages = max(1, -(-total // size)) if size else 1
+    if page > pages:
+        page = pages
+        rows, total = fetch(page)
+    return rows, page, pages, total
 
 
 def predictions_page_in(session: Any, caller: Caller, project_id: int, run_id: int | None = None, *,
@@ -232,14 +249,8 @@ def predictions_page_in(session: Any, caller: Caller, project_id: int, run_id: i
     if run_id is None:
         return empty
     st.owned_run(session, caller.workspace, run_id, project.id)
-    page = max(1, int(page)) if size else 1
-    rows, total = st.prediction_page(session, run_id, role=role, order=order, descending=descending,
-                                     offset=(page - 1) * (size or 0), limit=size)
-    pages = max(1, -(-total // size)) if size else 1
-    if page > pages:  # asked past the end (the table shrank): show the last page
-        page = pages
-        rows, total = st.prediction_page(session, run_id, role=role, order=order, descending=descending,
-                                         offset=(page - 1) * (size or 0), limit=size)
+    rows, page, pages, total = page_of(session, project.id, run_id, order=order, descending=descending, page=page,
+                                       size=size, where=st.ClipFilter(role=role))
     df = pd.DataFrame(
         [[r.clip_id, r.name, r.emotion or "", np.nan if r.confidence is None else float(r.confidence),
           r.label or "", _fmt_spans(r.highlights), r.speaker or ""] for r in rows],

@@ -476,7 +476,7 @@ def predictions_for_run(session: Session, run_id: int) -> dict[int, Prediction]:
 
 @dataclass(frozen=True)
 class PredictionRow:
-    """A clip of a run's project with the run's prediction (None when it has none) and its label."""
+    """A clip of a project with a run's prediction (None when it has none, or no run) and its label."""
 
     clip_id: int
     name: str
@@ -485,50 +485,105 @@ class PredictionRow:
     confidence: float | None
     highlights: list[list[float]]
     label: str | None
+    role: str = "target"
+    language: str | None = None
+
+
+@dataclass(frozen=True)
+class ClipFilter:
+    """Which clips a page lists; None (or an empty text) means any. ``name`` is a part of the file
+    name, in any case; ``labeled`` True or False keeps the labeled or the unlabeled clips;
+    ``predicted`` and the confidence range need a run."""
+
+    role: ClipRole | str | None = None
+    language: str | None = None
+    speaker: str | None = None
+    predicted: str | None = None
+    labeled: bool | None = None
+    min_confidence: float | None = None
+    max_confidence: float | None = None
+    name: str | None = None
 
 
 #: What :func:`prediction_page` can sort by.
 PREDICTION_ORDERS = {"confidence": Prediction.confidence, "emotion": Prediction.emotion, "name": Clip.original_name}
 
 
+def _like(text: str) -> str:
+    """``text`` as a LIKE pattern that matches it anywhere, its wildcards taken literally."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 def prediction_page(
     session: Session,
-    run_id: int,
+    run_id: int | None,
     *,
+    project_id: int | None = None,
     role: ClipRole | str | None = None,
     order: str = "confidence",
     descending: bool = False,
     offset: int = 0,
     limit: int | None = None,
     unlabeled_only: bool = False,
+    where: ClipFilter | None = None,
 ) -> tuple[list[PredictionRow], int]:
-    """One page of the run's project's clips (of ``role``) with prediction and label, and how many
-    there are in all.
+    """One page of the project's clips (of ``role``, or as ``where`` filters them) with the run's
+    prediction and the label, and how many there are in all. ``run_id`` None (before the first
+    training) lists the clips of ``project_id`` without predictions.
 
-    Sorted and cut in the database, so a 100,000-clip project sends the page only; clips without a
-    prediction come last, ties go by clip id.
+    Filtered, sorted and cut in the database, so a 100,000-clip project sends the page only; clips
+    without a prediction come last, ties go by clip id.
     """
     if order not in PREDICTION_ORDERS:
         raise InvalidDataError(f"order must be one of {', '.join(PREDICTION_ORDERS)}, not {order!r}.")
-    run = get_run(session, run_id)
+    if run_id is not None:
+        project_id = get_run(session, run_id).project_id
+    if project_id is None:
+        raise InvalidDataError("prediction_page needs a run or a project.")
+    f = where or ClipFilter()
     query = (
         select(Clip.id, Clip.original_name, Clip.speaker, Prediction.emotion, Prediction.confidence,
-               Prediction.highlights, Label.emotion)
-        .outerjoin(Prediction, (Prediction.clip_id == Clip.id) & (Prediction.run_id == run_id))
+               Prediction.highlights, Label.emotion, Clip.role, Clip.language)
+        .outerjoin(Prediction, (Prediction.clip_id == Clip.id) & (Prediction.run_id == (run_id or -1)))
         .outerjoin(Label, Label.clip_id == Clip.id)
-        .where(Clip.project_id == run.project_id)
+        .where(Clip.project_id == project_id)
     )
-    if role is not None:
-        query = query.where(Clip.role == parse_role(role))
-    if unlabeled_only:
+    for wanted in {role, f.role} - {None, ""}:
+        query = query.where(Clip.role == parse_role(wanted))
+    if unlabeled_only or f.labeled is False:
         query = query.where(Label.id.is_(None))
+    if f.labeled is True:
+        query = query.where(Label.id.is_not(None))
+    if f.language:
+        query = query.where(Clip.language == f.language)
+    if f.speaker:
+        query = query.where(Clip.speaker == f.speaker)
+    if f.predicted:
+        query = query.where(Prediction.emotion == f.predicted)
+    if f.min_confidence is not None:
+        query = query.where(Prediction.confidence >= float(f.min_confidence))
+    if f.max_confidence is not None:
+        query = query.where(Prediction.confidence <= float(f.max_confidence))
+    if f.name:
+        query = query.where(Clip.original_name.ilike(_like(f.name.strip()), escape="\\"))
     total = int(session.scalar(select(func.count()).select_from(query.subquery())) or 0)
     key = PREDICTION_ORDERS[order]
     query = query.order_by((key.desc() if descending else key.asc()).nulls_last(), Clip.id)
     query = query.offset(max(0, int(offset))).limit(limit)
-    rows = [PredictionRow(c, n, sp, e, None if conf is None else float(conf), list(h or []), lab)
-            for c, n, sp, e, conf, h, lab in session.execute(query)]
+    rows = [PredictionRow(c, n, sp, e, None if conf is None else float(conf), list(h or []), lab,
+                          r.value if isinstance(r, ClipRole) else str(r), lang)
+            for c, n, sp, e, conf, h, lab, r, lang in session.execute(query)]
     return rows, total
+
+
+def clip_facets(session: Session, project_id: int) -> dict[str, list[str]]:
+    """The languages and speakers a project's clips have (for the clip browser's filters)."""
+    def distinct(column: Any) -> list[str]:
+        rows = session.scalars(select(column).where(Clip.project_id == project_id, column.is_not(None))
+                               .distinct().order_by(column).limit(500))
+        return [str(v) for v in rows]
+
+    return {"language": distinct(Clip.language), "speaker": distinct(Clip.speaker)}
 
 
 # --------------------------------------------------------------------------------------------
