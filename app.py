@@ -48,7 +48,7 @@ from sere_core.app.label_queue import LabelQueue  # noqa: E402
 from sere_core.app.messages import user_message  # noqa: E402
 from sere_core.audio import AudioConfig  # noqa: E402
 from sere_core.errors import ActiveRunError, SereError  # noqa: E402
-from sere_core.viz import COLOR_BY, empty_figure  # noqa: E402
+from sere_core.viz import COLOR_BY, confusion_figure, empty_figure, results_figure  # noqa: E402
 
 log = logging.getLogger("sere_studio")
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -375,7 +375,12 @@ class TrainTab:
     loss: Any
     seen: Any
     seen_status: Any
+    seen_live: Any
     timer: Any
+    summary: Any = None
+    summary_plot: Any = None
+    confusion_plot: Any = None
+    to_field_btn: Any = None
 
     @classmethod
     def build(cls, ctx: AppContext, page: Page) -> "TrainTab":
@@ -390,11 +395,35 @@ class TrainTab:
             gr.Markdown("Loss terms of the Triple-Resonance Interaction Chain: **ll** labeled-labeled, "
                         "**lu** labeled-unlabeled, **uu** unlabeled-unlabeled.", elem_classes="sere-keys")
             gr.Markdown("Training runs in the background, whoever started it: you can keep labeling or "
-                        "close the page and come back.", elem_classes="sere-keys")
+                        "close the page and come back. While it runs, the resonance field (step 5) shows the "
+                        "clips moving.", elem_classes="sere-keys")
+            gr.Markdown("### Results of the latest run")
+            summary = gr.Markdown("No finished run yet.", elem_id="sere-summary")
+            with gr.Row():
+                summary_plot = gr.Plot(show_label=False, elem_id="sere-summary-plot")
+                confusion_plot = gr.Plot(show_label=False, visible=False, elem_id="sere-confusion")
+            to_field_btn = gr.Button("See the resonance field →", elem_id="sere-to-field")
         # The page follows the project's run, whoever started it: a cheap poll that redraws
         # only when something changed.
         return cls(readiness, train_btn, cancel_btn, progress, metrics, loss, gr.State(None), gr.State(None),
-                   gr.Timer(2.0, active=True))
+                   gr.State(None), gr.Timer(2.0, active=True), summary, summary_plot, confusion_plot, to_field_btn)
+
+    @property
+    def results(self) -> list[Any]:
+        return [self.summary, self.summary_plot, self.confusion_plot]
+
+    @staticmethod
+    def show_results(ctx: AppContext, caller: Caller, pid: int | None) -> list[Any]:
+        """The latest finished run's summary: counts, confidences, changes, and the confusion
+        matrix where target clips have labels."""
+        summary = review.results_summary(ctx, caller, pid) if pid is not None else None
+        if summary is None:
+            return ["No finished run yet.", empty_figure("Train the model to see its results.", height=260),
+                    gr.update(visible=False)]
+        confusion = (gr.update(value=confusion_figure(summary.truth, summary.predicted, emotions=summary.emotions),
+                               visible=True) if summary.truth else gr.update(visible=False))
+        return [summary.markdown(), results_figure(summary.counts, summary.confidences, emotions=summary.emotions),
+                confusion]
 
     @property
     def outputs(self) -> list[Any]:
@@ -641,7 +670,7 @@ class Screens:
     review: ReviewTab
 
     def results_outputs(self) -> list[Any]:
-        return [self.field.plot, self.field.clip_dd, *self.review.table_outputs]
+        return [self.field.plot, self.field.clip_dd, *self.review.table_outputs, *self.train.results]
 
     @staticmethod
     def show_results(ctx: AppContext, caller: Caller, pid: int | None, look: tuple[str, str]) -> list[Any]:
@@ -656,7 +685,7 @@ class Screens:
         label = ("Clip" if data is None or len(data.points) <= MAX_CLIP_CHOICES else
                  f"Clip (the first {MAX_CLIP_CHOICES} by name; click the field for the others)")
         return [fg.field_value(data, _color_by(color_by)), gr.update(choices=choices, value=None, label=label),
-                *ReviewTab.show_table(screen.table)]
+                *ReviewTab.show_table(screen.table), *TrainTab.show_results(ctx, caller, pid)]
 
     def everything(self) -> list[Any]:
         return [*self.project.outputs, *self.source.outputs, *self.train.outputs, *self.results_outputs(),
@@ -874,28 +903,41 @@ class Screens:
                 return [gr.skip()] * len(statuses)
             return [fg.warmup_html(now[0]), now[1], now[1], now]
 
-        def poll(me, pid, seen, seen_status, sort, color_by):
-            """Timer tick: the Train tab when its run changed, the results once it finished, and
-            the warm-up and feature lines."""
+        def live_field(caller: Caller, pid: int | None, now: Any, seen_live: Any, color_by: str) -> list[Any]:
+            """The field of the run training now, when it has a newer snapshot: [field, what it shows]."""
+            run = now[1] if now else None
+            live = ctx.jobs.live(run[0]) if run and run[1] == "running" else None
+            if live is None or (run[0], live.step) == seen_live:
+                return [gr.skip(), gr.skip()]
+            data = review.live_field_data(ctx, caller, pid, run[0], live)
+            return [fg.field_value(data, _color_by(color_by)), (run[0], live.step)]
+
+        def poll(me, pid, seen, seen_status, seen_live, sort, color_by):
+            """Timer tick: the Train tab when its run changed, the field while it trains, the results
+            once it finished, and the warm-up and feature lines."""
             if not isinstance(me, Caller):
-                return [gr.skip()] * (len(tr.outputs) + len(results) + len(statuses))
+                return [gr.skip()] * (len(tr.outputs) + len(results) + len(statuses) + 1)
             pid = _int(pid)
             out = TrainTab.show(ctx, me, pid)
             now = out[-1]
+            plot, shown = live_field(me, pid, now, seen_live, color_by)
             if now == seen:
-                return [*[gr.skip()] * (len(tr.outputs) + len(results)), *show_statuses(pid, seen_status)]
+                return [*[gr.skip()] * len(tr.outputs), plot, *[gr.skip()] * (len(results) - 1),
+                        *show_statuses(pid, seen_status), shown]
             finished = _finished(seen, now)
             if finished:
                 gr.Info("Training finished: the resonance field and the predictions are ready.")
-            return [*out, *(self.show_results(ctx, me, pid, (sort, color_by)) if finished else [gr.skip()] * len(results)),
-                    *show_statuses(pid, seen_status)]
+                return [*out, *self.show_results(ctx, me, pid, (sort, color_by)), *show_statuses(pid, seen_status),
+                        None]
+            return [*out, plot, *[gr.skip()] * (len(results) - 1), *show_statuses(pid, seen_status), shown]
 
+        tr.to_field_btn.click(lambda: gr.Tabs(selected="field"), None, page.tabs, **PRIVATE)
         tabs_train = [*tr.outputs, page.tabs]
         tr.train_btn.click(press_train, [me, project], tabs_train, **QUICK)
         rv.retrain_btn.click(press_train, [me, project], tabs_train, **QUICK)
         tr.cancel_btn.click(cancel, [me, project], tr.outputs, **QUICK)
-        tr.timer.tick(poll, [me, project, tr.seen, tr.seen_status, rv.sort, fld.color_by], [*tr.outputs, *results, *statuses],
-                      show_progress="hidden", **QUICK)
+        tr.timer.tick(poll, [me, project, tr.seen, tr.seen_status, tr.seen_live, rv.sort, fld.color_by],
+                      [*tr.outputs, *results, *statuses, tr.seen_live], show_progress="hidden", **QUICK)
 
         # ---- the field: a clip chosen on the map or in the menu, labeled there; many clips selected
         def _clips(value: Any) -> list[int]:

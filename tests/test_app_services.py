@@ -25,6 +25,7 @@ from sere_core.app import (
 )
 from sere_core.app import demo as dm
 from sere_core.app import figures as fg
+from sere_core.app.access import Caller
 from sere_core.app.demo import demo_reference
 from sere_core.app.label_queue import LabelQueue
 from sere_core.app.messages import user_message
@@ -319,7 +320,7 @@ def test_training_stores_predictions_snapshots_and_a_model(trained):
     if members > 1:
         prefix = value["figure"]["layout"]["sliders"][0]["currentvalue"]["prefix"]
         assert prefix == f"run {run_id} · training step (each of {members} models) "
-        assert len(fg.loss_figure(status).layout.shapes) == members - 1
+        assert len(fg.loss_figure(status).layout.shapes) == members  # one band per model
 
     table = review.predictions_table(ctx, ME, pid)
     assert len(table) == 40 and list(table["confidence"]) == sorted(table["confidence"])
@@ -423,7 +424,6 @@ def test_small_helpers():
 
 def test_field_actions_on_a_selection_stay_in_the_callers_project(trained, tmp_path):
     from sere_core.app import field
-    from sere_core.app.access import Caller
 
     c, pid, _run = trained
     data = review.field_data(c, ME, pid)
@@ -471,3 +471,29 @@ def test_field_actions_on_a_selection_stay_in_the_callers_project(trained, tmp_p
 def st_labels(c, pid) -> dict[int, str]:
     with c.session() as s:
         return st.labels_for_project(s, pid)
+
+
+def test_a_finished_runs_summary_counts_its_targets_and_checks_them_against_the_corpus(trained):
+    c, pid, run_id = trained
+    summary = review.results_summary(c, ME, pid)
+    assert summary.run_id == run_id and sum(summary.counts.values()) == len(summary.confidences) == 40
+    assert summary.changed is None  # the first run: nothing to compare with
+    assert len(summary.truth) == 40 and summary.truth_source == "the corpus labels of the demo"
+    assert 0.0 <= summary.uar <= 1.0 and "UAR" in summary.markdown()
+    stranger = Caller("visitor:someone-else", ME.kind, "stranger")
+    with pytest.raises(NotFoundError):
+        review.results_summary(c, stranger, pid)
+
+
+def test_a_live_view_of_a_training_snapshot_is_quick_and_stable():
+    from sere_core.app.pipeline import time_left
+    from sere_core.viz import live_projection
+
+    rng = np.random.default_rng(0)
+    x = np.vstack([rng.normal(c, 0.1, size=(50, 16)) for c in (-1.0, 1.0)])
+    xy, pxy = live_projection(x, np.stack([np.full(16, -1.0), np.full(16, 1.0)]))
+    assert xy.shape == (100, 2) and pxy.shape == (2, 2)
+    assert np.sign(xy[:50, 0].mean()) == np.sign(pxy[0, 0]) != np.sign(pxy[1, 0])  # each cluster by its prototype
+    again, _ = live_projection(x, np.stack([np.full(16, -1.0), np.full(16, 1.0)]))
+    assert np.allclose(xy, again)  # the same snapshot is drawn the same way
+    assert time_left(10.0, 25, 100) == "about 30 s left" and time_left(1.0, 100, 100) == ""

@@ -228,3 +228,47 @@ def test_review_buttons_fit_a_laptop_screen(served, browser):
     assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= 720
     assert "%" in page.inner_text("#sere-review-table")
     page.screenshot(path=str(ARTIFACTS / "review-1280x720.png"))
+
+
+def test_the_field_moves_while_it_trains(tmp_path, browser):
+    """A long run: the field shows the newest snapshot, and a later poll a newer one; the Train
+    tab says how long is left."""
+    ctx = AppContext.open(AppSettings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", encoder="prosody"))
+    try:
+        summary = dm.load_demo(ctx, ME, warm=False)
+        dm.apply_reference_labels(ctx, ME, summary.id)
+    finally:
+        ctx.close()
+    app = AppProcess(tmp_path / "data", tmp_path / "cache", train_steps=6000).start()
+    try:
+        page = open_page(browser, app.url)
+        open_project(page, summary.name)
+        tab(page, "4 · Train")
+        page.click("#sere-train")
+        page.wait_for_selector("#sere-progress-text:has-text('left')", timeout=120000)  # a time estimate
+        tab(page, "5 · Resonance field")
+        page.wait_for_selector(f"{FIELD} [data-key^='live-']", timeout=120000)
+        first = page.get_attribute(f"{FIELD} [data-key]", "data-key")
+        title = page.evaluate(f"() => {GD}.layout.title.text")
+        assert "step" in title and "live" in title
+        page.wait_for_selector(f"{FIELD} [data-key^='live-']:not([data-key='{first}'])", timeout=120000)
+        moved = page.evaluate(f"() => {GD}.layout.title.text")
+        assert moved != title  # a later step
+        tab(page, "4 · Train")
+        page.click("#sere-cancel")
+        page.wait_for_selector("#sere-progress-text[data-status=cancelled]", timeout=60000)
+        assert not page.sere_errors, page.sere_errors
+    finally:
+        app.stop()
+
+
+def test_a_finished_run_shows_its_results_at_a_glance(served, browser):
+    app, name, _pid, _data = served
+    page = open_page(browser, app.url)
+    open_project(page, name)
+    tab(page, "4 · Train")
+    page.wait_for_selector("#sere-summary:has-text('40 target clips predicted')", timeout=30000)
+    assert "UAR" in page.inner_text("#sere-summary")  # the demo's corpus labels
+    page.wait_for_selector("#sere-confusion .js-plotly-plot", timeout=30000)
+    page.click("#sere-to-field")
+    page.get_by_role("tab", name="5 · Resonance field", selected=True).first.wait_for(timeout=10000)

@@ -20,6 +20,8 @@ from sere_core.viz import (
     project_snapshots,
     resonance_field_figure,
     training_curve_figure,
+    results_figure,
+    confusion_figure,
     umap_is_warm,
     warm_up_umap,
     waveform_figure,
@@ -345,6 +347,16 @@ def test_an_ensembles_training_curve_marks_where_each_model_starts():
     history = pd.DataFrame({"step": [1, 30, 31, 60, 61, 90], "term": ["ll"] * 6,
                             "value": [1.0, 0.2, 1.1, 0.2, 1.0, 0.3]})
     fig = training_curve_figure(history, total_steps=90, members=3)
-    assert [shape.x0 for shape in fig.layout.shapes] == [30, 60]
-    assert [a.text for a in fig.layout.annotations] == ["model 2", "model 3"]
+    assert [(shape.x0, shape.x1) for shape in fig.layout.shapes] == [(0, 30), (30, 60), (60, 90)]
+    assert [a.text for a in fig.layout.annotations] == ["model 1 of 3", "model 2 of 3", "model 3 of 3"]
     assert "3 models" in fig.layout.xaxis.title.text
+
+
+def test_a_runs_results_at_a_glance_and_its_confusion_matrix():
+    fig = results_figure({"happy": 3, "sad": 1}, [0.05, 0.55, 0.58, 0.95], emotions=["sad", "happy", "angry"])
+    bars, hist = fig.data
+    assert list(bars.x) == ["sad", "happy", "angry"] and list(bars.y) == [1, 3, 0]
+    assert sum(hist.y) == 4 and list(hist.y)[5] == 2  # 50-60 %: two clips
+    fig = confusion_figure(["sad", "sad", "happy"], ["sad", "happy", "happy"], emotions=["happy", "sad"])
+    assert fig.layout.meta["matrix"] == [[1, 0], [1, 1]]  # rows: labels, columns: predictions
+    assert fig.data[0].z[1][1] == 0.5  # sad recalled once in two

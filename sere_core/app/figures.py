@@ -31,10 +31,15 @@ def field_figure(data: FieldData | None, color_by: str = "emotion") -> Any:
     """The resonance field of a finished run, coloured by ``color_by`` (see ``viz.COLOR_BY``)."""
     if data is None or not len(data.points):
         return empty_figure("Train the model (step 4) to watch the clips self-organize here.")
+    title = None
+    if data.live is not None:
+        step, total = data.live
+        title = (f"Training run {data.run_id}: step {step} of {total} · a quick live view (the clips move as it "
+                 "trains; the final map comes when it ends)")
     return resonance_field_figure(
         data.points, data.prototypes, snapshot_frames=data.snapshot_frames,
         prototype_frames=data.prototype_frames, emotions=data.emotions,
-        title=None, uirevision=f"run-{data.run_id}", height=640,
+        title=title, uirevision=f"run-{data.run_id}", height=640,
         step_label=f"run {data.run_id} · training step (each of {data.members} models)" if data.members > 1
         else f"run {data.run_id} · training step",
         color_by=color_by,
@@ -45,7 +50,8 @@ def field_value(data: FieldData | None, color_by: str = "emotion") -> dict[str, 
     """The field component's value: the figure as plotly JSON (frames included) and a key that
     changes whenever the figure does, so the page redraws only then."""
     fig = field_figure(data, color_by)
-    key = f"run-{data.run_id}-{color_by}-{next(_revs)}" if data is not None else "empty"
+    kind = "live" if data is not None and data.live is not None else "run"
+    key = f"{kind}-{data.run_id}-{color_by}-{next(_revs)}" if data is not None else "empty"
     return {"key": key, "figure": json.loads(fig.to_json())}
 
 

@@ -143,6 +143,7 @@ class JobManager:
         self.warmup = Warmup(ctx)
         self._stop = threading.Event()
         self._phase: dict[int, str] = {}
+        self._live: dict[int, Any] = {}  # run id -> its newest LiveField, while it trains
         self._embed_status: dict[int, EmbedStatus] = {}
         self._trains: dict[int, int] = {}  # run id -> project id
         self._maintenance: threading.Thread | None = None
@@ -213,8 +214,14 @@ class JobManager:
 
         self._phase[run_id] = "Waiting for a free worker"
         self._trains[run_id] = project_id
-        self._submit(("train", run_id),
-                     lambda: run_training(self.ctx, project_id, run_id, self._stop, self._set_phase(run_id)), TRAINING)
+        def train() -> None:
+            try:
+                run_training(self.ctx, project_id, run_id, self._stop, self._set_phase(run_id),
+                             lambda live: self._live.__setitem__(run_id, live))
+            finally:  # the finished run's field replaces the live one
+                self._live.pop(run_id, None)
+
+        self._submit(("train", run_id), train, TRAINING)
 
     def _set_phase(self, run_id: int) -> Callable[[str], None]:
         def set_phase(text: str) -> None:
@@ -224,6 +231,11 @@ class JobManager:
     def phase(self, run_id: int) -> str | None:
         """What the run's worker in this process is doing now, in words (None if not here)."""
         return self._phase.get(run_id)
+
+    def live(self, run_id: int) -> Any:
+        """The newest snapshot of a run training in this process, in 2-D (a ``pipeline.LiveField``),
+        or None."""
+        return self._live.get(run_id)
 
     def queue_position(self, run_id: int) -> int | None:
         """The run's place in the queue (1: it starts next), 0 while it runs, None if this process

@@ -15,6 +15,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -136,17 +137,44 @@ def unweighted_recall(truth: Sequence[str], predicted: Sequence[str]) -> float |
     return float(np.mean(recalls))
 
 
+@dataclass(frozen=True)
+class LiveField:
+    """The newest snapshot of a running training in 2-D (a quick projection, kept in memory by
+    the worker that trains): the field shows it while the clips move."""
+
+    step: int
+    total_steps: int
+    clip_ids: tuple[int, ...]
+    coords: np.ndarray
+    prototypes: np.ndarray
+    classes: tuple[str, ...]
+
+
+def time_left(elapsed_s: float, step: int, total_steps: int) -> str:
+    """Words for the training time still to come, from the pace so far.
+
+    >>> time_left(10.0, 25, 100), time_left(100.0, 10, 100), time_left(1.0, 0, 100)
+    ('about 30 s left', 'about 15 min left', '')
+    """
+    if step <= 0 or total_steps <= step:
+        return ""
+    seconds = elapsed_s / step * (total_steps - step)
+    return f"about {seconds:.0f} s left" if seconds < 90 else f"about {seconds / 60:.0f} min left"
+
+
 def run_training(ctx: Any, project_id: int, run_id: int, stop: threading.Event | None = None,
-                 on_phase: Callable[[str], None] | None = None) -> None:
+                 on_phase: Callable[[str], None] | None = None,
+                 on_live: Callable[[LiveField], None] | None = None) -> None:
     """Carry out training run ``run_id`` of ``project_id`` (already created, queued) to its end.
 
     Every outcome is written to the run: succeeded with predictions, snapshots and a model; failed
-    with a message a user can act on; or left cancelled when the user cancelled it.
+    with a message a user can act on; or left cancelled when the user cancelled it. ``on_phase``
+    hears what it is doing, in words; ``on_live`` each snapshot in 2-D while it trains.
     """
     from sere_core import storage as st
     from sere_core.app.demo import demo_reference
     from sere_core.method import SERE, ClipFeatures, SEREConfig
-    from sere_core.viz import project_snapshots
+    from sere_core.viz import live_projection, project_snapshots
 
     stop = stop or threading.Event()
     phase = on_phase or (lambda text: None)
@@ -185,15 +213,21 @@ def run_training(ctx: Any, project_id: int, run_id: int, stop: threading.Event |
 
         phase("Training SERE")
         last_write = [0.0]
+        classes = tuple(sorted({c.emotion for c in labeled if c.emotion}))
 
         def fit_progress(p: Any) -> bool:
             if stop.is_set():
                 return False
+            if p.snapshot is not None and on_live is not None:
+                xy, pxy = live_projection(p.snapshot.embeddings, p.snapshot.prototypes)
+                on_live(LiveField(p.step, p.total_steps, tuple(int(c) for c in p.snapshot.clip_ids), xy, pxy,
+                                  classes))
             now = time.monotonic()
             if p.step != p.total_steps and now - last_write[0] < PROGRESS_EVERY_S:
                 return True
             last_write[0] = now
-            phase(f"Training SERE: step {p.step} of {p.total_steps}")
+            left = time_left(p.elapsed_s, p.step, p.total_steps)
+            phase(f"Training SERE: step {p.step} of {p.total_steps}" + (f" · {left}" if left else ""))
             with ctx.session() as s:
                 return st.update_progress(s, run_id, step=p.step, total_steps=p.total_steps, losses=p.losses)
 

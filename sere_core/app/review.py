@@ -65,6 +65,8 @@ class FieldData:
     snapshot_frames: pd.DataFrame
     prototype_frames: pd.DataFrame
     members: int = 1  # a snapshot's step is each model's step; the ensemble's models side by side
+    #: ``(step, total steps)`` of a run still training (a live view: no predictions, no replay).
+    live: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,27 @@ def field_data_in(session: Any, caller: Caller, project_id: int, run_id: int | N
     protos = pframes[pframes["step"] == final.step][["emotion", "x", "y"]].reset_index(drop=True)
     emotions = list(project.emotions) + [c for c in classes if c not in project.emotions]
     return FieldData(run_id, emotions, points, protos, frames, pframes, members)
+
+
+def live_field_data(ctx: AppContext, caller: Caller, project_id: int, run_id: int, live: Any) -> FieldData:
+    """The field of a run still training, from its newest snapshot (a ``pipeline.LiveField``):
+    the clips where they are now, coloured by the labels given."""
+    with ctx.session() as s:
+        project = st.owned_project(s, caller.workspace, project_id)
+        st.owned_run(s, caller.workspace, run_id, project.id)
+        records = {r.clip_id: r for r in st.clip_records(s, project.id)}
+        labels = st.labels_for_project(s, project.id)
+        emotions = list(project.emotions)
+    rows = [{"clip_id": str(cid), "x": float(x), "y": float(y), "name": records[cid].name,
+             "emotion": labels.get(cid), "confidence": np.nan, "role": records[cid].role,
+             "labeled": cid in labels, "predicted": None, "language": records[cid].language,
+             "speaker": records[cid].speaker, "changed": None}
+            for cid, (x, y) in zip(live.clip_ids, live.coords) if cid in records]
+    protos = pd.DataFrame([(e, float(x), float(y)) for e, (x, y) in zip(live.classes, live.prototypes)],
+                          columns=["emotion", "x", "y"])
+    empty = pd.DataFrame(columns=["step", "clip_id", "x", "y"])
+    return FieldData(run_id, emotions, pd.DataFrame(rows, columns=POINT_COLUMNS), protos, empty,
+                     pd.DataFrame(columns=["step", "emotion", "x", "y"]), live=(live.step, live.total_steps))
 
 
 def field_data(ctx: AppContext, caller: Caller, project_id: int, run_id: int | None = None) -> FieldData | None:
@@ -296,3 +319,72 @@ def confirm_prediction(ctx: AppContext, caller: Caller, project_id: int, clip_id
                 raise InvalidDataError(f"{clip.original_name} has no prediction yet; train first or choose an emotion.")
             emotion = row.emotion
         return st.set_label(s, clip.id, emotion, author=caller.labeler, session_id=caller.tab or None).emotion
+
+
+@dataclass(frozen=True)
+class ResultsSummary:
+    """A finished run at a glance: its target clips per predicted emotion and their confidences,
+    how many predictions changed since the previous run, and, where the target clips have labels
+    (yours, or the corpus's in the demo), the predictions against them."""
+
+    run_id: int
+    emotions: list[str]
+    counts: dict[str, int]
+    confidences: list[float]
+    changed: int | None  # None: no previous run to compare with
+    compared: int
+    truth: list[str]
+    predicted: list[str]
+    truth_source: str
+
+    @property
+    def uar(self) -> float | None:
+        from sere_core.app.pipeline import unweighted_recall
+
+        return unweighted_recall(self.truth, self.predicted) if self.truth else None
+
+    def markdown(self) -> str:
+        n = len(self.confidences)
+        text = f"**Run {self.run_id}**: {n} target clip{'s' if n != 1 else ''} predicted"
+        if n:
+            text += f", {sum(c >= 0.5 for c in self.confidences)} of them with a confidence of 50 % or more"
+        text += "."
+        if self.changed is not None:
+            text += f" {self.changed} of {self.compared} predictions changed since the previous run."
+        if self.truth:
+            text += (f" Against {self.truth_source}, on {len(self.truth)} target clips: UAR **{self.uar:.0%}** "
+                     f"(chance {1 / max(1, len(self.emotions)):.0%}).")
+        return text
+
+
+def results_summary(ctx: AppContext, caller: Caller, project_id: int) -> ResultsSummary | None:
+    """The summary of the project's latest finished run (None before the first)."""
+    with ctx.session() as s:
+        project = st.owned_project(s, caller.workspace, project_id)
+        run_id = st.latest_result(s, project.id)
+        if run_id is None:
+            return None
+        preds = st.predictions_for_run(s, run_id)
+        before_id = st.previous_result(s, run_id)
+        before = st.predictions_for_run(s, before_id) if before_id is not None else None
+        targets = [r for r in st.clip_records(s, project.id) if r.role == "target"]
+        labels = st.labels_for_project(s, project.id)
+        emotions, template = list(project.emotions), project.template
+    counts = {e: 0 for e in emotions}
+    confidences = []
+    for rec in targets:
+        if rec.clip_id in preds:
+            counts[preds[rec.clip_id].emotion] = counts.get(preds[rec.clip_id].emotion, 0) + 1
+            confidences.append(float(preds[rec.clip_id].confidence))
+    both = [c for c in preds if before is not None and c in before]
+    changed = sum(preds[c].emotion != before[c].emotion for c in both) if before is not None else None
+    reference = demo_reference(ctx, template) if template else {}
+    if reference:  # the demo: every target clip has the corpus's label
+        truth_of = {r.clip_id: reference[r.audio_id] for r in targets if r.audio_id in reference}
+        source = "the corpus labels of the demo"
+    else:  # the labels given to target clips (note: they were part of the training too)
+        truth_of = {r.clip_id: labels[r.clip_id] for r in targets if r.clip_id in labels}
+        source = "your labels of target clips (also used in training)"
+    pairs = [(t, preds[c].emotion) for c, t in truth_of.items() if c in preds]
+    return ResultsSummary(run_id, emotions, counts, confidences, changed, len(both),
+                          [t for t, _ in pairs], [p for _, p in pairs], source)

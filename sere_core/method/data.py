@@ -51,12 +51,14 @@ class Prediction:
 
 @dataclass(frozen=True)
 class TrainingProgress:
-    """What the training loop reports after each optimisation step."""
+    """What the training loop reports after each optimisation step; ``snapshot`` is the one taken
+    at this step, if any (so a viewer can draw the clips while they move)."""
 
     step: int
     total_steps: int
     losses: dict[str, float]
     elapsed_s: float
+    snapshot: Snapshot | None = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -441,7 +441,7 @@ def _member_progress(progress: ProgressFn | None, member: int, n_members: int, t
 
     def report(p: TrainingProgress) -> bool | None:
         return progress(TrainingProgress(member * p.total_steps + p.step, n_members * p.total_steps,
-                                         p.losses, time.perf_counter() - t0))
+                                         p.losses, time.perf_counter() - t0, p.snapshot))
     return report
 
 

@@ -224,13 +224,15 @@ def _train(model, labeled, labels, unlabeled, cfg, progress, snapshot_clips) -> 
         losses = {k: float(v.detach()) for k, v in parts.items()}
         losses["total"] = float(total.detach())
         result.history.append(losses)
-        if progress is not None:
-            verdict = progress(TrainingProgress(step, cfg.steps, losses, time.perf_counter() - t0))
-            if verdict is False:
-                raise TrainingCancelled(f"training stopped at step {step} of {cfg.steps} on request")
+        snap = None
         if snapshot_clips is not None and cfg.snapshot_every and (
                 step == cfg.steps or step % cfg.snapshot_every == 0):
-            result.snapshots.append(take_snapshot(model, step, *snapshot_clips))
+            snap = take_snapshot(model, step, *snapshot_clips)
+            result.snapshots.append(snap)
+        if progress is not None:  # after the snapshot: the app draws it while training goes on
+            verdict = progress(TrainingProgress(step, cfg.steps, losses, time.perf_counter() - t0, snap))
+            if verdict is False:
+                raise TrainingCancelled(f"training stopped at step {step} of {cfg.steps} on request")
     model.eval()
     if has_u and cfg.balance > 0:
         model.class_bias.copy_(cfg.balance * balance_bias(embed_clips(model, unlabeled)["logits"]))

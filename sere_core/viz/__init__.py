@@ -7,6 +7,7 @@ from sere_core.viz.colors import KNOWN_EMOTION_COLORS, UNKNOWN_COLOR, emotion_co
 from sere_core.viz.projection import (
     Projection,
     fit_projection,
+    live_projection,
     project_snapshots,
     umap_is_warm,
     warm_up_umap,
@@ -15,7 +16,9 @@ from sere_core.viz.resonance_plot import (
     COLOR_BY,
     NO_EMOTION,
     empty_figure,
+    confusion_figure,
     probabilities_figure,
+    results_figure,
     resonance_field_figure,
     training_curve_figure,
     waveform_figure,
@@ -23,7 +26,7 @@ from sere_core.viz.resonance_plot import (
 
 __all__ = [
     "COLOR_BY", "KNOWN_EMOTION_COLORS", "NO_EMOTION", "Projection", "UNKNOWN_COLOR",
-    "emotion_colors", "empty_figure", "fit_projection", "probabilities_figure", "project_snapshots",
+    "emotion_colors", "empty_figure", "fit_projection", "live_projection", "confusion_figure", "probabilities_figure", "results_figure", "project_snapshots",
     "resonance_field_figure", "training_curve_figure", "umap_is_warm",
     "warm_up_umap", "waveform_figure",
 ]

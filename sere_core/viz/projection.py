@@ -97,6 +97,16 @@ def _pca_2d(fit_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, basis
 
 
+def live_projection(embeddings: Any, prototypes: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A quick 2-D view of one snapshot while training runs: PCA with deterministic signs,
+    milliseconds even for thousands of clips (a finished run's field uses
+    :func:`project_snapshots`). Returns the clips' ``[N, 2]`` and the prototypes' ``[C, 2]``."""
+    x = _as_matrix(embeddings, "embeddings")
+    protos = _as_matrix(prototypes, "prototypes", x.shape[1])
+    mean, basis = _pca_2d(np.vstack([x, protos]))
+    return (x - mean) @ basis, (protos - mean) @ basis
+
+
 def nearest_neighbors(query: np.ndarray, base: np.ndarray, k: int, metric: Metric = "cosine",
                       *, self_first: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Indices ``[n, k]`` (int64) and distances ``[n, k]`` (float32) of the ``k`` nearest ``base`` rows.

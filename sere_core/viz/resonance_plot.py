@@ -532,9 +532,57 @@ def training_curve_figure(history: pd.DataFrame, *, total_steps: int | None = No
                    range=[0, total_steps] if total_steps else None),
         yaxis=dict(title="loss"), legend=dict(orientation="v", x=1.01, y=1),
     )
-    if members > 1 and total_steps:
-        for k in range(1, members):
-            fig.add_vline(x=k * total_steps / members, line=dict(color="#999", dash="dot", width=1),
-                          annotation=dict(text=f"model {k + 1}", font=dict(size=11, color="#666")),
-                          annotation_position="top right")
+    if members > 1 and total_steps:  # one band per model, every other one shaded, named on top
+        width = total_steps / members
+        for k in range(members):
+            fig.add_vrect(x0=k * width, x1=(k + 1) * width, line_width=0, layer="below",
+                          fillcolor="#eef0f8" if k % 2 else "rgba(0,0,0,0)",
+                          annotation=dict(text=f"model {k + 1} of {members}", font=dict(size=11, color="#555")),
+                          annotation_position="top")
+    return fig
+
+
+def results_figure(counts: Mapping[str, int], confidences: Sequence[float], *, emotions: Sequence[str] | None = None,
+                   height: int = 260) -> go.Figure:
+    """A finished run at a glance: target clips per predicted emotion (bars, in the emotions'
+    colours) and the histogram of their confidences (ten bins of 10 %)."""
+    from plotly.subplots import make_subplots
+
+    order = list(emotions) if emotions is not None else list(counts)
+    order += [e for e in counts if e not in order]
+    colors = emotion_colors(order)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("clips per predicted emotion", "confidence"),
+                        horizontal_spacing=0.12)
+    fig.add_trace(go.Bar(x=order, y=[int(counts.get(e, 0)) for e in order], marker=dict(color=[colors[e] for e in order]),
+                         text=[int(counts.get(e, 0)) for e in order], textposition="outside", cliponaxis=False,
+                         hovertemplate="%{x}: %{y} clips<extra></extra>", showlegend=False), row=1, col=1)
+    hist, edges = np.histogram(np.clip(np.asarray(confidences, dtype=float), 0, 1), bins=10, range=(0, 1))
+    fig.add_trace(go.Bar(x=[f"{a:.0%}-{b:.0%}" for a, b in zip(edges[:-1], edges[1:])], y=hist.tolist(),
+                         marker=dict(color="#6366f1"), hovertemplate="%{x}: %{y} clips<extra></extra>",
+                         showlegend=False), row=1, col=2)
+    fig.update_layout(height=height, font=_FONT, margin=dict(l=40, r=10, t=40, b=60), plot_bgcolor="white",
+                      paper_bgcolor="white", meta={"sere": "results"})
+    return fig
+
+
+def confusion_figure(truth: Sequence[str], predicted: Sequence[str], *, emotions: Sequence[str] | None = None,
+                     height: int = 300) -> go.Figure:
+    """Rows: the labels; columns: the predictions; each cell the number of clips (and its share of
+    the row, which is that emotion's recall on the diagonal)."""
+    order = list(emotions) if emotions is not None else sorted(set(truth) | set(predicted))
+    order += [e for e in sorted(set(truth) | set(predicted)) if e not in order]
+    index = {e: i for i, e in enumerate(order)}
+    matrix = np.zeros((len(order), len(order)), dtype=int)
+    for t, p in zip(truth, predicted):
+        matrix[index[t], index[p]] += 1
+    rows = matrix.sum(axis=1, keepdims=True)
+    share = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
+    text = [[f"{matrix[i, j]}<br>{share[i, j]:.0%}" if rows[i, 0] else "" for j in range(len(order))]
+            for i in range(len(order))]
+    fig = go.Figure(go.Heatmap(z=share.round(3).tolist(), x=order, y=order, text=text, texttemplate="%{text}",
+                               colorscale="Blues", zmin=0, zmax=1, showscale=False,
+                               hovertemplate="label %{y}, predicted %{x}<extra></extra>"))
+    fig.update_layout(height=height, font=_FONT, margin=dict(l=70, r=10, t=30, b=50), plot_bgcolor="white",
+                      xaxis=dict(title="predicted", side="bottom"), yaxis=dict(title="label", autorange="reversed"),
+                      meta={"sere": "confusion", "matrix": matrix.tolist()})
     return fig
