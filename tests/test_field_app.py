@@ -272,3 +272,25 @@ def test_a_finished_run_shows_its_results_at_a_glance(served, browser):
     page.wait_for_selector("#sere-confusion .js-plotly-plot", timeout=30000)
     page.click("#sere-to-field")
     page.get_by_role("tab", name="5 · Resonance field", selected=True).first.wait_for(timeout=10000)
+
+
+def test_every_tab_is_reachable_on_a_phone(served, browser):
+    """390 px wide: the tabs that do not fit are in Gradio's overflow menu; each one opens, and
+    the field and its clip panel fit the width."""
+    app, name, _pid, _data = served
+    page = open_page(browser, app.url, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    names = ["1 · Project", "2 · Source clips", "3 · Target audio", "4 · Train", "5 · Resonance field",
+             "6 · Review", "7 · Export"]
+    for tab_name in names:
+        visible = [b for b in page.get_by_role("tab", name=tab_name).all() if b.is_visible()]
+        if not visible:  # in the overflow menu, as a plain button
+            page.get_by_role("button", name="More tabs").click()
+            visible = [b for b in page.get_by_role("button", name=tab_name, exact=True).all() if b.is_visible()]
+        assert visible, tab_name
+        visible[0].click()
+        page.get_by_role("tab", name=tab_name, selected=True).first.wait_for(state="attached", timeout=10000)
+        if tab_name == "1 · Project":
+            open_project(page, name)
+    width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= 400, width  # nothing forces the page sideways
+    page.screenshot(path=str(ARTIFACTS / "phone-review.png"))
