@@ -155,6 +155,7 @@ class Page:
     project: Any
     me: Any
     tabs: Any = None
+    download: Any = None  # the page's downloader: an export's file is saved at once (assets/download.js)
 
 
 def build_app(ctx: AppContext | None = None) -> gr.Blocks:
@@ -167,6 +168,8 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
                     project=gr.BrowserState(None, storage_key="sere-studio-project", secret=secret),
                     me=gr.State(None))
         header = Header.build(ctx)
+        page.download = gr.HTML({"rev": 0, "html": ""}, html_template="${value.html}", elem_id="sere-download",
+                                js_on_load=(ASSETS / "download.js").read_text(encoding="utf-8"))
         with gr.Tabs(selected="project", elem_id="sere-tabs") as tabs:
             page.tabs = tabs
             project_tab = ProjectTab.build(ctx, page, header)
@@ -454,7 +457,7 @@ class FieldTab:
     wave: Any
     probs: Any
     selection: Any
-    selection_file: Any
+    html_btn: Any
     browser: Any
     filters: list[Any]
     browse_page: Any
@@ -477,7 +480,8 @@ class FieldTab:
                     gr.Markdown("Click a point to listen and label it (the same keys as labeling: <kbd>1</kbd>-"
                                 "<kbd>9</kbd>, <kbd>U</kbd> undo, <kbd>Enter</kbd> confirm the prediction). Draw a "
                                 "lasso (or choose the box in the toolbar) to select many; double-click clears the "
-                                "selection. Press **▶ replay** or drag the slider to watch training.",
+                                "selection. Press **▶ replay** or drag the slider to watch training; the camera above the map "
+                                "saves it as a PNG.",
                                 elem_classes="sere-keys")
                 with gr.Column(scale=2):
                     clip_dd = gr.Dropdown(label="Clip", choices=[], elem_id="sere-clip-dd")
@@ -489,8 +493,7 @@ class FieldTab:
                     selection = gr.HTML(fg.selection_pad([], None, []), html_template=PAD_TEMPLATE,
                                         js_on_load=(ASSETS / "selection.js").read_text(encoding="utf-8"),
                                         elem_id="sere-selection")
-                    selection_file = gr.File(label="Selection (CSV)", interactive=False, visible=False,
-                                             elem_id="sere-selection-file")
+                    html_btn = gr.Button("Export the field (interactive HTML)", size="sm", elem_id="sere-field-html")
             gr.Markdown("### Every clip\nFilter, search and tick clips: the ticked clips are the selection "
                         "on the map (and a selection on the map is ticked here). Click a file name to listen "
                         "and label it.", elem_classes="sere-keys")
@@ -512,7 +515,7 @@ class FieldTab:
                 prev_btn = gr.Button("◀ previous", size="sm", elem_id="sere-browser-prev")
                 browse_page = gr.Number(value=1, precision=0, minimum=1, label="Page", elem_id="sere-browser-page")
                 next_btn = gr.Button("next ▶", size="sm", elem_id="sere-browser-next")
-        return cls(plot, color_by, next_mode, clip_dd, pad, wave, probs, selection, selection_file, browser, filters,
+        return cls(plot, color_by, next_mode, clip_dd, pad, wave, probs, selection, html_btn, browser, filters,
                    browse_page, prev_btn, next_btn)
 
     @property
@@ -980,7 +983,7 @@ class Screens:
             """A selection's button: label, accept, unlabel, play or export the clips the pad showed."""
             caller, pid = who(me), _need(pid)
             action, clips = getattr(evt, "action", None), _clips(getattr(evt, "clips", None))
-            note, audio, file, redraw = "", "", gr.File(visible=False), False
+            note, audio, file, redraw = "", "", gr.skip(), False
             if action == "label":
                 emotion = str(getattr(evt, "emotion", ""))
                 note = field.label_clips(ctx, caller, pid, clips, emotion).message(f"Labeled {html.escape(emotion)}:")
@@ -996,8 +999,8 @@ class Screens:
                 audio = fg.audio_uri(samples, rate)
                 note = f"Playing {n} of the {len(clips)} selected clips, one after another."
             elif action == "export":
-                file = gr.File(value=str(field.export_selection(ctx, caller, pid, clips)), visible=True)
-                note = "The selection's predictions are ready to download below."
+                file = fg.download_value(field.export_selection(ctx, caller, pid, clips))
+                note = "The selection's predictions are downloaded as CSV."
             pad = FieldTab.show_selection(ctx, caller, pid, clips, _chosen(sel), note, audio)
             plot = self.show_results(ctx, caller, pid, (sort, color_by))[0] if redraw else gr.skip()
             return [pad, plot, file]
@@ -1014,8 +1017,14 @@ class Screens:
             fld.pad.act(field_act, [me, project, fld.next_mode, fld.selection], [*fld.details, fld.selection],
                         show_progress="hidden", trigger_mode="multiple", **QUICK),
             fld.selection.act(selection_act, [me, project, fld.color_by, rv.sort, fld.selection],
-                              [fld.selection, fld.plot, fld.selection_file], **QUICK)]
+                              [fld.selection, fld.plot, page.download], **QUICK)]
         fld.color_by.input(recolor, [me, project, fld.color_by], fld.plot, **QUICK)
+
+        @friendly
+        def export_field(me, pid, color_by):
+            return fg.download_value(exports.export_field(ctx, who(me), _need(pid), _color_by(color_by)))
+
+        fld.html_btn.click(export_field, [me, project, fld.color_by], page.download, **PRIVATE)
 
         # ---- the clip browser: filters, pages; its ticks are the selection, its names open a clip
         def browse_at(offset: int | None):
@@ -1083,7 +1092,8 @@ class Screens:
                     "model": exports.export_model}[kind]
 
             def export(me, pid):
-                return str(make(ctx, who(me), _need(pid)))
+                path = make(ctx, who(me), _need(pid))
+                return [str(path), fg.download_value(path)]
 
             export.__name__ = f"export_{kind}"
             return friendly(export)
@@ -1102,7 +1112,7 @@ class Screens:
 
         for button, kind in ((export.pred_btn, "predictions"), (export.labels_btn, "labels"),
                              (export.model_btn, "model")):
-            button.click(exporter(kind), [me, project], export.file, **PRIVATE)
+            button.click(exporter(kind), [me, project], [export.file, page.download], **PRIVATE)
         export.labels_upload.upload(import_labels, [me, project, export.labels_upload], export.import_report,
                                     **PRIVATE)
 

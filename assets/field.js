@@ -93,7 +93,8 @@ function draw() {
     const fig = v.figure;
     // react with the frames in the figure replaces the previous run's frames
     window.SerePlotly.react(plot, { data: fig.data, layout: fig.layout, frames: fig.frames || [],
-                                    config: { responsive: true, displaylogo: false } })
+                                    config: { responsive: true, displaylogo: false,  // the camera saves a PNG
+                                              toImageButtonOptions: { filename: "resonance-field", scale: 2 } } })
       .then(() => {
         hook(plot);
         applyMark();

@@ -294,3 +294,33 @@ def test_every_tab_is_reachable_on_a_phone(served, browser):
     width = page.evaluate("() => document.documentElement.scrollWidth")
     assert width <= 400, width  # nothing forces the page sideways
     page.screenshot(path=str(ARTIFACTS / "phone-review.png"))
+
+
+def test_downloads_take_one_click(served, browser, tmp_path):
+    """An export is saved at once (no second click on a file box): the predictions, the field as
+    interactive HTML, the field as PNG (plotly's camera) and a selection as CSV."""
+    app, name, _pid, _data = served
+    page = open_page(browser, app.url, accept_downloads=True)
+    open_field(page, name)
+    with page.expect_download(timeout=60000) as got:
+        page.click("#sere-field-html")
+    html_file = tmp_path / got.value.suggested_filename
+    got.value.save_as(html_file)
+    text = html_file.read_text(encoding="utf-8")
+    assert html_file.suffix == ".html" and "plotly" in text.lower() and len(text) > 1_000_000  # plotly.js inside
+    with page.expect_download(timeout=60000) as got:
+        page.locator(f"{FIELD} .modebar-btn[data-title*='png' i]").first.click()
+    assert got.value.suggested_filename == "resonance-field.png"
+    chosen, box = five_in_a_box(points_on_screen(page))
+    lasso(page, box)
+    page.wait_for_selector(f"{SELECTION}:has-text('5 clips selected')", timeout=30000)
+    with page.expect_download(timeout=60000) as got:
+        page.click("#sere-sel-export")
+    rows = (tmp_path / "sel.csv")
+    got.value.save_as(rows)
+    assert sorted(r.split(",")[0] for r in rows.read_text().splitlines()[1:]) == sorted(chosen)
+    tab(page, "7 · Export")
+    with page.expect_download(timeout=60000) as got:
+        page.click("#sere-exp-pred")
+    assert got.value.suggested_filename.endswith("-predictions.csv")
+    assert not page.sere_errors, page.sere_errors

@@ -124,3 +124,20 @@ def export_model(ctx: AppContext, caller: Caller, project_id: int, run_id: int |
     return atomic_write(path, write)
 
 
+
+
+def export_field(ctx: AppContext, caller: Caller, project_id: int, color_by: str = "emotion") -> Path:
+    """The resonance field of the latest run as one interactive HTML file (plotly.js inside, so it
+    opens offline: zoom, hover and the training replay)."""
+    from sere_core.app.figures import field_figure
+    from sere_core.app.review import field_data
+
+    data = field_data(ctx, caller, project_id)
+    if data is None:
+        raise InvalidDataError("There is no resonance field yet: train the model first (step 4).")
+    with ctx.session() as s:
+        name = st.owned_project(s, caller.workspace, project_id).name
+    path = _export_path(ctx, name, f"run{data.run_id}-field", ".html")
+    page = field_figure(data, color_by).to_html(include_plotlyjs=True, full_html=True, auto_play=False,
+                                                config={"displaylogo": False})
+    return atomic_write(path, lambda handle: handle.write(page.encode("utf-8")))

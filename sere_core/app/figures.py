@@ -329,3 +329,15 @@ def browser_value(page: Any, emotions: list[str]) -> dict[str, Any]:
             f"<div class='sere-browser-scroll'><table class='sere-browser'><thead>{head}</thead>"
             f"<tbody>{rows}</tbody></table></div>")
     return {"rev": next(_revs), "clips": [r.clip_id for r in page.rows], "html": body}
+
+
+def download_value(path: Any) -> dict[str, Any]:
+    """The page's downloader value for an export file: the browser saves it at once. The file
+    lives in its own unguessable folder under the data folder's exports (``exports._export_path``),
+    which the server serves (``launch_options``)."""
+    from pathlib import Path
+    from urllib.parse import quote
+
+    path = Path(path)
+    return {"url": "gradio_api/file=" + quote(path.as_posix()), "name": path.name, "rev": next(_revs),
+            "html": f"<span class='sere-keys'>Downloaded {html.escape(path.name)}.</span>"}
