@@ -322,7 +322,7 @@ class SourceTab:
                     gr.Markdown("### Add source clips")
                     language = gr.Textbox(label="Language code (optional)", placeholder="e.g. de")
                     files = gr.File(label="Audio files or a .zip (a CSV manifest inside may carry labels)",
-                                    file_count="multiple", file_types=["audio", ".zip", ".csv"],
+                                    file_count="multiple",
                                     elem_id="sere-src-upload")
                     folder = gr.UploadButton("Upload a folder", file_count="directory", size="sm")
                     report = gr.Markdown("", elem_id="sere-src-report")
@@ -360,7 +360,7 @@ class TargetTab:
                 with gr.Column():
                     language = gr.Textbox(label="Language code (optional)", placeholder="e.g. en")
                     files = gr.File(label="Audio files, long recordings or a .zip", file_count="multiple",
-                                    file_types=["audio", ".zip", ".csv"], elem_id="sere-tgt-upload")
+                                    elem_id="sere-tgt-upload")
                     folder = gr.UploadButton("Upload a folder", file_count="directory", size="sm")
                 with gr.Column():
                     report = gr.Markdown("", elem_id="sere-tgt-report")

@@ -497,3 +497,20 @@ def test_a_live_view_of_a_training_snapshot_is_quick_and_stable():
     again, _ = live_projection(x, np.stack([np.full(16, -1.0), np.full(16, 1.0)]))
     assert np.allclose(xy, again)  # the same snapshot is drawn the same way
     assert time_left(10.0, 25, 100) == "about 30 s left" and time_left(1.0, 100, 100) == ""
+
+
+def test_target_clips_to_label_next_are_uncertain_and_varied(trained):
+    c, pid, run_id = trained
+    with c.session() as s:
+        order = review.suggest_targets(s, pid, run_id)
+        preds = st.predictions_for_run(s, run_id)
+        labels = st.labels_for_project(s, pid)
+    targets = [int(x) for x in review.field_data(c, ME, pid).points.query("role == 'target'").clip_id]
+    assert sorted(order) == sorted(t for t in targets if t not in labels)  # every open target clip, once
+    unsure = sorted(order, key=lambda i: preds[i].confidence)[:20]
+    assert set(order[:20]) == set(unsure)  # the least confident first ...
+    assert order[:20] != unsure  # ... but in a varied order, not by confidence
+    page = review.predictions_page(c, ME, pid, sort=review.SUGGESTED)
+    assert list(page.rows["clip"]) == order[:len(page.rows)] and page.total == len(order)
+    assert review.next_to_review(c, ME, pid, review.SUGGESTED) == order[0]
+    assert review.next_to_review(c, ME, pid, review.SUGGESTED, current=order[0]) == order[1]

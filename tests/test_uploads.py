@@ -149,6 +149,27 @@ def test_an_archive_inside_an_archive_is_reported_not_ignored(ctx, tmp_path):
     assert "not opened; unpack it and upload its contents" in failure.message
 
 
+def test_every_file_left_out_is_in_the_report_even_inside_a_zip(ctx, tmp_path):
+    """The pickers take any file: what is not audio is named in the report, also a zip's
+    non-audio entries (a system's hidden files, .DS_Store and __MACOSX, are not the user's)."""
+    archive = _zip(tmp_path / "clips.zip", {"a.wav": wav_bytes(40), "notes.txt": b"about the clips",
+                                            "scans/cover.jpg": b"jpeg", ".DS_Store": b"x",
+                                            "__MACOSX/._a.wav": b"x"})
+    readme = tmp_path / "README.pdf"
+    readme.write_bytes(b"%PDF-1.4")
+    pid = projects.create_project(ctx, ME, "left out", "happy, sad").id
+    report = imports.import_audio(ctx, ME, pid, [archive, readme], "target", warm=False)
+    assert report.added == 1
+    told = sorted((f.file, f.message) for f in report.failures)
+    assert [file for file, _ in told] == ["README.pdf", "clips.zip", "clips.zip"], told
+    assert "not audio" in told[0][1]
+    assert sorted(m.removeprefix("clips.zip: ") for _, m in told[1:]) == [
+        "notes.txt: not an audio file; skipped", "scans/cover.jpg: not an audio file; skipped"]
+    text = report.markdown()
+    assert "notes.txt" in text and "scans/cover.jpg" in text and "README.pdf" in text
+    assert ".DS_Store" not in text and "__MACOSX" not in text
+
+
 def test_a_long_report_is_summarized_and_names_no_server_path(ctx, tmp_path):
     bad = []
     for i in range(120):

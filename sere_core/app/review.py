@@ -208,12 +208,15 @@ def _fmt_spans(spans: Iterable[Sequence[float]]) -> str:
     return ", ".join(f"{a:.2f}-{b:.2f} s" for a, b in spans)
 
 
+#: The review order that puts first the target clips worth labeling next (see :func:`suggest_targets`).
+SUGGESTED = "label these next (uncertain, varied)"
 #: Orders of the review table: (what to sort by, descending); see ``storage.prediction_page``.
 SORTS = {
     "least confident first": ("confidence", False),
     "most confident first": ("confidence", True),
     "by emotion": ("emotion", False),
     "by file name": ("name", False),
+    SUGGESTED: ("confidence", False),  # the order comes from suggest_targets; this is its fallback
 }
 #: Rows per page of the review table: the page never receives a whole large project.
 PAGE_SIZE = 100
@@ -256,6 +259,33 @@ def page_of(session: Any, project_id: int, run_id: int | None, *, order: str = "
     return rows, page, pages, total
 
 
+def suggest_targets(session: Any, project_id: int, run_id: int) -> list[int]:
+    """Unlabeled target clips in the order worth labeling next, for users who know a little of
+    the target language: the least confident half first (at least 20), spread over the map of
+    the run (``suggest.diverse_order`` on the clips' positions, the labeled ones counting as
+    covered), then the rest, least confident first."""
+    from sere_core.app.suggest import diverse_order
+
+    preds = st.predictions_for_run(session, run_id)
+    labels = st.labels_for_project(session, project_id)
+    targets = {r.clip_id for r in st.clip_records(session, project_id) if r.role == "target"}
+    open_ = sorted((c for c in targets if c not in labels and c in preds), key=lambda c: (preds[c].confidence, c))
+    if len(open_) < 2:
+        return open_
+    snap = st.last_snapshot(session, run_id)
+    where = {c: i for i, c in enumerate(snap.clip_ids)} if snap is not None else {}
+    unsure = [c for c in open_[:max(20, len(open_) // 2)] if c in where]
+    covered = [c for c in targets if c in labels and c in where]
+    if len(unsure) < 2:
+        return open_
+    coords = np.asarray(snap.coords)[[where[c] for c in unsure + covered]]
+    n_emotions = len(st.get_project(session, project_id).emotions)
+    order = diverse_order(coords, n_clusters=min(len(unsure), 5 * n_emotions),
+                          labeled=range(len(unsure), len(unsure) + len(covered)))
+    first = [unsure[i] for i in order]
+    return first + [c for c in open_ if c not in set(first)]
+
+
 def predictions_page_in(session: Any, caller: Caller, project_id: int, run_id: int | None = None, *,
                         role: str | None = "target", sort: str = "least confident first", page: int = 1,
                         page_size: int | None = PAGE_SIZE) -> TablePage:
@@ -272,8 +302,17 @@ def predictions_page_in(session: Any, caller: Caller, project_id: int, run_id: i
     if run_id is None:
         return empty
     st.owned_run(session, caller.workspace, run_id, project.id)
-    rows, page, pages, total = page_of(session, project.id, run_id, order=order, descending=descending, page=page,
-                                       size=size, where=st.ClipFilter(role=role))
+    if sort == SUGGESTED and size:  # an order of its own: page the suggested ids, read that page
+        ids = suggest_targets(session, project.id, run_id)
+        pages = max(1, -(-len(ids) // size))
+        page = min(max(1, int(page)), pages)
+        chosen = ids[(page - 1) * size:page * size]
+        rows, _ = st.prediction_page(session, run_id, where=st.ClipFilter(ids=tuple(chosen)), limit=None)
+        rank = {c: i for i, c in enumerate(chosen)}
+        rows, total = sorted(rows, key=lambda r: rank[r.clip_id]), len(ids)
+    else:
+        rows, page, pages, total = page_of(session, project.id, run_id, order=order, descending=descending,
+                                           page=page, size=size, where=st.ClipFilter(role=role))
     df = pd.DataFrame(
         [[r.clip_id, r.name, r.emotion or "", np.nan if r.confidence is None else float(r.confidence),
           r.label or "", _fmt_spans(r.highlights), r.speaker or ""] for r in rows],
@@ -301,6 +340,9 @@ def next_to_review(ctx: AppContext, caller: Caller, project_id: int, sort: str =
         run_id = st.latest_result(s, st.owned_project(s, caller.workspace, project_id).id)
         if run_id is None:
             return None
+        if sort == SUGGESTED:
+            return next((c for c in suggest_targets(s, run_id=run_id, project_id=st.get_run(s, run_id).project_id)
+                         if c != current), None)
         rows, _ = st.prediction_page(s, run_id, role="target", order=order, descending=descending,
                                      limit=2, unlabeled_only=True)
     return next((r.clip_id for r in rows if r.clip_id != current), None)

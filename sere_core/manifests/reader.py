@@ -186,7 +186,12 @@ def read_folder(path: str | os.PathLike[str], skipped: list[ManifestError] | Non
                     f"{rel}: archives inside a folder or an archive are not opened; unpack it and "
                     "upload its contents"), skipped)
                 continue
-            if _hidden(name) or Path(name).suffix.lower() not in AUDIO_EXTENSIONS:
+            if _hidden(name):  # .DS_Store, __MACOSX and the like: a system's, not the user's
+                continue
+            if Path(name).suffix.lower() not in AUDIO_EXTENSIONS:
+                if skipped is not None:  # a file the user put there: say it was left out
+                    rel = (Path(dirpath) / name).relative_to(root).as_posix()
+                    skipped.append(ManifestError(f"{rel}: not an audio file; skipped"))
                 continue
             full = Path(dirpath) / name
             rel = full.relative_to(root)

@@ -503,6 +503,7 @@ class ClipFilter:
     min_confidence: float | None = None
     max_confidence: float | None = None
     name: str | None = None
+    ids: tuple[int, ...] | None = None  # only these clips
 
 
 #: What :func:`prediction_page` can sort by.
@@ -566,6 +567,8 @@ def prediction_page(
         query = query.where(Prediction.confidence <= float(f.max_confidence))
     if f.name:
         query = query.where(Clip.original_name.ilike(_like(f.name.strip()), escape="\\"))
+    if f.ids is not None:
+        query = query.where(Clip.id.in_([int(i) for i in f.ids]))
     total = int(session.scalar(select(func.count()).select_from(query.subquery())) or 0)
     key = PREDICTION_ORDERS[order]
     query = query.order_by((key.desc() if descending else key.asc()).nulls_last(), Clip.id)
