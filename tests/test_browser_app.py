@@ -118,7 +118,7 @@ def wait_clip(pg, pad: str, test: str) -> None:
 
 
 def make_uploads(folder: Path) -> list[Path]:
-    """A 40-second 'interview' of 14 demo utterances with pauses, and a file that is not audio."""
+    """A 40-second 'interview' of 14 demo utterances with pauses, a broken recording and notes."""
     import soundfile as sf
 
     from sere_core.audio import write_audio
@@ -130,7 +130,9 @@ def make_uploads(folder: Path) -> list[Path]:
     interview = write_audio(folder / "interview.wav", np.concatenate(parts), 16000)
     broken = folder / "broken.wav"
     broken.write_text("this is not a recording")
-    return [interview, broken]
+    notes = folder / "notes.txt"  # the picker takes it; the report says it is not audio
+    notes.write_text("interview notes")
+    return [interview, broken, notes]
 
 
 def test_the_demo_end_to_end(page, server, tmp_path):
@@ -176,7 +178,7 @@ def walk_the_demo(page, server, tmp_path):
     pg.set_input_files("#sere-tgt-upload input[type=file]", [str(p) for p in uploads])
     pg.wait_for_selector("#sere-tgt-report:has-text('rejected')", timeout=120000)
     report = pg.inner_text("#sere-tgt-report")
-    assert "broken.wav" in report and "split at pauses" in report
+    assert "broken.wav" in report and "notes.txt" in report and "split at pauses" in report
     shot(pg, "03-target-upload")
 
     # 4 Train: progress while it runs, then the results

@@ -239,7 +239,7 @@ def test_the_field_moves_while_it_trains(tmp_path, browser):
         dm.apply_reference_labels(ctx, ME, summary.id)
     finally:
         ctx.close()
-    app = AppProcess(tmp_path / "data", tmp_path / "cache", train_steps=6000).start()
+    app = AppProcess(tmp_path / "data", tmp_path / "cache", train_steps=2000).start()
     try:
         page = open_page(browser, app.url)
         open_project(page, summary.name)
