@@ -40,7 +40,7 @@ def served(tmp_path_factory):
         assert ctx.jobs.wait(timeout=600)
     finally:
         ctx.close()
-    app = AppProcess(tmp / "data", tmp / "cache").start()
+    app = AppProcess(tmp / "data", tmp / "cache", train_steps=900).start()  # a run started here is long
     try:
         yield app, summary.name, summary.id, tmp / "data"
     finally:
@@ -97,7 +97,7 @@ def five_in_a_box(points: list[dict]) -> tuple[list[str], tuple[float, float, fl
     raise AssertionError("no five points stand apart on the map")
 
 
-def test_label_from_the_map_by_click_and_by_key(served, browser):
+def test_label_from_the_map_by_click_and_by_key_and_colour_it_by_anything(served, browser):
     app, name, pid, data_dir = served
     page = open_page(browser, app.url)
     open_field(page, name)
@@ -123,12 +123,26 @@ def test_label_from_the_map_by_click_and_by_key(served, browser):
     page.keyboard.press("u")  # undo: the label is gone and the clip is back
     page.wait_for_selector(f"{FIELD_PAD}[data-clip='{target['clip']}']", timeout=30000)
     assert int(target["clip"]) not in labels(data_dir, pid)
+
+    # colour by anything: the figure's encoding changes
+    for key, text in (("language", "language"), ("confidence", "confidence of the prediction"),
+                      ("role", "source or target language")):
+        page.click("#sere-color-by input")
+        page.get_by_role("option", name=text, exact=True).click()
+        page.wait_for_selector(f"{FIELD} [data-key*='-{key}-']", timeout=30000)
+        colour_by = page.evaluate(f"() => [...new Set({GD}.data.filter(t => t.meta && t.meta.kind === 'clips')"
+                                  ".map(t => t.meta.color_by))]")
+        assert colour_by == [key]
+    groups = page.evaluate(f"() => {GD}.data.filter(t => t.meta && t.meta.kind === 'clips').map(t => t.name)")
+    assert sorted(groups) == ["source language", "target language"]
     assert not page.sere_errors, page.sere_errors
 
 
-def test_lasso_five_clips_and_label_them_in_one_action(served, browser):
+def test_lasso_five_clips_and_label_them_in_one_action(served, browser, tmp_path):
+    """Then one-click downloads: the selection as CSV, the field as interactive HTML and as PNG
+    (plotly's camera), and the Export tab's predictions (no second click on a file box)."""
     app, name, pid, data_dir = served
-    page = open_page(browser, app.url)
+    page = open_page(browser, app.url, accept_downloads=True)
     open_field(page, name)
     before = labels(data_dir, pid)
     chosen, box = five_in_a_box(points_on_screen(page))
@@ -148,6 +162,25 @@ def test_lasso_five_clips_and_label_them_in_one_action(served, browser):
     page.wait_for_selector(f"{SELECTION}:has-text('Unlabeled')", timeout=30000)
     stored = labels(data_dir, pid)
     assert all(stored.get(int(c)) is None for c in chosen if int(c) not in before)
+
+    with page.expect_download(timeout=60000) as got:
+        page.click("#sere-sel-export")
+    rows = tmp_path / "selection.csv"
+    got.value.save_as(rows)
+    assert sorted(r.split(",")[0] for r in rows.read_text().splitlines()[1:]) == sorted(chosen)
+    with page.expect_download(timeout=60000) as got:
+        page.click("#sere-field-html")
+    html_file = tmp_path / got.value.suggested_filename
+    got.value.save_as(html_file)
+    text = html_file.read_text(encoding="utf-8")
+    assert html_file.suffix == ".html" and "plotly" in text.lower() and len(text) > 1_000_000  # plotly.js inside
+    with page.expect_download(timeout=60000) as got:
+        page.locator(f"{FIELD} .modebar-btn[data-title*='png' i]").first.click()
+    assert got.value.suggested_filename == "resonance-field.png"
+    tab(page, "7 · Export")
+    with page.expect_download(timeout=60000) as got:
+        page.click("#sere-exp-pred")
+    assert got.value.suggested_filename.endswith("-predictions.csv")
     assert not page.sere_errors, page.sere_errors
 
 
@@ -200,27 +233,16 @@ def test_the_clip_browser_and_the_map_select_the_same_clips(served, browser):
     assert not page.sere_errors, page.sere_errors
 
 
-def test_colour_by_changes_the_figure(served, browser):
-    app, name, _pid, _data = served
-    page = open_page(browser, app.url)
-    open_field(page, name)
-    for key, text in (("language", "language"), ("confidence", "confidence of the prediction"),
-                      ("role", "source or target language")):
-        page.click("#sere-color-by input")
-        page.get_by_role("option", name=text, exact=True).click()
-        page.wait_for_selector(f"{FIELD} [data-key*='-{key}-']", timeout=30000)
-        colour_by = page.evaluate(f"() => [...new Set({GD}.data.filter(t => t.meta && t.meta.kind === 'clips')"
-                                  ".map(t => t.meta.color_by))]")
-        assert colour_by == [key]
-    groups = page.evaluate(f"() => {GD}.data.filter(t => t.meta && t.meta.kind === 'clips').map(t => t.name)")
-    assert sorted(groups) == ["source language", "target language"]
-    assert not page.sere_errors, page.sere_errors
-
-
-def test_review_buttons_fit_a_laptop_screen(served, browser):
+def test_results_at_a_glance_and_review_buttons_on_a_laptop_screen(served, browser):
     app, name, _pid, _data = served
     page = open_page(browser, app.url, viewport={"width": 1280, "height": 720})
     open_project(page, name)
+    tab(page, "4 · Train")
+    page.wait_for_selector("#sere-summary:has-text('40 target clips predicted')", timeout=30000)
+    assert "UAR" in page.inner_text("#sere-summary")  # the demo's corpus labels
+    page.wait_for_selector("#sere-confusion .js-plotly-plot", timeout=30000)
+    page.click("#sere-to-field")
+    page.get_by_role("tab", name="5 · Resonance field", selected=True).first.wait_for(timeout=10000)
     tab(page, "6 · Review")
     page.locator("#sere-review-table [data-testid='cell-0-1']").click()
     page.wait_for_selector("#sere-review-panel .sere-pad:has-text('Predicted')", timeout=30000)
@@ -230,48 +252,27 @@ def test_review_buttons_fit_a_laptop_screen(served, browser):
     page.screenshot(path=str(ARTIFACTS / "review-1280x720.png"))
 
 
-def test_the_field_moves_while_it_trains(tmp_path, browser):
-    """A long run: the field shows the newest snapshot, and a later poll a newer one; the Train
-    tab says how long is left."""
-    ctx = AppContext.open(AppSettings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", encoder="prosody"))
-    try:
-        summary = dm.load_demo(ctx, ME, warm=False)
-        dm.apply_reference_labels(ctx, ME, summary.id)
-    finally:
-        ctx.close()
-    app = AppProcess(tmp_path / "data", tmp_path / "cache", train_steps=2000).start()
-    try:
-        page = open_page(browser, app.url)
-        open_project(page, summary.name)
-        tab(page, "4 · Train")
-        page.click("#sere-train")
-        page.wait_for_selector("#sere-progress-text:has-text('left')", timeout=120000)  # a time estimate
-        tab(page, "5 · Resonance field")
-        page.wait_for_selector(f"{FIELD} [data-key^='live-']", timeout=120000)
-        first = page.get_attribute(f"{FIELD} [data-key]", "data-key")
-        title = page.evaluate(f"() => {GD}.layout.title.text")
-        assert "step" in title and "live" in title
-        page.wait_for_selector(f"{FIELD} [data-key^='live-']:not([data-key='{first}'])", timeout=120000)
-        moved = page.evaluate(f"() => {GD}.layout.title.text")
-        assert moved != title  # a later step
-        tab(page, "4 · Train")
-        page.click("#sere-cancel")
-        page.wait_for_selector("#sere-progress-text[data-status=cancelled]", timeout=60000)
-        assert not page.sere_errors, page.sere_errors
-    finally:
-        app.stop()
-
-
-def test_a_finished_run_shows_its_results_at_a_glance(served, browser):
+def test_the_field_moves_while_it_trains(served, browser):
+    """A long run (the server trains 900 steps per model): the field shows the newest snapshot, and
+    a later poll a newer one; the Train tab says how long is left. Cancelled, it leaves the
+    project's results as they were."""
     app, name, _pid, _data = served
     page = open_page(browser, app.url)
     open_project(page, name)
     tab(page, "4 · Train")
-    page.wait_for_selector("#sere-summary:has-text('40 target clips predicted')", timeout=30000)
-    assert "UAR" in page.inner_text("#sere-summary")  # the demo's corpus labels
-    page.wait_for_selector("#sere-confusion .js-plotly-plot", timeout=30000)
-    page.click("#sere-to-field")
-    page.get_by_role("tab", name="5 · Resonance field", selected=True).first.wait_for(timeout=10000)
+    page.click("#sere-train")
+    page.wait_for_selector("#sere-progress-text:has-text('left')", timeout=120000)  # a time estimate
+    tab(page, "5 · Resonance field")
+    page.wait_for_selector(f"{FIELD} [data-key^='live-']", timeout=120000)
+    first = page.get_attribute(f"{FIELD} [data-key]", "data-key")
+    title = page.evaluate(f"() => {GD}.layout.title.text")
+    assert "step" in title and "live" in title
+    page.wait_for_selector(f"{FIELD} [data-key^='live-']:not([data-key='{first}'])", timeout=120000)
+    assert page.evaluate(f"() => {GD}.layout.title.text") != title  # a later step
+    tab(page, "4 · Train")
+    page.click("#sere-cancel")
+    page.wait_for_selector("#sere-progress-text[data-status=cancelled]", timeout=60000)
+    assert not page.sere_errors, page.sere_errors
 
 
 def test_every_tab_is_reachable_on_a_phone(served, browser):
@@ -294,33 +295,3 @@ def test_every_tab_is_reachable_on_a_phone(served, browser):
     width = page.evaluate("() => document.documentElement.scrollWidth")
     assert width <= 400, width  # nothing forces the page sideways
     page.screenshot(path=str(ARTIFACTS / "phone-review.png"))
-
-
-def test_downloads_take_one_click(served, browser, tmp_path):
-    """An export is saved at once (no second click on a file box): the predictions, the field as
-    interactive HTML, the field as PNG (plotly's camera) and a selection as CSV."""
-    app, name, _pid, _data = served
-    page = open_page(browser, app.url, accept_downloads=True)
-    open_field(page, name)
-    with page.expect_download(timeout=60000) as got:
-        page.click("#sere-field-html")
-    html_file = tmp_path / got.value.suggested_filename
-    got.value.save_as(html_file)
-    text = html_file.read_text(encoding="utf-8")
-    assert html_file.suffix == ".html" and "plotly" in text.lower() and len(text) > 1_000_000  # plotly.js inside
-    with page.expect_download(timeout=60000) as got:
-        page.locator(f"{FIELD} .modebar-btn[data-title*='png' i]").first.click()
-    assert got.value.suggested_filename == "resonance-field.png"
-    chosen, box = five_in_a_box(points_on_screen(page))
-    lasso(page, box)
-    page.wait_for_selector(f"{SELECTION}:has-text('5 clips selected')", timeout=30000)
-    with page.expect_download(timeout=60000) as got:
-        page.click("#sere-sel-export")
-    rows = (tmp_path / "sel.csv")
-    got.value.save_as(rows)
-    assert sorted(r.split(",")[0] for r in rows.read_text().splitlines()[1:]) == sorted(chosen)
-    tab(page, "7 · Export")
-    with page.expect_download(timeout=60000) as got:
-        page.click("#sere-exp-pred")
-    assert got.value.suggested_filename.endswith("-predictions.csv")
-    assert not page.sere_errors, page.sere_errors
