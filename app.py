@@ -621,10 +621,11 @@ class ReviewTab:
         return [self.pad, self.wave, self.probs]
 
     @staticmethod
-    def show_table(page: Any) -> list[Any]:
+    def show_table(page: Any, current: int | None = None) -> list[Any]:
+        """A page of the table; the row of ``current`` (the clip in the panel) stands out."""
         if page is None:
             return [None, 1, ""]
-        return [fg.review_rows(page.rows), page.page, page.caption()]
+        return [fg.review_rows(page.rows, current), page.page, page.caption()]
 
     @staticmethod
     def show_panel(ctx: AppContext, caller: Caller, pid: int | None, clip_id: int | None,
@@ -1070,7 +1071,7 @@ class Screens:
             caller, pid = who(me), _need(pid)
             show = judge(caller, pid, evt, lambda clip: review.next_to_review(ctx, caller, pid, sort, clip))
             table = views.table_screen(ctx, caller, pid, sort, int(page_no or 1))
-            return [*ReviewTab.show_table(table),
+            return [*ReviewTab.show_table(table, show),
                     *ReviewTab.show_panel(ctx, caller, pid, show, acted=getattr(evt, "rev", None))]
 
         rv.sort.input(lambda m, pid, s: show_page(m, pid, s, 1), [me, project, rv.sort], rv.table_outputs, **QUICK)

@@ -154,9 +154,10 @@ def wait_ready(page, timeout: float = 60000) -> None:
 
 
 def tab(page, name: str) -> None:
-    page.get_by_role("tab", name=name).first.click()
-    # Gradio repeats the tab bar's buttons in its overflow menu when the bar is narrow
-    page.get_by_role("tab", name=name, selected=True).first.wait_for(timeout=10000)
+    # Gradio keeps a hidden copy of the tab bar (to measure it) and may repeat a tab in its
+    # overflow menu: press the one on screen, then wait until a copy says it is selected
+    page.get_by_role("tab", name=name).locator("visible=true").first.click()
+    page.get_by_role("tab", name=name, selected=True).first.wait_for(state="attached", timeout=30000)
 
 
 def open_project(page, name: str) -> None:

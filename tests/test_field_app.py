@@ -15,7 +15,7 @@ from sere_core import storage as st
 from sere_core.app import AppContext, AppSettings, training
 from sere_core.app import demo as dm
 from sere_core.app.testing import local_caller
-from tests.app_server import REPO, AppProcess, chromium, open_page, open_project, tab
+from tests.app_server import REPO, AppProcess, chromium, open_page, open_project, pad_state, tab
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 ME = local_caller()
@@ -249,6 +249,15 @@ def test_results_at_a_glance_and_review_buttons_on_a_laptop_screen(served, brows
     box = page.locator("#sere-confirm").bounding_box()
     assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= 720
     assert "%" in page.inner_text("#sere-review-table")
+    shown, _ = pad_state(page, "#sere-review-panel .sere-pad")
+    page.keyboard.press("Enter")  # confirm: on to the next clip, whose row stands out
+    page.wait_for_selector(f"#sere-review-panel .sere-pad:not([data-clip='{shown}'])", timeout=30000)
+    current = page.get_attribute("#sere-review-panel .sere-pad", "data-clip")
+    page.wait_for_function(  # the cells styled as the current row are that clip's
+        """clip => { const cells = [...document.querySelectorAll('#sere-review-table [style*="font-weight: 600"]')];
+                     return cells.length > 0 && cells[0].innerText.trim() === clip
+                            && cells.every(el => el.parentElement === cells[0].parentElement); }""",
+        arg=current, timeout=30000)
     page.screenshot(path=str(ARTIFACTS / "review-1280x720.png"))
 
 

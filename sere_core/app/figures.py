@@ -297,11 +297,18 @@ def features_html(status: Any) -> str:
             f"{text}</div>")
 
 
-def review_rows(rows: Any) -> Any:
-    """The review table as shown: confidences in percent (the data keeps the 0-1 fraction)."""
+#: The background of the review table's row whose clip is in the review panel.
+CURRENT_ROW = "background-color: #e0e7ff; font-weight: 600"
+
+
+def review_rows(rows: Any, current: int | None = None) -> Any:
+    """The review table as shown: confidences in percent (the data keeps the 0-1 fraction), and
+    the row of the clip in the review panel (``current``) highlighted (a pandas Styler)."""
     shown = rows.copy()
     shown["confidence"] = [f"{c:.0%}" if c == c else "" for c in rows["confidence"]]
-    return shown
+    if current is None or current not in set(shown["clip"]):
+        return shown
+    return shown.style.apply(lambda row: [CURRENT_ROW if row["clip"] == current else ""] * len(row), axis=1)
 
 
 def browser_value(page: Any, emotions: list[str]) -> dict[str, Any]:
