@@ -313,6 +313,12 @@ def test_training_stores_predictions_snapshots_and_a_model(trained):
     assert len(value["figure"]["frames"]) == field.snapshot_frames["step"].nunique()
     assert value["key"].startswith(f"run-{run_id}-emotion-")
     assert set(field.points["language"]) == {"de", "en"} and field.points["changed"].isna().all()  # one run
+    # the ensemble's models each vote: the share that decides otherwise (0, 1/3 or 2/3 of three)
+    split = field.points["disagreement"]
+    if field.members > 1:
+        assert split.notna().all() and set(split.round(2)) <= {round(k / field.members, 2) for k in range(field.members)}
+    else:
+        assert split.isna().all()
     # the replay's steps are each model's, the loss curve's run through the models one after another
     members = SEREConfig().ensemble
     assert field.members == status.members == members

@@ -126,6 +126,7 @@ def test_label_from_the_map_by_click_and_by_key_and_colour_it_by_anything(served
 
     # colour by anything: the figure's encoding changes
     for key, text in (("language", "language"), ("confidence", "confidence of the prediction"),
+                      ("disagreement", "disagreement between the ensemble's models"),
                       ("role", "source or target language")):
         page.click("#sere-color-by input")
         page.get_by_role("option", name=text, exact=True).click()

@@ -273,7 +273,8 @@ def test_selected_clip_gets_a_ring_and_bad_tables_are_refused():
 
 def test_colour_by_switches_the_encoding_and_keeps_every_clip():
     points, protos, frames, pframes = field_inputs()
-    points = points.assign(language=["de", "it", None] * 4, speaker=None, changed=[True, False, None, None] * 3)
+    points = points.assign(language=["de", "it", None] * 4, speaker=None, changed=[True, False, None, None] * 3,
+                           disagreement=[0.0, 1 / 3, 2 / 3, np.nan] * 3)
     by_emotion = resonance_field_figure(points, protos, emotions=EMOTIONS)
     assert {t.meta["group"] for t in clip_traces(by_emotion)} <= set(EMOTIONS) | {"not predicted yet"}
     assert "fainter: less confident" in by_emotion.layout.legend.title.text
@@ -290,10 +291,14 @@ def test_colour_by_switches_the_encoding_and_keeps_every_clip():
     assert predicted.marker.colorscale and predicted.marker.cmin == 0 and predicted.marker.cmax == 1
     assert list(predicted.marker.color) == list(points.loc[points.confidence.notna() & ~points.labeled,
                                                            "confidence"].round(3))
+    split = resonance_field_figure(points, protos, emotions=EMOTIONS, color_by="disagreement")
+    voted = [t for t in clip_traces(split) if t.name == "predicted"][0]
+    assert voted.marker.colorscale and len(voted.x) == 9  # the clips with a vote, labeled ones too
+    assert "disagree" in voted.marker.colorbar.title.text
     changed = resonance_field_figure(points, protos, emotions=EMOTIONS, color_by="changed")
     assert {t.name for t in clip_traces(changed)} == {
         "changed since the previous run", "same as the previous run", "new: no previous run"}
-    for fig in (by_emotion, by_language, by_conf, changed):  # every clip drawn once, selectable
+    for fig in (by_emotion, by_language, by_conf, split, changed):  # every clip drawn once, selectable
         traces = clip_traces(fig)
         assert sum(len(t.x) for t in traces) == len(points)
         assert all(t.unselected.marker.opacity < 0.5 for t in traces)

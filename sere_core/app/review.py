@@ -49,9 +49,10 @@ class ClipView:
 
 #: The field's points table (see ``sere_core.viz.resonance_field_figure``): ``emotion`` is the
 #: label where there is one, else the prediction; ``predicted`` the prediction alone; ``changed``
-#: whether the prediction differs from the previous run's (None: no previous run or prediction).
+#: whether the prediction differs from the previous run's (None: no previous run or prediction);
+#: ``disagreement`` the share of the ensemble's models that decide otherwise (NaN: one model).
 POINT_COLUMNS = ["clip_id", "x", "y", "name", "emotion", "confidence", "role", "labeled", "predicted",
-                 "language", "speaker", "changed"]
+                 "language", "speaker", "changed", "disagreement"]
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,7 @@ def field_data_in(session: Any, caller: Caller, project_id: int, run_id: int | N
             "role": rec.role, "labeled": label is not None,
             "predicted": pred.emotion if pred else None, "language": rec.language, "speaker": rec.speaker,
             "changed": None if pred is None or earlier is None else pred.emotion != earlier.emotion,
+            "disagreement": np.nan if pred is None or pred.agreement is None else 1.0 - float(pred.agreement),
         })
     points = pd.DataFrame(rows, columns=POINT_COLUMNS)
     frames = pd.DataFrame(
@@ -190,7 +192,7 @@ def live_field_data(ctx: AppContext, caller: Caller, project_id: int, run_id: in
     rows = [{"clip_id": str(cid), "x": float(x), "y": float(y), "name": records[cid].name,
              "emotion": labels.get(cid), "confidence": np.nan, "role": records[cid].role,
              "labeled": cid in labels, "predicted": None, "language": records[cid].language,
-             "speaker": records[cid].speaker, "changed": None}
+             "speaker": records[cid].speaker, "changed": None, "disagreement": np.nan}
             for cid, (x, y) in zip(live.clip_ids, live.coords) if cid in records]
     protos = pd.DataFrame([(e, float(x), float(y)) for e, (x, y) in zip(live.classes, live.prototypes)],
                           columns=["emotion", "x", "y"])

@@ -47,6 +47,8 @@ class Prediction:
     confidence: float
     probabilities: dict[str, float]
     highlights: list[tuple[float, float]] = field(default_factory=list)
+    #: The share of an ensemble's models that decide this emotion on their own (None: one model).
+    agreement: float | None = None
 
 
 @dataclass(frozen=True)

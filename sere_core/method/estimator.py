@@ -177,17 +177,39 @@ class SERE:
         return np.stack(out["z"]) if out["z"] else np.zeros((0, dim), np.float32)
 
     def predict(self, clips: Sequence[ClipFeatures]) -> list[Prediction]:
-        clips = list(clips)
-        out = self._forward(clips)
+        """One :class:`Prediction` per clip; an ensemble's also says how many of its models agree."""
+        self._check_fitted()
+        clips = check_predict_inputs(list(clips), self.n_features_in_)
+        with limited_threads(self.config.num_threads):
+            arrays = self.preprocessor_.transform(clips) if clips else []
+            out = self._forward_arrays(arrays, 256)
+            agreement = self._agreement(arrays, out["p"])
         preds = []
-        for clip, p, a in zip(clips, out["p"], out["a"]):
+        for clip, p, a, agree in zip(clips, out["p"], out["a"], agreement):
             k = int(np.argmax(p))
             factor = pool_factor(clip.frame_rate, self.config.target_frame_rate)
             spans = spans_from_weights(a, clip.n_frames, factor, clip.frame_rate,
                                        self.config.highlight_fraction)
             preds.append(Prediction(self.classes_[k], float(p[k]),
-                                    {c: float(v) for c, v in zip(self.classes_, p)}, spans))
+                                    {c: float(v) for c, v in zip(self.classes_, p)}, spans, agree))
         return preds
+
+    def _agreement(self, arrays: list[np.ndarray], probs: list[np.ndarray], chunk: int = 256) -> list[float | None]:
+        """Per clip, the share of the ensemble's models whose own decision is the ensemble's (None
+        for a single model): the app colours the clips the models disagree on."""
+        members = getattr(self.model_, "members", None)
+        if members is None or not arrays:
+            return [None] * len(arrays)
+        decided = np.array([int(np.argmax(p)) for p in probs])
+        votes = np.zeros(len(arrays))
+        order = np.argsort([a.shape[0] for a in arrays], kind="stable")
+        with torch.inference_mode():
+            for s in range(0, len(order), chunk):
+                ids = order[s : s + chunk]
+                batch = pad([arrays[i] for i in ids])
+                for member in members:
+                    votes[ids] += embed_clips(member, batch, chunk=chunk)["logits"].argmax(-1).numpy() == decided[ids]
+        return (votes / len(members)).round(4).tolist()
 
     @property
     def prototypes_(self) -> np.ndarray:

@@ -327,6 +327,9 @@ class Prediction(Base):
     probabilities: Mapped[dict[str, float]] = mapped_column(JSONType)
     #: ``[[start_s, end_s], ...]`` where the emotion is heard most.
     highlights: Mapped[list[list[float]]] = mapped_column(JSONType, default=list)
+    #: The share of the ensemble's models that decide this emotion on their own (None: one model,
+    #: or a run before schema version 5).
+    agreement: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Snapshot(Base):

@@ -422,7 +422,8 @@ def save_predictions(session: Session, run_id: int, predictions: Mapping[int, An
     """Store ``{clip_id: prediction}`` for a run, replacing earlier ones for the same clips.
 
     A prediction is anything with ``emotion``, ``confidence``, ``probabilities`` and
-    ``highlights`` (the method's ``Prediction`` or a dict). Returns how many were stored.
+    ``highlights``, and optionally ``agreement`` (the method's ``Prediction`` or a dict). Returns
+    how many were stored.
     """
     run = get_run(session, run_id)
     clip_ids = [int(c) for c in predictions]
@@ -441,6 +442,11 @@ def save_predictions(session: Session, run_id: int, predictions: Mapping[int, An
             if end < start:
                 raise InvalidDataError(f"highlight ({start}, {end}) of clip {clip_id} ends before it starts.")
             highlights.append([start, end])
+        agreement = item.get("agreement") if isinstance(item, Mapping) else getattr(item, "agreement", None)
+        if agreement is not None:
+            agreement = finite_float(agreement, "agreement", minimum=0.0)
+            if agreement > 1.0 + 1e-6:
+                raise InvalidDataError(f"agreement of clip {clip_id} must be at most 1, got {agreement}.")
         confidence = finite_float(_field(item, "confidence"), "confidence", minimum=0.0)
         if confidence > 1.0 + 1e-6:
             raise InvalidDataError(f"confidence of clip {clip_id} must be at most 1, got {confidence}.")
@@ -452,6 +458,7 @@ def save_predictions(session: Session, run_id: int, predictions: Mapping[int, An
                 confidence=min(confidence, 1.0),
                 probabilities=probabilities,
                 highlights=highlights,
+                agreement=None if agreement is None else min(agreement, 1.0),
             )
         )
     for start in range(0, len(clip_ids), 500):

@@ -134,11 +134,17 @@ def _m4_workspaces(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE projects ADD CONSTRAINT uq_projects_workspace_name UNIQUE (workspace_id, name)"))
 
 
+def _m5_prediction_agreement(conn: Connection) -> None:
+    if "agreement" not in {c["name"] for c in inspect(conn).get_columns("predictions")}:
+        conn.execute(text("ALTER TABLE predictions ADD COLUMN agreement FLOAT"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _m1_initial_schema),
     Migration(2, "one queued/running training run per project", _m2_one_active_run_per_project),
     Migration(3, "a run belongs to a process instance, not to a pid", _m3_run_worker_instance),
     Migration(4, "workspaces own projects; per-labeler undo; clip leases", _m4_workspaces, rebuilds_tables=True),
+    Migration(5, "a prediction keeps how many of the ensemble's models agree", _m5_prediction_agreement),
 )
 
 #: The version a database has after :func:`init_schema` with this release.

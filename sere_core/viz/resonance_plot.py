@@ -38,11 +38,13 @@ COLOR_BY: dict[str, str] = {
     "labeled": "labeled or not",
     "speaker": "speaker",
     "changed": "prediction changed since the previous run",
+    "disagreement": "disagreement between the ensemble's models",
 }
+#: The continuous colourings: the column's colour scale and the colour bar's title.
+CONTINUOUS = {"confidence": ("Viridis", "confidence"), "disagreement": ("OrRd", "models that disagree")}
 #: Category names the figure gives the boolean columns and missing values.
 UNKNOWN_VALUE = "unknown"
-#: Colours of the ``confidence`` scale (low to high) and of clips without a prediction on it.
-CONFIDENCE_SCALE = "Viridis"
+
 ROLE_TEXT = {"source": "source language", "target": "target language"}
 _FONT = dict(family="Inter, Segoe UI, Helvetica, Arial, sans-serif")
 
@@ -224,7 +226,7 @@ def resonance_field_figure(
     if color_by not in COLOR_BY:
         raise ConfigError(f"color_by must be one of {', '.join(COLOR_BY)}, not {color_by!r}.")
     df = _normalise_points(points)
-    if color_by in ("language", "speaker", "changed") and color_by not in df.columns:
+    if color_by in ("language", "speaker", "changed", "disagreement") and color_by not in df.columns:
         raise ConfigError(f"The points table has no {color_by!r} column to colour by.")
     if prototypes is not None and len(prototypes):
         _check_columns(prototypes, ["emotion", "x", "y"], "The prototypes table")
@@ -240,9 +242,10 @@ def resonance_field_figure(
         df["group"] = df["emotion"]
         groups = order + ([NO_EMOTION] if (df["emotion"] == NO_EMOTION).any() else [])
         group_colors: dict[str, Any] = colors
-    elif color_by == "confidence":
-        predicted = df["confidence"].notna() & ~df["labeled"]
-        df["group"] = np.where(predicted, "predicted", np.where(df["labeled"], "labeled by you", NO_EMOTION))
+    elif color_by in CONTINUOUS:
+        df[color_by] = pd.to_numeric(df[color_by], errors="coerce").astype(float)
+        valued = df[color_by].notna() & (~df["labeled"] if color_by == "confidence" else True)
+        df["group"] = np.where(valued, "predicted", np.where(df["labeled"], "labeled by you", NO_EMOTION))
         groups = [g for g in ("predicted", "labeled by you", NO_EMOTION) if (df["group"] == g).any()]
         group_colors = {"labeled by you": "#444444", NO_EMOTION: UNKNOWN_COLOR}
     else:
@@ -274,10 +277,11 @@ def resonance_field_figure(
     for group in groups:
         sub = df[df["group"] == group]
         point_traces.append((group, sub))
-        if color_by == "confidence" and group == "predicted":
-            color: Any = dict(color=sub["confidence"].round(3).tolist(), colorscale=CONFIDENCE_SCALE, cmin=0.0,
-                              cmax=1.0, colorbar=dict(title=dict(text="confidence"), tickformat=".0%", len=0.6,
-                                                      x=1.0, y=0.35))
+        if color_by in CONTINUOUS and group == "predicted":
+            scale, bar = CONTINUOUS[color_by]
+            color: Any = dict(color=sub[color_by].round(3).tolist(), colorscale=scale, cmin=0.0,
+                              cmax=1.0 if color_by == "confidence" else max(0.5, float(sub[color_by].max())),
+                              colorbar=dict(title=dict(text=bar), tickformat=".0%", len=0.6, x=1.0, y=0.35))
         else:
             color = dict(color=group_colors[group])
         marker = {**_marker_arrays(sub, fade=by_emotion), **color}
