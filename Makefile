@@ -20,7 +20,7 @@ setup:
 	$(PY) -m pip install -q -e ".[dev]"
 
 test:
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist worksteal
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 # The inner loop: no browser, no corpora, no servers (PostgreSQL, the app), nothing slow.
 test-fast:

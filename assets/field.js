@@ -87,8 +87,17 @@ function draw() {
   const v = props.value || {};
   const plot = plotDiv();
   if (!plot) { setTimeout(draw, 50); return; }  // js_on_load can run before the template is in place
-  if (!v.figure || plot.__sereKey === v.key) return;
+  if (plot.__sereKey === v.key) return;
+  if (!v.figure) {  // nothing trained yet: a line of text, and no plotly to load
+    if (plot.data && window.SerePlotly) window.SerePlotly.purge(plot);
+    plot.textContent = v.message || "";
+    plot.__sereKey = v.key;
+    element.dataset.key = v.key || "";
+    return;
+  }
+  if (element.offsetParent === null) return;  // a hidden tab: drawn when it is shown (see below)
   plot.__sereKey = v.key;
+  if (!plot.data) plot.textContent = "";
   whenPlotly(() => {
     const fig = v.figure;
     // react with the frames in the figure replaces the previous run's frames
@@ -105,6 +114,8 @@ function draw() {
 }
 
 window.addEventListener("sere-field-mark", (ev) => { mark = ev.detail || mark; applyMark(); });
+// The figure is drawn (and plotly.js loaded) only once the field is on screen.
+new IntersectionObserver((entries) => { if (entries.some((e) => e.isIntersecting)) draw(); }).observe(element);
 window.sereFieldFrames = () => {
   const plot = plotDiv();
   return plot && plot._transitionData ? (plot._transitionData._frames || []).length : 0;

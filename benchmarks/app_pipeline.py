@@ -55,6 +55,7 @@ from sere_core.benchmark.report import commit, cpu_busy_seconds, cpu_model, work
 RESULTS = ROOT / "benchmarks" / "results"
 EMOTIONS = ("neutral", "happy", "sad", "angry")
 SORT = "least confident first"
+COLOR = "emotion"  # the field's colour
 TARGETS = {"start": 10.0, "first visit": 20.0, "screen": 0.5, "upload": 30.0, "latency": 1.0}
 
 
@@ -150,9 +151,9 @@ def review_pad(data: list) -> dict:
 
 
 def field_shown(data: list) -> bool:
-    """Whether a poll's answer carries the trained resonance field."""
-    return any(isinstance(x, dict) and x.get("type") == "plotly" and "Resonance field" in str(x.get("plot"))
-               for x in data)
+    """Whether a poll's answer carries the trained resonance field (the field component's value
+    with a finished run's figure, not the live view of a run still training)."""
+    return any(isinstance(x, dict) and str(x.get("key", "")).startswith("run-") and x.get("figure") for x in data)
 
 
 def wait_for_field(session: RawSession, pid: int, timeout: float = 900.0) -> list[str]:
@@ -162,7 +163,7 @@ def wait_for_field(session: RawSession, pid: int, timeout: float = 900.0) -> lis
     start = time.perf_counter()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        _, data = timed(session, "poll", [None, pid, None, None, SORT])
+        _, data = timed(session, "poll", [None, pid, None, None, None, SORT, COLOR])
         for x in data:
             if isinstance(x, str) and "sere-progress-text" in x:
                 phase = re.sub(r"<[^>]+>", "", x).split(":", 1)[-1].split("·")[0].split(":")[0].strip()
@@ -185,7 +186,7 @@ def first_visit(work: Path, encoder: str, actions: int) -> dict:
         t0 = time.perf_counter()
         page = page_session(server.url)
         steps = {"open the page": time.perf_counter() - t0}
-        steps["Load demo"], data = timed(page, "load_demo", [None, SORT])
+        steps["Load demo"], data = timed(page, "load_demo", [None, SORT, COLOR])
         pid = data[0]
         steps["label 5 per emotion"] = timed(page, "demo_labels", [None, pid, None])[0]
         steps["Start training"] = timed(page, "press_train", [None, pid])[0]
@@ -200,7 +201,7 @@ def first_visit(work: Path, encoder: str, actions: int) -> dict:
 
 def screens(page: RawSession, pid: int, actions: int) -> dict:
     """Seconds per label (labeling pad) and per confirmation (review pad), ``actions`` of each."""
-    _, data = timed(page, "open_project", [None, pid, SORT])
+    _, data = timed(page, "open_project", [None, pid, SORT, COLOR])
     clip = label_pad(data)["clip"]
     label = []
     for i in range(actions):
@@ -341,14 +342,14 @@ def latency(server: Server, page: RawSession, pid: int, rounds: int) -> dict:
         with urllib.request.urlopen(server.url, timeout=30) as response:
             response.read()
         get_s = time.perf_counter() - start
-        return get_s, timed(page, "poll", [None, pid, None, None, SORT])[0]
+        return get_s, timed(page, "poll", [None, pid, None, None, None, SORT, COLOR])[0]
 
     idle = [one_round() for _ in range(rounds)]
     timed(page, "press_train", [None, pid])
     training = []
     deadline = time.monotonic() + 300
     while len(training) < rounds and time.monotonic() < deadline:
-        status = page.call(page.handler("poll"), [None, pid, None, None, SORT])
+        status = page.call(page.handler("poll"), [None, pid, None, None, None, SORT, COLOR])
         if "data-status='running'" not in json.dumps(status["output"]) and not training:
             time.sleep(0.2)
             continue

@@ -43,6 +43,8 @@ from sere_core.errors import (
 )
 from sere_core.method import SEREConfig
 
+pytestmark = pytest.mark.xdist_group("app_services")  # one worker: its module fixture is made once
+
 ME = local_caller()  # the shared workspace of a private server
 
 REPO = Path(__file__).resolve().parents[1]

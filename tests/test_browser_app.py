@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser_app")]  # one worker: its module fixture is made once
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "tmp" / "test-artifacts" / "browser"

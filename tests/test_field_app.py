@@ -17,7 +17,7 @@ from sere_core.app import demo as dm
 from sere_core.app.testing import local_caller
 from tests.app_server import REPO, AppProcess, chromium, open_page, open_project, pad_state, tab
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("field_app")]  # one worker: its module fixture is made once
 ME = local_caller()
 ARTIFACTS = REPO / "tmp" / "test-artifacts" / "field"
 FIELD = "#sere-field"

@@ -44,7 +44,7 @@ from sere_core.storage import (  # noqa: E402
     session_scope,
 )
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("labeling_app")]  # one worker: its module fixture is made once
 EMOTIONS = ["neutral", "happy", "sad", "angry"]
 
 

@@ -34,7 +34,7 @@ from app_server import (  # noqa: E402
     wait_ready,
 )
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workspaces_app")]  # one worker: its module fixture is made once
 
 OAUTH_SECRET = "a-test-oauth-secret"
 #: What a Space sets for an app with ``hf_oauth: true`` (the provider is never contacted here).

@@ -49,10 +49,12 @@ def field_figure(data: FieldData | None, color_by: str = "emotion") -> Any:
 def field_value(data: FieldData | None, color_by: str = "emotion") -> dict[str, Any]:
     """The field component's value: the figure as plotly JSON (frames included) and a key that
     changes whenever the figure does, so the page redraws only then."""
-    fig = field_figure(data, color_by)
-    kind = "live" if data is not None and data.live is not None else "run"
-    key = f"{kind}-{data.run_id}-{color_by}-{next(_revs)}" if data is not None else "empty"
-    return {"key": key, "figure": json.loads(fig.to_json())}
+    if data is None or not len(data.points):  # no figure: the page loads no plotly for it
+        return {"key": "empty", "figure": None,
+                "message": "Train the model (step 4) to watch the clips self-organize here."}
+    kind = "live" if data.live is not None else "run"
+    return {"key": f"{kind}-{data.run_id}-{color_by}-{next(_revs)}",
+            "figure": json.loads(field_figure(data, color_by).to_json())}
 
 
 def clip_waveform(view: ClipView | None) -> Any:
