@@ -29,7 +29,7 @@ CLIP_TITLE = "#sere-clip-title"
 #: The labeling pad: ``data-clip`` is the clip on screen, ``data-rev`` changes with every answer.
 LABEL_PAD = "#sere-label-panel .sere-pad"
 #: No sandbox (root in CI), no GPU, and nothing that phones home (this machine has no network).
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
                  "--autoplay-policy=no-user-gesture-required"]
 
