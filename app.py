@@ -954,16 +954,14 @@ class Screens:
             return _int(sel.get("chosen")) if isinstance(sel, dict) else None
 
         @friendly
-        def pick(me, pid, sel, evt: gr.EventData):
-            caller, pid, clip = who(me), _int(pid), _int(getattr(evt, "clip", None))
-            return [*FieldTab.show_detail(ctx, caller, pid, clip),
-                    FieldTab.show_selection(ctx, caller, pid, _clips(sel), clip)]
-
-        @friendly
         def choose(me, pid, clip, sel):
+            """A clip chosen (menu, map, browser): in the clip panel, and marked on the map."""
             caller, pid, clip = who(me), _int(pid), _int(clip)
             return [*FieldTab.show_detail(ctx, caller, pid, clip),
                     FieldTab.show_selection(ctx, caller, pid, _clips(sel), clip)]
+
+        def pick(me, pid, sel, evt: gr.EventData):
+            return choose(me, pid, getattr(evt, "clip", None), sel)
 
         @friendly
         def lasso(me, pid, sel, evt: gr.EventData):
@@ -980,7 +978,7 @@ class Screens:
                     FieldTab.show_selection(ctx, caller, pid, _clips(sel), show)]
 
         @friendly
-        def selection_act(me, pid, color_by, sort, sel, evt: gr.EventData):
+        def selection_act(me, pid, color_by, sel, evt: gr.EventData):
             """A selection's button: label, accept, unlabel, play or export the clips the pad showed."""
             caller, pid = who(me), _need(pid)
             action, clips = getattr(evt, "action", None), _clips(getattr(evt, "clips", None))
@@ -1003,13 +1001,16 @@ class Screens:
                 file = fg.download_value(field.export_selection(ctx, caller, pid, clips))
                 note = "The selection's predictions are downloaded as CSV."
             pad = FieldTab.show_selection(ctx, caller, pid, clips, _chosen(sel), note, audio)
-            plot = self.show_results(ctx, caller, pid, (sort, color_by))[0] if redraw else gr.skip()
-            return [pad, plot, file]
+            return [pad, field_now(caller, pid, color_by) if redraw else gr.skip(), file]
+
+        def field_now(caller: Caller, pid: int | None, color_by: str) -> dict[str, Any]:
+            """The field of the latest run as it is now (its labels included), coloured as asked."""
+            data = review.field_data(ctx, caller, pid) if pid is not None else None
+            return fg.field_value(data, _color_by(color_by))
 
         @friendly
         def recolor(me, pid, color_by):
-            data = review.field_data(ctx, who(me), _int(pid)) if _int(pid) is not None else None
-            return fg.field_value(data, _color_by(color_by))
+            return field_now(who(me), _int(pid), color_by)
 
         fld.plot.pick(pick, [me, project, fld.selection], [*fld.details, fld.selection], **QUICK)
         fld.plot.lasso(lasso, [me, project, fld.selection], fld.selection, **QUICK)
@@ -1017,7 +1018,7 @@ class Screens:
         labeled_on_field = [
             fld.pad.act(field_act, [me, project, fld.next_mode, fld.selection], [*fld.details, fld.selection],
                         show_progress="hidden", trigger_mode="multiple", **QUICK),
-            fld.selection.act(selection_act, [me, project, fld.color_by, rv.sort, fld.selection],
+            fld.selection.act(selection_act, [me, project, fld.color_by, fld.selection],
                               [fld.selection, fld.plot, page.download], **QUICK)]
         fld.color_by.input(recolor, [me, project, fld.color_by], fld.plot, **QUICK)
 
@@ -1035,12 +1036,9 @@ class Screens:
                 page = 1 if offset is None else max(1, int(_int(page_no) or 1) + offset)
                 return FieldTab.show_browser(ctx, who(me), _int(pid), filters, page)
 
-            browse.__name__ = "browse" if offset is None else f"browse_{'next' if offset > 0 else 'previous'}"
+            names = {None: "browse", -1: "browse_previous", 0: "browse_page", 1: "browse_next"}
+            browse.__name__ = names[offset]
             return friendly(browse)
-
-        def browse_here(me, pid, *values):
-            *filters, page_no = values
-            return FieldTab.show_browser(ctx, who(me), _int(pid), filters, page_no)
 
         browsing = [me, project, *fld.filters, fld.browse_page]
         for control in fld.filters:
@@ -1048,9 +1046,9 @@ class Screens:
             trigger(browse_at(None), browsing, fld.browser_outputs, **QUICK)
         fld.prev_btn.click(browse_at(-1), browsing, fld.browser_outputs, **QUICK)
         fld.next_btn.click(browse_at(+1), browsing, fld.browser_outputs, **QUICK)
-        fld.browse_page.submit(friendly(browse_here), browsing, fld.browser_outputs, **QUICK)
+        fld.browse_page.submit(browse_at(0), browsing, fld.browser_outputs, **QUICK)
         for event in labeled_on_field:  # the labels column shows what was just done
-            event.then(friendly(browse_here), browsing, fld.browser_outputs, **QUICK)
+            event.then(browse_at(0), browsing, fld.browser_outputs, **QUICK)
         fld.browser.choose(lasso, [me, project, fld.selection], fld.selection, trigger_mode="always_last", **QUICK)
         fld.browser.open(pick, [me, project, fld.selection], [*fld.details, fld.selection], **QUICK)
 

@@ -141,7 +141,7 @@ def test_another_visitors_ids_answer_not_found_everywhere(space):
             ("review_act", [None, pid, "least confident first", 1], {"action": "confirm", "clip": clip}),
             ("pick", [None, pid, None], {"clip": clip}),
             ("field_act", [None, pid, "least confident", None], {"action": "label", "clip": clip, "emotion": "sad"}),
-            *(("selection_act", [None, pid, "emotion", "least confident first", None],
+            *(("selection_act", [None, pid, "emotion", None],
                {"action": action, "clips": [clip], "emotion": "sad"})
               for action in ("label", "confirm", "unlabel", "play", "export"))):
         answer = b.call(b.handler(name), data, event)

@@ -132,6 +132,21 @@ def latest_result(ctx: AppContext, caller: Caller, project_id: int) -> int | Non
         return st.latest_result(s, st.owned_project(s, caller.workspace, project_id).id)
 
 
+def _point(clip_id: int, x: float, y: float, rec: st.ClipRecord, label: str | None, pred: Any = None,
+           earlier: Any = None) -> dict[str, Any]:
+    """One row of the points table (:data:`POINT_COLUMNS`): a clip where it is on the map, with its
+    label, and its prediction and the previous run's where there are."""
+    return {
+        "clip_id": str(clip_id), "x": float(x), "y": float(y), "name": rec.name,
+        "emotion": label or (pred.emotion if pred else None),
+        "confidence": float(pred.confidence) if pred else np.nan,
+        "role": rec.role, "labeled": label is not None,
+        "predicted": pred.emotion if pred else None, "language": rec.language, "speaker": rec.speaker,
+        "changed": None if pred is None or earlier is None else pred.emotion != earlier.emotion,
+        "disagreement": np.nan if pred is None or pred.agreement is None else 1.0 - float(pred.agreement),
+    }
+
+
 def field_data_in(session: Any, caller: Caller, project_id: int, run_id: int | None = None) -> FieldData | None:
     """Points, prototypes and replay frames of a finished run (None before the first training)."""
     project = st.owned_project(session, caller.workspace, project_id)
@@ -155,18 +170,7 @@ def field_data_in(session: Any, caller: Caller, project_id: int, run_id: int | N
         rec = records.get(cid)
         if rec is None:  # deleted since
             continue
-        pred = preds.get(cid)
-        label = labels.get(cid)
-        earlier = before.get(cid)
-        rows.append({
-            "clip_id": str(cid), "x": float(x), "y": float(y), "name": rec.name,
-            "emotion": label or (pred.emotion if pred else None),
-            "confidence": float(pred.confidence) if pred else np.nan,
-            "role": rec.role, "labeled": label is not None,
-            "predicted": pred.emotion if pred else None, "language": rec.language, "speaker": rec.speaker,
-            "changed": None if pred is None or earlier is None else pred.emotion != earlier.emotion,
-            "disagreement": np.nan if pred is None or pred.agreement is None else 1.0 - float(pred.agreement),
-        })
+        rows.append(_point(cid, x, y, rec, labels.get(cid), preds.get(cid), before.get(cid)))
     points = pd.DataFrame(rows, columns=POINT_COLUMNS)
     frames = pd.DataFrame(
         [(sn.step, str(c), float(x), float(y)) for sn in snaps for c, (x, y) in zip(sn.clip_ids, sn.coords)],
@@ -189,11 +193,8 @@ def live_field_data(ctx: AppContext, caller: Caller, project_id: int, run_id: in
         records = {r.clip_id: r for r in st.clip_records(s, project.id)}
         labels = st.labels_for_project(s, project.id)
         emotions = list(project.emotions)
-    rows = [{"clip_id": str(cid), "x": float(x), "y": float(y), "name": records[cid].name,
-             "emotion": labels.get(cid), "confidence": np.nan, "role": records[cid].role,
-             "labeled": cid in labels, "predicted": None, "language": records[cid].language,
-             "speaker": records[cid].speaker, "changed": None, "disagreement": np.nan}
-            for cid, (x, y) in zip(live.clip_ids, live.coords) if cid in records]
+    rows = [_point(cid, x, y, records[cid], labels.get(cid)) for cid, (x, y) in zip(live.clip_ids, live.coords)
+            if cid in records]
     protos = pd.DataFrame([(e, float(x), float(y)) for e, (x, y) in zip(live.classes, live.prototypes)],
                           columns=["emotion", "x", "y"])
     empty = pd.DataFrame(columns=["step", "clip_id", "x", "y"])
@@ -285,7 +286,8 @@ def suggest_targets(session: Any, project_id: int, run_id: int) -> list[int]:
     order = diverse_order(coords, n_clusters=min(len(unsure), 5 * n_emotions),
                           labeled=range(len(unsure), len(unsure) + len(covered)))
     first = [unsure[i] for i in order]
-    return first + [c for c in open_ if c not in set(first)]
+    taken = set(first)
+    return first + [c for c in open_ if c not in taken]
 
 
 def predictions_page_in(session: Any, caller: Caller, project_id: int, run_id: int | None = None, *,
