@@ -141,7 +141,17 @@ def chromium() -> Iterator[object]:
 def open_page(browser, url: str, **context: object):
     """A new browser context (its own cookies and storage: another visitor) showing the app, once
     the page has loaded the visitor's screens (``data-ready``)."""
-    page = browser.new_context(**{"viewport": {"width": 1400, "height": 1000}, **context}).new_page()
+    context = browser.new_context(**{"viewport": {"width": 1400, "height": 1000}, **context})
+    return _show(context.new_page(), url)
+
+
+def come_back(old_page, url: str):
+    """The same visitor in a new tab of their browser (its cookies and local storage) after a server
+    restart: the old tab may be reloading itself as the server returns, which a navigation races."""
+    return _show(old_page.context.new_page(), url)
+
+
+def _show(page, url: str):
     page.sere_errors = []
     page.on("pageerror", lambda exc: page.sere_errors.append(str(exc)))
     page.goto(url)

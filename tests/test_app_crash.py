@@ -20,12 +20,12 @@ from app_server import (  # noqa: E402
     DEMO,
     AppProcess,
     chromium,
+    come_back,
     label_panel,
     open_page,
     open_project,
     press_and_wait,
     tab,
-    wait_ready,
 )
 from pg_server import db_url, postgres_admin_url, postgres_url  # noqa: E402,F401  (fixtures)
 
@@ -90,9 +90,7 @@ def test_sigkill_right_after_a_label_is_confirmed(tmp_path):
         assert _stored_labels(url, "Kill while labeling") == confirmed
 
         try:  # the restart: the same browser finds its open project again, with its labels
-            page.goto(app.start(same_port=True).url)
-            page.sere_errors.clear()  # what the page said while the server was down
-            wait_ready(page)
+            page = come_back(page, app.start(same_port=True).url)
             # nobody chooses the project: the browser kept it (gr.BrowserState, a key fixed across restarts)
             page.wait_for_selector("#sere-project-line:has-text('Kill while labeling')", timeout=30000)
             label_panel(page)

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from app_server import (  # noqa: E402
     AppProcess,
     chromium,
+    come_back,
     label_panel,
     open_page,
     page_session,
@@ -211,13 +212,7 @@ def test_each_visitor_has_their_own_projects_and_demo_and_keeps_them_over_a_rest
         space.stop()
         space.start(same_port=True)
         for who, old in visitors.items():
-            # each comes back in a new tab of their browser (its cookies and local storage): the
-            # old tab may be reloading itself as the server returns, which a reload would race
-            page = old.context.new_page()
-            page.sere_errors = []
-            page.on("pageerror", lambda exc, page=page: page.sere_errors.append(str(exc)))
-            page.goto(url)
-            wait_ready(page)
+            page = come_back(old, url)
             assert page.get_attribute("#sere-project-line", "data-project") == projects[who]
             label_panel(page)
             assert page.get_attribute("#sere-counts", "data-total") == str(labeled[who])
