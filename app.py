@@ -569,9 +569,9 @@ class FieldTab:
 
     @staticmethod
     def show_selection(ctx: AppContext, caller: Caller, pid: int | None, clips: list[int], chosen: int | None,
-                       note: str = "", audio: str = "") -> dict[str, Any]:
+                       note: str = "", audio: str = "", ask: int | None = None) -> dict[str, Any]:
         emotions = projects.get_summary(ctx, caller, pid).emotions if pid is not None else []
-        return fg.selection_pad(clips if pid is not None else [], chosen, emotions, note, audio)
+        return fg.selection_pad(clips if pid is not None else [], chosen, emotions, note, audio, ask)
 
 
 @dataclass
@@ -966,7 +966,8 @@ class Screens:
         @friendly
         def lasso(me, pid, sel, evt: gr.EventData):
             caller, pid = who(me), _int(pid)
-            return FieldTab.show_selection(ctx, caller, pid, _clips(getattr(evt, "clips", None)), _chosen(sel))
+            return FieldTab.show_selection(ctx, caller, pid, _clips(getattr(evt, "clips", None)), _chosen(sel),
+                                           ask=_int(getattr(evt, "ask", None)))
 
         @friendly
         def field_act(me, pid, mode, sel, evt: gr.EventData):
@@ -1049,7 +1050,8 @@ class Screens:
         fld.browse_page.submit(browse_at(0), browsing, fld.browser_outputs, **QUICK)
         for event in labeled_on_field:  # the labels column shows what was just done
             event.then(browse_at(0), browsing, fld.browser_outputs, **QUICK)
-        fld.browser.choose(lasso, [me, project, fld.selection], fld.selection, trigger_mode="always_last", **QUICK)
+        # every question runs (not Gradio's always_last, which reruns the first one's data): browser.js asks one at a time
+        fld.browser.choose(lasso, [me, project, fld.selection], fld.selection, trigger_mode="multiple", **QUICK)
         fld.browser.open(pick, [me, project, fld.selection], [*fld.details, fld.selection], **QUICK)
 
         # ---- review: a row chosen, then confirm or correct the clip on screen

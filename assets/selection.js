@@ -1,11 +1,12 @@
 // The field's selection pad (gr.HTML js_on_load; `element`, `props`, `trigger` and `watch` come
-// from Gradio). props.value = {clips, chosen, rev, html, audio}: the clips selected on the map
-// (or in the clip browser) and the clip chosen last, as the server last answered. Its buttons send
+// from Gradio). props.value = {clips, chosen, rev, html, audio, ask}: the clips selected on the map
+// (or in the clip browser) and the clip chosen last, as the server last answered (`ask`: the clip
+// browser's question it answers). Its buttons send
 // trigger('act', {action, clips, emotion, rev}) naming the clips on screen, so an action applies
 // to the selection the user saw. Every answer tells the map what to mark ('sere-field-mark').
 function tell() {
   const v = props.value || {};
-  const mark = { chosen: v.chosen == null ? null : v.chosen, clips: v.clips || [] };
+  const mark = { chosen: v.chosen == null ? null : v.chosen, clips: v.clips || [], ask: v.ask == null ? null : v.ask };
   window.__sereFieldMark = mark;
   window.dispatchEvent(new CustomEvent("sere-field-mark", { detail: mark }));
   element.dataset.rev = String(v.rev || "");

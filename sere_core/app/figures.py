@@ -216,9 +216,10 @@ def review_pad(view: ClipView | None, emotions: list[str], kind: str = "review",
 
 
 def selection_pad(clips: list[int], chosen: int | None, emotions: list[str], note: str = "",
-                  audio: str = "") -> dict[str, Any]:
+                  audio: str = "", ask: int | None = None) -> dict[str, Any]:
     """The field's selection: how many clips are selected and what to do with them all. ``chosen``
-    is the clip marked on the map (the one in the clip panel)."""
+    is the clip marked on the map (the one in the clip panel); ``ask`` numbers the clip browser's
+    question this answers (the browser keeps its ticks until its latest question is answered)."""
     n = len(clips)
     if not n:
         body = ("<div class='sere-pad-message'>Draw a box or a lasso on the map to select clips, then label "
@@ -235,7 +236,7 @@ def selection_pad(clips: list[int], chosen: int | None, emotions: list[str], not
     if note:
         body += f"<div class='sere-pad-note'>{note}</div>"
     return {"kind": "selection", "clips": [int(c) for c in clips], "chosen": chosen, "rev": next(_revs),
-            "audio": audio, "html": body}
+            "audio": audio, "html": body, "ask": ask}
 
 
 def describe(view: ClipView) -> str:
