@@ -7,6 +7,7 @@ and ``$SERE_TRAIN_STEPS`` as given, exactly as ``make app`` would with those set
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import socket
@@ -124,18 +125,39 @@ class AppProcess:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
 
+#: One Chromium per test process (a launch costs about a second of CPU): ``{"playwright", "browser"}``.
+_CHROMIUM: dict[str, object] = {}
+
+
 @contextmanager
 def chromium() -> Iterator[object]:
-    """A headless Debian Chromium through playwright; skips the test without either."""
+    """A headless Debian Chromium through playwright; skips the test without either. The browser is
+    shared by the tests of a process; the browser contexts (visitors) a test opened close at its end."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    browser = _CHROMIUM.get("browser")
+    if browser is None or not browser.is_connected():
+        playwright = _CHROMIUM.get("playwright") or sync_api.sync_playwright().start()
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        if not _CHROMIUM:
+            atexit.register(_close_chromium)
+        _CHROMIUM.update(playwright=playwright, browser=browser)
+    before = set(browser.contexts)
+    try:
+        yield browser
+    finally:
+        for context in browser.contexts:
+            if context not in before:
+                context.close()
+
+
+def _close_chromium() -> None:
+    browser, playwright = _CHROMIUM.pop("browser", None), _CHROMIUM.pop("playwright", None)
+    if browser is not None:
+        browser.close()
+    if playwright is not None:
+        playwright.stop()
 
 
 def open_page(browser, url: str, **context: object):

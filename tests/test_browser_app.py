@@ -24,11 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "tmp" / "test-artifacts" / "browser"
 
 sys.path.insert(0, str(Path(__file__).parent))
-from app_server import CHROMIUM, CHROMIUM_ARGS, free_port, pad_state, wait_answer  # noqa: E402
-
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
-playwright_sync = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+from app_server import chromium, free_port, open_page, pad_state, wait_answer  # noqa: E402
 
 
 def _load_app_module():
@@ -66,18 +62,8 @@ def page(server):
     if ARTIFACTS.exists():
         shutil.rmtree(ARTIFACTS)
     ARTIFACTS.mkdir(parents=True)
-    with playwright_sync.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        pg = context.new_page()
-        errors: list[str] = []
-        pg.on("pageerror", lambda exc: errors.append(str(exc)))
-        pg.goto(server[0])
-        pg.wait_for_selector("#sere-project-line[data-ready]")
-        pg.sere_errors = errors
-        yield pg
-        context.close()
-        browser.close()
+    with chromium() as browser:
+        yield open_page(browser, server[0])
 
 
 def shot(pg, name: str) -> Path:

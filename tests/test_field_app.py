@@ -291,8 +291,11 @@ def test_the_field_moves_while_it_trains(served, browser):
     first = page.get_attribute(f"{FIELD} [data-key]", "data-key")
     title = page.evaluate(f"() => {GD}.layout.title.text")
     assert "step" in title and "live" in title
-    page.wait_for_selector(f"{FIELD} [data-key^='live-']:not([data-key='{first}'])", timeout=120000)
-    assert page.evaluate(f"() => {GD}.layout.title.text") != title  # a later step
+    page.wait_for_function(  # a later step drawn (a redraw of the same snapshot has the same title)
+        f"""([first, title]) => {{ const key = document.querySelector('{FIELD} [data-key]').dataset.key;
+                                   const now = {GD}.layout.title.text;
+                                   return key.startsWith('live-') && key !== first && now.includes('step')
+                                          && now !== title; }}""", arg=[first, title], timeout=120000)
     tab(page, "4 · Train")
     page.click("#sere-cancel")
     page.wait_for_selector("#sere-progress-text[data-status=cancelled]", timeout=60000)

@@ -32,7 +32,6 @@ from app_server import (  # noqa: E402
     page_session,
     press_and_wait,
     tab,
-    wait_ready,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workspaces_app")]  # one worker: its module fixture is made once
@@ -175,16 +174,15 @@ def test_another_visitors_ids_answer_not_found_everywhere(space):
 
 @pytest.mark.browser
 def test_each_visitor_has_their_own_projects_and_demo_and_keeps_them_over_a_restart(space):
-    cookie = {"name": "session", "url": space.url.replace("127.0.0.1", "localhost"), "httpOnly": True}
+    cookie = {"name": "session", "domain": "localhost", "path": "/", "expires": -1, "httpOnly": True,
+              "secure": False, "sameSite": "Lax"}
     url = space.url.replace("127.0.0.1", "localhost")  # the cookies are the host's
     with chromium() as browser:
         visitors = {}
         for who in ("anon-a", "anon-b", "alice", "bob"):
-            page = open_page(browser, url)
-            if not who.startswith("anon"):
-                page.context.add_cookies([{**cookie, "value": signed_in_cookie(who)}])
-                page.reload()
-                wait_ready(page)
+            signed_in = [] if who.startswith("anon") else [{**cookie, "value": signed_in_cookie(who)}]
+            page = open_page(browser, url, storage_state={"cookies": signed_in, "origins": []})
+            if signed_in:
                 assert f"Signed in as {who}" in page.inner_text("#sere-identity")
             else:
                 assert "yours alone" in page.inner_text("#sere-identity")
