@@ -10,6 +10,7 @@ import torch
 from sere_core.benchmark.synthetic import make_task, unlabel
 from sere_core.errors import ModelMismatchError, NotFittedError, TrainingCancelled, TrainingDataError
 from sere_core.method import SERE, SEREConfig, Snapshot, TrainingProgress
+from sere_core.method.training import embed_clips, pad
 
 CFG = SEREConfig(ensemble=1, steps=40, pca_dim=16, hidden_dim=32, embed_dim=16, batch_unlabeled=64, refresh_every=10,
                  snapshot_every=20)
@@ -183,6 +184,12 @@ def test_an_ensemble_reads_its_members_as_one_space(tmp_path, task):
     assert np.allclose(np.linalg.norm(ens.snapshots_[-1].embeddings, axis=1), 1, atol=1e-5)
     assert np.allclose(ens.snapshots_[-1].embeddings[len(src):], z, atol=1e-5)
     assert uar(ens, tgt) > 0.6
+    # each prediction says the share of the members that decide as the ensemble does (one model: None)
+    batch = pad(ens.preprocessor_.transform(tgt))
+    own = np.stack([embed_clips(m, batch)["logits"].argmax(-1).numpy() for m in ens.model_.members])
+    share = (own == np.argmax(ens.predict_proba(tgt), 1)).mean(0)
+    assert np.allclose([p.agreement for p in ens.predict(tgt)], share, atol=1e-4) and 0 < share.min() <= share.max() == 1
+    assert {p.agreement for p in single.predict(tgt)} == {None}
     # saved and loaded as one model
     again = SERE.load(ens.save(tmp_path / "ens"))
     assert again.config.ensemble == 3

@@ -152,10 +152,12 @@ class SERE:
             return self._forward_arrays(self.preprocessor_.transform(clips) if clips else [], chunk)
 
     def _forward_arrays(self, arrays: list[np.ndarray], chunk: int) -> dict[str, list]:
+        """Also ``agree``: an ensemble's share of models that decide as it does (None for one model)."""
         order = np.argsort([a.shape[0] for a in arrays], kind="stable")
         z = [None] * len(arrays)
         p = [None] * len(arrays)
         a = [None] * len(arrays)
+        agree: list[float | None] = [None] * len(arrays)
         for s in range(0, len(order), chunk):
             ids = order[s : s + chunk]
             out = embed_clips(self.model_, pad([arrays[i] for i in ids]), chunk=chunk)
@@ -163,7 +165,9 @@ class SERE:
             for j, i in enumerate(ids):
                 z[i], p[i] = out["z"][j].numpy(), probs[j]
                 a[i] = out["a"][j, : arrays[i].shape[0]].numpy()
-        return {"z": z, "p": p, "a": a}
+                if "agree" in out:
+                    agree[i] = round(float(out["agree"][j]), 4)
+        return {"z": z, "p": p, "a": a, "agree": agree}
 
     def predict_proba(self, clips: Sequence[ClipFeatures]) -> np.ndarray:
         """``[N, C]`` probabilities; columns follow ``classes_``."""
@@ -183,9 +187,8 @@ class SERE:
         with limited_threads(self.config.num_threads):
             arrays = self.preprocessor_.transform(clips) if clips else []
             out = self._forward_arrays(arrays, 256)
-            agreement = self._agreement(arrays, out["p"])
         preds = []
-        for clip, p, a, agree in zip(clips, out["p"], out["a"], agreement):
+        for clip, p, a, agree in zip(clips, out["p"], out["a"], out["agree"]):
             k = int(np.argmax(p))
             factor = pool_factor(clip.frame_rate, self.config.target_frame_rate)
             spans = spans_from_weights(a, clip.n_frames, factor, clip.frame_rate,
@@ -193,23 +196,6 @@ class SERE:
             preds.append(Prediction(self.classes_[k], float(p[k]),
                                     {c: float(v) for c, v in zip(self.classes_, p)}, spans, agree))
         return preds
-
-    def _agreement(self, arrays: list[np.ndarray], probs: list[np.ndarray], chunk: int = 256) -> list[float | None]:
-        """Per clip, the share of the ensemble's models whose own decision is the ensemble's (None
-        for a single model): the app colours the clips the models disagree on."""
-        members = getattr(self.model_, "members", None)
-        if members is None or not arrays:
-            return [None] * len(arrays)
-        decided = np.array([int(np.argmax(p)) for p in probs])
-        votes = np.zeros(len(arrays))
-        order = np.argsort([a.shape[0] for a in arrays], kind="stable")
-        with torch.inference_mode():
-            for s in range(0, len(order), chunk):
-                ids = order[s : s + chunk]
-                batch = pad([arrays[i] for i in ids])
-                for member in members:
-                    votes[ids] += embed_clips(member, batch, chunk=chunk)["logits"].argmax(-1).numpy() == decided[ids]
-        return (votes / len(members)).round(4).tolist()
 
     @property
     def prototypes_(self) -> np.ndarray:

@@ -210,10 +210,14 @@ class EnsembleModel(nn.Module):
         return side_by_side([l2_normalize(m.prototypes) for m in self.members])
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Also ``agree [B]``: the share of the members whose own decision is the ensemble's (the app
+        colours the clips they disagree on), from the same pass."""
         outs = [m(x, mask) for m in self.members]
-        return {"z": side_by_side([o["z"] for o in outs]),
-                "logits": torch.stack([o["logits"] for o in outs]).mean(0),
-                "a": torch.stack([o["a"] for o in outs]).mean(0)}
+        each = torch.stack([o["logits"] for o in outs])
+        logits = each.mean(0)
+        return {"z": side_by_side([o["z"] for o in outs]), "logits": logits,
+                "a": torch.stack([o["a"] for o in outs]).mean(0),
+                "agree": (each.argmax(-1) == logits.argmax(-1)).float().mean(0)}
 
 
 def assemble(members: list[SEREModel]) -> SEREModel | EnsembleModel:

@@ -83,16 +83,17 @@ def make_view(clips: Padded, idx: torch.Tensor, crop: int, frame_drop: float, no
 
 @torch.no_grad()
 def embed_clips(model: SEREModel, clips: Padded, chunk: int = 256) -> dict[str, torch.Tensor]:
-    """Eval-mode pass over whole clips: ``z [N, d]``, ``logits [N, C]``, ``a [N, T]``."""
+    """Eval-mode pass over whole clips: ``z [N, d]``, ``logits [N, C]``, ``a [N, T]`` (and an
+    ensemble's ``agree [N]``)."""
     was_training = model.training
     model.eval()
-    parts: dict[str, list[torch.Tensor]] = {"z": [], "logits": [], "a": []}
+    parts: dict[str, list[torch.Tensor]] = {}
     for s in range(0, len(clips), chunk):
         t = int(clips.lengths[s : s + chunk].max())
         out = model(clips.x[s : s + chunk, :t], clips.mask[s : s + chunk, :t])
-        parts["z"].append(out["z"])
-        parts["logits"].append(out["logits"])
-        parts["a"].append(torch.nn.functional.pad(out["a"], (0, clips.x.shape[1] - t)))
+        out["a"] = torch.nn.functional.pad(out["a"], (0, clips.x.shape[1] - t))
+        for key, value in out.items():
+            parts.setdefault(key, []).append(value)
     model.train(was_training)
     return {k: torch.cat(v) for k, v in parts.items()}
 
