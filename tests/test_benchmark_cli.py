@@ -44,7 +44,11 @@ def test_fit_then_predict(folder):
     res = runner.invoke(fit, [str(folder / "labeled.csv"), str(folder / "unlabeled.csv"), "--out",
                               str(folder / "model"), "--encoder", "prosody", "--steps", "10"])
     assert res.exit_code == 0, res.output
-    assert (folder / "model" / "model.json").is_file()
+    from sere_core.method import SERE, SEREConfig
+
+    model = SERE.load(folder / "model")  # what was left out is the configuration's: the benchmarked model
+    assert model.config.ensemble == SEREConfig().ensemble > 1 and len(model.model_.members) == model.config.ensemble
+    assert model.config.seed == SEREConfig().seed and model.config.steps == 10
     res = runner.invoke(predict, [str(folder / "model"), str(folder / "unlabeled.csv"), "--out",
                                   str(folder / "pred.csv")])
     assert res.exit_code == 0, res.output

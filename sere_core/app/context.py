@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from sere_core.encoders import DEFAULT_ENCODER
 from sere_core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,6 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: The demo set shipped with the repository (see ``data/README.md``).
 DEFAULT_DEMO_DIR = REPO_ROOT / "data" / "demo"
-DEFAULT_ENCODER = "whisper-base"
 
 
 def _env_int(name: str, minimum: int = 1) -> int | None:

@@ -10,6 +10,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from sere_core.encoders import DEFAULT_ENCODER
+
 log = logging.getLogger(__name__)
 
 #: The baseline with the best dev-seed mean UAR (common4, 5-per-class); it joins SERE in the
@@ -39,7 +41,7 @@ def parse_seeds(text: str) -> list[int]:
 def run_benchmark(corpora_dir: Path, out_dir: Path, *, seeds: Sequence[int] = tuple(range(10)),
                   methods: Sequence[str] | None = None, class_sets: Sequence[str] | None = None,
                   shots: Sequence[str] | None = None, corpora: Sequence[str] | None = None,
-                  encoder: str = "whisper-base", ablation: bool = True, inductive: bool = True,
+                  encoder: str = DEFAULT_ENCODER, ablation: bool = True, inductive: bool = True,
                   ceiling: bool = True, ablation_seeds: int = 5, command: str = "",
                   features_store: Path | None = None, progress: bool = True, workers: int = 1,
                   ablation_only: bool = False) -> dict:

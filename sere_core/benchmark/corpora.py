@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from sere_core.benchmark.protocol import BenchClip
+from sere_core.encoders import DEFAULT_ENCODER
 from sere_core.errors import ManifestError
 from sere_core.method.data import ClipFeatures
 from sere_core.method.normalization import pool_frames
@@ -60,7 +61,7 @@ def _embed(corpus_dir: Path, rows: list[dict[str, str]], encoder_name: str, prog
     return frames, result.encoder
 
 
-def load_corpus(corpus_dir: Path, encoder_name: str = "whisper-base", pool: int = 4,
+def load_corpus(corpus_dir: Path, encoder_name: str = DEFAULT_ENCODER, pool: int = 4,
                 store: Path | None = None, progress=None) -> tuple[list[BenchClip], dict]:
     """All clips of one corpus folder; returns the clips and the encoder's info as a dict."""
     from safetensors.numpy import load_file, save
@@ -108,7 +109,7 @@ def load_corpus(corpus_dir: Path, encoder_name: str = "whisper-base", pool: int 
     return clips, info
 
 
-def load_corpora(root: Path, names, encoder_name: str = "whisper-base", pool: int = 4,
+def load_corpora(root: Path, names, encoder_name: str = DEFAULT_ENCODER, pool: int = 4,
                  store: Path | None = None) -> tuple[dict[str, list[BenchClip]], dict]:
     from tqdm import tqdm
 

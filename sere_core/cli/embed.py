@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from sere_core.audio import AudioConfig, Failure
 from sere_core.cache import EmbeddingCache
-from sere_core.encoders import get_encoder, list_encoders
+from sere_core.encoders import DEFAULT_ENCODER, get_encoder, list_encoders
 from sere_core.errors import SereError
 from sere_core.features import DEFAULT_SHARD_MB, Engine, embed_to_folder, iter_embedded
 from sere_core.manifests import read_manifest
@@ -37,7 +37,7 @@ def encoders() -> None:
 
 @click.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, path_type=Path))
-@click.option("--encoder", "encoder_name", default="whisper-base", show_default=True,
+@click.option("--encoder", "encoder_name", default=DEFAULT_ENCODER, show_default=True,
               help="Encoder name (see `sere encoders`), e.g. whisper-base, prosody, hf:<model>.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Write the features to this folder; running the same command again after an "

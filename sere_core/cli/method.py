@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from sere_core.cli.embed import echo_failures
+from sere_core.encoders import DEFAULT_ENCODER
 
 
 def _embed(source: Path, encoder, workdir: Path, desc: str):
@@ -58,18 +59,21 @@ def _unique(clips):
 @click.argument("unlabeled", type=click.Path(exists=True, path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Folder to write the trained model to.")
-@click.option("--encoder", "encoder_name", default="whisper-base", show_default=True, help="Encoder name.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed of the training run.")
-@click.option("--per-speaker/--no-per-speaker", default=False, show_default=True,
-              help="Normalize each speaker on its own (needs a speaker column).")
+@click.option("--encoder", "encoder_name", default=DEFAULT_ENCODER, show_default=True, help="Encoder name.")
+@click.option("--seed", default=None, type=int, help="Random seed of the training run (default: the configuration's).")
+@click.option("--per-speaker/--no-per-speaker", default=None,
+              help="Normalize each speaker on its own (needs a speaker column); default: the configuration's.")
 @click.option("--steps", default=None, type=click.IntRange(1, 100000),
               help="Training steps (default: the tuned configuration's).")
-@click.option("--ensemble", default=1, show_default=True, type=click.IntRange(1, 10),
-              help="Models trained with different seeds and read as one (more accurate, slower; "
-                   "see benchmarks/results/dev_study.md).")
-def fit(labeled: Path, unlabeled: Path, out_dir: Path, encoder_name: str, seed: int, per_speaker: bool,
-        steps: int | None, ensemble: int) -> None:
-    """Train SERE on LABELED clips (a manifest with an emotion column) and UNLABELED clips."""
+@click.option("--ensemble", default=None, type=click.IntRange(1, 10),
+              help="Models trained with different seeds and read as one (default: the configuration's, the "
+                   "benchmarked model; fewer are faster and less accurate, see benchmarks/results/dev_study.md).")
+def fit(labeled: Path, unlabeled: Path, out_dir: Path, encoder_name: str, seed: int | None,
+        per_speaker: bool | None, steps: int | None, ensemble: int | None) -> None:
+    """Train SERE on LABELED clips (a manifest with an emotion column) and UNLABELED clips.
+
+    An option left out keeps the configuration's value (``recommended_config``): the model trained
+    is the one the benchmark measured, with its calibrated confidence temperature."""
     from dataclasses import replace
 
     from tqdm import tqdm
@@ -90,8 +94,8 @@ def fit(labeled: Path, unlabeled: Path, out_dir: Path, encoder_name: str, seed: 
         missing = [c for c in lab if not c.emotion]
         if missing:
             raise click.ClickException(f"{labeled}: {len(missing)} clips have no emotion label")
-        config = recommended_config(encoder.info, seed=seed, per_speaker_norm=per_speaker, ensemble=ensemble,
-                                    **({"steps": steps} if steps else {}))
+        given = {"seed": seed, "per_speaker_norm": per_speaker, "steps": steps, "ensemble": ensemble}
+        config = recommended_config(encoder.info, **{k: v for k, v in given.items() if v is not None})
         bar = tqdm(total=config.steps * config.ensemble, unit="step", desc="train SERE", file=sys.stderr)
 
         def progress(p) -> None:
@@ -150,7 +154,7 @@ def predict(model_dir: Path, input_path: Path, out_path: Path) -> None:
               type=click.Path(file_okay=False, path_type=Path), help="Where the results files go.")
 @click.option("--seeds", default="0-9", show_default=True, help="Seeds, e.g. 0-9 or 0,3,5.")
 @click.option("--methods", default=None, help="Comma-separated methods (default: SERE and every baseline).")
-@click.option("--encoder", "encoder_name", default="whisper-base", show_default=True)
+@click.option("--encoder", "encoder_name", default=DEFAULT_ENCODER, show_default=True)
 @click.option("--quick", is_flag=True, help="Two seeds, common4 only, no ablation: a smoke run.")
 @click.option("--no-ablation", is_flag=True, help="Skip the ablation table.")
 @click.option("--ablation-only", is_flag=True, help="Only the ablation table (common4, 5-per-class, 5 seeds).")

@@ -22,6 +22,7 @@ __all__ = [
     "EncoderInfo",
     "EncoderStatus",
     "KNOWN_ENCODERS",
+    "DEFAULT_ENCODER",
     "cache_key",
     "get_encoder",
     "list_encoders",
@@ -29,6 +30,8 @@ __all__ = [
 
 #: Names ``get_encoder`` accepts (``hf:`` takes a hub id or folder after the colon).
 KNOWN_ENCODERS = ("whisper-base", "prosody", "hf:<model id or folder>")
+#: The encoder used where none is named (the app, the CLI, the benchmark): the one that installs offline.
+DEFAULT_ENCODER = "whisper-base"
 
 
 def _build(name: str, cls: type[Encoder], args: tuple, options: dict) -> Encoder:
