@@ -190,6 +190,12 @@ def test_an_ensemble_reads_its_members_as_one_space(tmp_path, task):
     share = (own == np.argmax(ens.predict_proba(tgt), 1)).mean(0)
     assert np.allclose([p.agreement for p in ens.predict(tgt)], share, atol=1e-4) and 0 < share.min() <= share.max() == 1
     assert {p.agreement for p in single.predict(tgt)} == {None}
+    # clips of different lengths read in several chunks give what one chunk gives (an ensemble, a model)
+    assert len(set(batch.lengths.tolist())) > 1
+    for model, keys in ((ens.model_, {"z", "logits", "a", "agree"}), (single.model_, {"z", "logits", "a"})):
+        whole, chunked = embed_clips(model, batch), embed_clips(model, batch, chunk=3)
+        assert whole.keys() == chunked.keys() == keys
+        assert all(torch.allclose(whole[k], chunked[k], atol=1e-5) for k in whole)
     # saved and loaded as one model
     again = SERE.load(ens.save(tmp_path / "ens"))
     assert again.config.ensemble == 3

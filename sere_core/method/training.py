@@ -92,8 +92,9 @@ def embed_clips(model: SEREModel, clips: Padded, chunk: int = 256) -> dict[str, 
         t = int(clips.lengths[s : s + chunk].max())
         out = model(clips.x[s : s + chunk, :t], clips.mask[s : s + chunk, :t])
         out["a"] = torch.nn.functional.pad(out["a"], (0, clips.x.shape[1] - t))
-        for key, value in out.items():
-            parts.setdefault(key, []).append(value)
+        for key in ("z", "logits", "a", "agree"):  # not the frames (h, r): their length is the chunk's
+            if key in out:
+                parts.setdefault(key, []).append(out[key])
     model.train(was_training)
     return {k: torch.cat(v) for k, v in parts.items()}
 
