@@ -39,9 +39,24 @@ function clipOf(point) {
   return id && !String(id).startsWith("prototype:") ? String(id) : null;
 }
 
+// Every change to the plot waits for the one before: plotly must not be restyled while it redraws
+// (marks arrive as fast as the server answers). An error still reaches the page as an error.
+let plotting = Promise.resolve();
+function inTurn(step) {
+  plotting = plotting.then(step).catch((err) => { setTimeout(() => { throw err; }); });
+}
+
+// One mark waiting is enough: it reads the latest `mark` when its turn comes.
+let markWaiting = false;
 function applyMark() {
+  if (markWaiting) return;
+  markWaiting = true;
+  inTurn(() => { markWaiting = false; return drawMark(); });
+}
+
+function drawMark() {
   const plot = plotDiv();
-  if (!plot || !plot.data || !window.SerePlotly) return;
+  if (!plot || !plot.data || !window.SerePlotly) return null;
   const chosen = mark.chosen == null ? null : String(mark.chosen);
   const selected = new Set((mark.clips || []).map(String));
   const indices = [], picks = [];
@@ -54,7 +69,6 @@ function applyMark() {
     const k = chosen === null ? -1 : ids.indexOf(chosen);
     if (k >= 0) arrow = { x: trace.x[k], y: trace.y[k] };
   });
-  if (indices.length) window.SerePlotly.restyle(plot, { selectedpoints: picks }, indices);
   const kept = (plot.layout.annotations || []).filter((a) => a.name !== "sere-chosen");
   if (arrow) {
     kept.push({
@@ -63,9 +77,12 @@ function applyMark() {
       font: { size: 12 }, bgcolor: "rgba(255,255,255,0.9)", bordercolor: "#333",
     });
   }
-  window.SerePlotly.relayout(plot, { annotations: kept });
-  element.dataset.chosen = chosen || "";
-  element.dataset.selected = String(selected.size);
+  return Promise.resolve(indices.length ? window.SerePlotly.restyle(plot, { selectedpoints: picks }, indices) : null)
+    .then(() => window.SerePlotly.relayout(plot, { annotations: kept }))
+    .then(() => {  // marked: tests and the page wait for these
+      element.dataset.chosen = chosen || "";
+      element.dataset.selected = String(selected.size);
+    });
 }
 
 function hook(plot) {
@@ -98,19 +115,18 @@ function draw() {
   if (element.offsetParent === null) return;  // a hidden tab: drawn when it is shown (see below)
   plot.__sereKey = v.key;
   if (!plot.data) plot.textContent = "";
-  whenPlotly(() => {
+  whenPlotly(() => inTurn(() => {
     const fig = v.figure;
     // react with the frames in the figure replaces the previous run's frames
-    window.SerePlotly.react(plot, { data: fig.data, layout: fig.layout, frames: fig.frames || [],
-                                    config: { responsive: true, displaylogo: false,  // the camera saves a PNG
-                                              toImageButtonOptions: { filename: "resonance-field", scale: 2 } } })
+    return window.SerePlotly.react(plot, { data: fig.data, layout: fig.layout, frames: fig.frames || [],
+                                           config: { responsive: true, displaylogo: false,  // the camera saves a PNG
+                                                     toImageButtonOptions: { filename: "resonance-field", scale: 2 } } })
+      .then(() => { hook(plot); return drawMark(); })
       .then(() => {
-        hook(plot);
-        applyMark();
         element.dataset.frames = String((fig.frames || []).length);
-        element.dataset.key = v.key;  // drawn: tests and the page wait for this
+        element.dataset.key = v.key;  // drawn and marked: tests and the page wait for this
       });
-  });
+  }));
 }
 
 window.addEventListener("sere-field-mark", (ev) => { mark = ev.detail || mark; applyMark(); });

@@ -175,7 +175,7 @@ def come_back(old_page, url: str):
 
 def _show(page, url: str):
     page.sere_errors = []
-    page.on("pageerror", lambda exc: page.sere_errors.append(str(exc)))
+    page.on("pageerror", lambda exc: page.sere_errors.append(f"{exc}\n{(exc.stack or '')[:800]}"))  # where: the stack
     page.goto(url)
     wait_ready(page)
     return page
