@@ -147,6 +147,18 @@ def test_save_load_round_trip_and_mismatch(tmp_path, task):
         SERE.load(tmp_path / "nothing")
 
 
+def test_a_model_saved_before_ensembles_is_one_model(tmp_path, task):
+    src, tgt = task
+    old = SERE(replace(CFG, ensemble=1)).fit(src, unlabel(tgt))
+    meta_path = old.save(tmp_path / "old") / "model.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["config"]["ensemble"]  # as saved then
+    meta_path.write_text(json.dumps(meta))
+    back = SERE.load(tmp_path / "old")
+    assert back.config.ensemble == 1 and SEREConfig().ensemble > 1
+    assert np.allclose(back.predict_proba(tgt), old.predict_proba(tgt), atol=1e-6)
+
+
 def test_a_model_saved_before_windowed_highlights_keeps_its_frame_highlights(tmp_path, task):
     src, tgt = task
     old = SERE(replace(CFG, highlight_window=1, tau_a=1.0)).fit(src, unlabel(tgt))

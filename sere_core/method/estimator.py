@@ -35,7 +35,7 @@ FORMAT_VERSION = 1
 #: Settings added after models were first saved, with the value that reproduces what a model saved
 #: without them did (the defaults may differ since)
 SETTINGS_BEFORE_THEY_EXISTED: dict[str, Any] = {"highlight_score": "peak", "highlight_window": 1,
-                                                "conv_edges": "zeros", "highlight_margin": 0}
+                                                "conv_edges": "zeros", "highlight_margin": 0, "ensemble": 1}
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 #: What a model folder holds: its two files (and temporary files that killed saves of older versions left).
