@@ -106,10 +106,12 @@ function draw() {
   if (!plot) { setTimeout(draw, 50); return; }  // js_on_load can run before the template is in place
   if (plot.__sereKey === v.key) return;
   if (!v.figure) {  // nothing trained yet: a line of text, and no plotly to load
-    if (plot.data && window.SerePlotly) window.SerePlotly.purge(plot);
-    plot.textContent = v.message || "";
     plot.__sereKey = v.key;
-    element.dataset.key = v.key || "";
+    inTurn(() => {
+      if (plot.data && window.SerePlotly) window.SerePlotly.purge(plot);
+      plot.textContent = v.message || "";
+      element.dataset.key = v.key || "";
+    });
     return;
   }
   if (element.offsetParent === null) return;  // a hidden tab: drawn when it is shown (see below)

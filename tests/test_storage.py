@@ -789,6 +789,12 @@ def test_predictions_and_snapshots_round_trip(factory):
             save_predictions(s, run_id, {other_clips[0]: preds[clip_ids[0]]})
         with pytest.raises(InvalidDataError, match="confidence"):
             save_predictions(s, run_id, {clip_ids[2]: {**preds[clip_ids[1]], "confidence": 1.5}})
+        # an ensemble's agreement is optional, a share (rounding above 1 is 1)
+        agreed = {"emotion": "happy", "confidence": 0.9, "probabilities": {"happy": 0.9, "sad": 0.1},
+                  "highlights": [], "agreement": 1 + 1e-7}
+        save_predictions(s, run_id, {clip_ids[1]: agreed})
+        with pytest.raises(InvalidDataError, match="agreement of clip"):
+            save_predictions(s, run_id, {clip_ids[2]: {**agreed, "agreement": 1.5}})
 
         rng = np.random.default_rng(0)
         frames = [rng.normal(size=(3, 2)).astype(np.float32) for _ in range(4)]
@@ -808,6 +814,7 @@ def test_predictions_and_snapshots_round_trip(factory):
         assert (first.emotion, first.confidence, first.highlights) == ("happy", pytest.approx(0.7), [[0.5, 1.25]])
         assert first.probabilities == {"happy": pytest.approx(0.7), "sad": pytest.approx(0.3)}
         assert stored[clip_ids[1]].emotion == "happy"
+        assert first.agreement is None and stored[clip_ids[1]].agreement == 1.0
         assert s.scalar(select(func.count()).select_from(Prediction)) == 2
 
         snaps = snapshots_for_run(s, run_id)

@@ -124,8 +124,6 @@ def export_model(ctx: AppContext, caller: Caller, project_id: int, run_id: int |
     return atomic_write(path, write)
 
 
-
-
 def export_field(ctx: AppContext, caller: Caller, project_id: int, color_by: str = "emotion") -> Path:
     """The resonance field of the latest run as one interactive HTML file (plotly.js inside, so it
     opens offline: zoom, hover and the training replay)."""

@@ -341,12 +341,12 @@ def next_to_review(ctx: AppContext, caller: Caller, project_id: int, sort: str =
     """The first target clip without a label in the table's order, other than ``current``."""
     order, descending = SORTS.get(sort, SORTS["least confident first"])
     with ctx.session() as s:
-        run_id = st.latest_result(s, st.owned_project(s, caller.workspace, project_id).id)
+        project = st.owned_project(s, caller.workspace, project_id)
+        run_id = st.latest_result(s, project.id)
         if run_id is None:
             return None
         if sort == SUGGESTED:
-            return next((c for c in suggest_targets(s, run_id=run_id, project_id=st.get_run(s, run_id).project_id)
-                         if c != current), None)
+            return next((c for c in suggest_targets(s, project.id, run_id) if c != current), None)
         rows, _ = st.prediction_page(s, run_id, role="target", order=order, descending=descending,
                                      limit=2, unlabeled_only=True)
     return next((r.clip_id for r in rows if r.clip_id != current), None)

@@ -397,15 +397,27 @@ def mark_stale_runs_failed(
 # Predictions
 
 
-def _field(item: Any, name: str) -> Any:
+_REQUIRED = object()
+
+
+def _field(item: Any, name: str, default: Any = _REQUIRED) -> Any:
+    """A prediction's field (a dict's key or an attribute); ``default`` for an optional one."""
     if isinstance(item, Mapping):
-        if name not in item:
-            raise InvalidDataError(f"prediction is missing {name!r}.")
-        return item[name]
-    try:
+        if name in item:
+            return item[name]
+    elif hasattr(item, name):
         return getattr(item, name)
-    except AttributeError:
-        raise InvalidDataError(f"prediction is missing {name!r}.") from None
+    if default is _REQUIRED:
+        raise InvalidDataError(f"prediction is missing {name!r}.")
+    return default
+
+
+def _share(value: Any, what: str, clip_id: int) -> float:
+    """A share from 0 to 1 (a little rounding above 1 is taken as 1)."""
+    share = finite_float(value, what, minimum=0.0)
+    if share > 1.0 + 1e-6:
+        raise InvalidDataError(f"{what} of clip {clip_id} must be at most 1, got {share}.")
+    return min(share, 1.0)
 
 
 def _project_clip_ids(session: Session, project_id: int, clip_ids: Sequence[int]) -> set[int]:
@@ -442,23 +454,16 @@ def save_predictions(session: Session, run_id: int, predictions: Mapping[int, An
             if end < start:
                 raise InvalidDataError(f"highlight ({start}, {end}) of clip {clip_id} ends before it starts.")
             highlights.append([start, end])
-        agreement = item.get("agreement") if isinstance(item, Mapping) else getattr(item, "agreement", None)
-        if agreement is not None:
-            agreement = finite_float(agreement, "agreement", minimum=0.0)
-            if agreement > 1.0 + 1e-6:
-                raise InvalidDataError(f"agreement of clip {clip_id} must be at most 1, got {agreement}.")
-        confidence = finite_float(_field(item, "confidence"), "confidence", minimum=0.0)
-        if confidence > 1.0 + 1e-6:
-            raise InvalidDataError(f"confidence of clip {clip_id} must be at most 1, got {confidence}.")
+        agreement = _field(item, "agreement", None)
         rows.append(
             Prediction(
                 run_id=run_id,
                 clip_id=int(clip_id),
                 emotion=clean_text(str(_field(item, "emotion")), "predicted emotion", max_len=64),
-                confidence=min(confidence, 1.0),
+                confidence=_share(_field(item, "confidence"), "confidence", clip_id),
                 probabilities=probabilities,
                 highlights=highlights,
-                agreement=None if agreement is None else min(agreement, 1.0),
+                agreement=None if agreement is None else _share(agreement, "agreement", clip_id),
             )
         )
     for start in range(0, len(clip_ids), 500):
