@@ -177,12 +177,6 @@ VARIANTS: dict[str, Variant] = {
         tau_a=0.25),
     "sere_ens3_tau_a_0.1": _vs_ensemble("default ensemble, highlights on a few frames: tau_a 0.1",
         tau_a=0.1),
-    "sere_ens3_contrast": _vs_ensemble("default ensemble, highlights scored by contrast (peak - mean resonance)",
-        highlight_score="contrast"),
-    "sere_ens3_contrast_0.5": _vs_ensemble("default ensemble, contrast highlights at tau_a 0.5",
-        highlight_score="contrast", tau_a=0.5),
-    "sere_ens3_contrast_0.25": _vs_ensemble("default ensemble, contrast highlights at tau_a 0.25",
-        highlight_score="contrast", tau_a=0.25),
     "sere_ens3_crop40": _vs_ensemble("default ensemble, views of 40 frames (3.2 s, most of a clip) instead of 20",
         crop_frames=40),
     "sere_ens3_crop10": _vs_ensemble("default ensemble, views of 10 frames (0.8 s) instead of 20",
@@ -210,30 +204,10 @@ VARIANTS: dict[str, Variant] = {
     "sere_c6w_uu1": _vs_segments("default (segment highlights), UU weight 1 instead of 0.5", w_uu=1.0),
     "sere_c6w_uu_early": _vs_segments("default (segment highlights), UU from 10 % of the steps instead of 30 %",
         uu_start=0.1),
-    "sere_c6w_replicate": _vs_segments("default, the convolution of g sees a clip's edge frames repeated, "
-        "not zeros", conv_edges="replicate"),
-    "sere_c6w_margin1": _vs_segments("default, a clip's first and last frame (0.08 s) cannot be highlights",
-        highlight_margin=1),
-    "sere_c6w_margin2": _vs_segments("default, a clip's first and last 2 frames (0.16 s, the loader's kept pad) "
-        "cannot be highlights", highlight_margin=2),
-    "sere_c6w_im0.5": _vs_segments("default, information maximization (weight 0.5) added to UU", uu_im=0.5),
-    "sere_c6w_im1": _vs_segments("default, information maximization (weight 1) added to UU", uu_im=1.0),
-    "sere_c6w_uusupcon0.5": _vs_segments("default, supervised contrast (weight 0.5) among the confident "
-        "unlabeled clips of a batch, by their pseudo-labels, added to UU", uu_supcon=0.5),
-    "sere_c6w_uusupcon1": _vs_segments("default, that contrast among confident unlabeled clips at weight 1",
-        uu_supcon=1.0),
     "sere_c6w_steps0": _vs_segments("default without any training step (random g, prototypes from the shots, "
         "balance correction)", steps=0),
     "sere_c6w_steps10": _vs_segments("default with 10 steps per member instead of 30", steps=10),
     "sere_c6w_steps90": _vs_segments("default with 90 steps per member (3x the training time)", steps=90),
-    "sere_c6w_pseudo0.2": _vs_segments("default, members 2 and 3 also learn the earlier members' surest 20 % "
-        "of each predicted emotion as labeled", pseudo_shots=0.2),
-    "sere_c6w_pseudo0.5": _vs_segments("default, members 2 and 3 also learn the earlier members' surest 50 %",
-        pseudo_shots=0.5),
-    "sere_c6w_prior5": _vs_segments("default, each language's statistics pulled toward all clips' as if it had "
-        "5 more clips", norm_prior_clips=5),
-    "sere_c6w_prior20": _vs_segments("default, each language's statistics pulled toward all clips' as if it had "
-        "20 more clips", norm_prior_clips=20),
     "sere_clip_mean_0.5": Variant("half of each clip's mean frame removed before SERE",
                                   lambda seed: Transformed(_sere()(seed), clip_mean_removal(0.5))),
     "sere_whiten_0.3": Variant("`ensemble=3, steps=30` on per-language whitened frames (shrinkage 0.3)",

@@ -147,28 +147,69 @@ def test_save_load_round_trip_and_mismatch(tmp_path, task):
         SERE.load(tmp_path / "nothing")
 
 
-def test_a_model_saved_before_ensembles_is_one_model(tmp_path, task):
+def _as_version_1(folder, drop=("ensemble", "highlight_window"), **settings):
+    """Rewrite a saved model the way format version 1 wrote it: settings added since missing, the
+    deleted settings present (at the values SERE kept unless given), a PCA scale of ones."""
+    from safetensors.torch import load_file, save_file
+
+    from sere_core.method.config import REMOVED_SETTINGS
+
+    meta = json.loads((folder / "model.json").read_text())
+    meta["format_version"] = 1
+    meta["config"] = {k: v for k, v in meta["config"].items() if k not in drop}
+    meta["config"].update({**REMOVED_SETTINGS, **settings})
+    (folder / "model.json").write_text(json.dumps(meta))
+    tensors = load_file(folder / "model.safetensors")
+    tensors["pre.pca.scale"] = torch.ones(tensors["pre.pca.components"].shape[0])
+    save_file(tensors, folder / "model.safetensors")
+    return tensors
+
+
+def test_a_version_1_model_loads_as_the_model_it_was(tmp_path, task):
+    """Saved before seed ensembles and windowed highlights: one model with frame highlights."""
     src, tgt = task
-    old = SERE(replace(CFG, ensemble=1)).fit(src, unlabel(tgt))
-    meta_path = old.save(tmp_path / "old") / "model.json"
-    meta = json.loads(meta_path.read_text())
-    del meta["config"]["ensemble"]  # as saved then
-    meta_path.write_text(json.dumps(meta))
+    old = SERE(replace(CFG, ensemble=1, highlight_window=1, tau_a=1.0)).fit(src, unlabel(tgt))
+    _as_version_1(old.save(tmp_path / "old"))
     back = SERE.load(tmp_path / "old")
     assert back.config.ensemble == 1 and SEREConfig().ensemble > 1
-    assert np.allclose(back.predict_proba(tgt), old.predict_proba(tgt), atol=1e-6)
-
-
-def test_a_model_saved_before_windowed_highlights_keeps_its_frame_highlights(tmp_path, task):
-    src, tgt = task
-    old = SERE(replace(CFG, highlight_window=1, tau_a=1.0)).fit(src, unlabel(tgt))
-    meta_path = old.save(tmp_path / "old") / "model.json"
-    meta = json.loads(meta_path.read_text())
-    del meta["config"]["highlight_window"], meta["config"]["highlight_score"]  # as saved then
-    meta_path.write_text(json.dumps(meta))
-    back = SERE.load(tmp_path / "old")
     assert back.config.highlight_window == 1 and SEREConfig().highlight_window > 1
+    assert np.allclose(back.predict_proba(tgt), old.predict_proba(tgt), atol=1e-6)
     assert [p.highlights for p in back.predict(tgt[:5])] == [p.highlights for p in old.predict(tgt[:5])]
+    again = SERE.load(back.save(tmp_path / "new"))  # saved again as version 2
+    assert json.loads((tmp_path / "new" / "model.json").read_text())["format_version"] == 2
+    assert np.allclose(again.predict_proba(tgt), old.predict_proba(tgt), atol=1e-6)
+
+
+def test_a_version_1_model_that_used_a_deleted_option_names_the_commit_that_reads_it(tmp_path, model):
+    from safetensors.torch import save_file
+
+    _as_version_1(model.save(tmp_path / "edges"), conv_edges="replicate", uu_im=1.0)
+    with pytest.raises(ModelMismatchError, match=r"conv_edges='replicate', uu_im=1.0.*research/2026-12"):
+        SERE.load(tmp_path / "edges")
+    tensors = _as_version_1(model.save(tmp_path / "whitened"))
+    tensors["pre.pca.scale"][0] = 2.0
+    save_file(tensors, tmp_path / "whitened" / "model.safetensors")
+    with pytest.raises(ModelMismatchError, match="whitened.*research/2026-12"):
+        SERE.load(tmp_path / "whitened")
+
+
+def test_a_version_2_model_is_read_strictly(tmp_path, model):
+    """Version 2 holds every setting and only the arrays it uses: anything else is refused."""
+    from safetensors.torch import load_file, save_file
+
+    folder = model.save(tmp_path / "m")
+    meta = json.loads((folder / "model.json").read_text())
+    for config, message in (({k: v for k, v in meta["config"].items() if k != "tau_a"}, "missing: tau_a"),
+                            ({**meta["config"], "uu_im": 0.0}, "unknown SERE settings: uu_im")):
+        (folder / "model.json").write_text(json.dumps({**meta, "config": config}))
+        with pytest.raises(ModelMismatchError, match=message):
+            SERE.load(folder)
+    (folder / "model.json").write_text(json.dumps(meta))
+    tensors = load_file(folder / "model.safetensors")
+    save_file({**tensors, "pre.pca.scale": torch.ones(tensors["pre.pca.components"].shape[0])},
+              folder / "model.safetensors")
+    with pytest.raises(ModelMismatchError, match="normalization"):
+        SERE.load(folder)
 
 
 def test_an_ensemble_reads_its_members_as_one_space(tmp_path, task):
@@ -213,29 +254,3 @@ def test_an_ensemble_reads_its_members_as_one_space(tmp_path, task):
     assert again.config.ensemble == 3
     assert np.allclose(again.predict_proba(tgt), ens.predict_proba(tgt), atol=1e-6)
     assert [p.highlights for p in again.predict(tgt[:3])] == [p.highlights for p in ens.predict(tgt[:3])]
-
-
-@pytest.mark.parametrize("option", [{"conv_edges": "replicate"}, {"highlight_margin": 1}, {"uu_im": 1.0},
-                                    {"uu_supcon": 1.0}, {"norm_prior_clips": 20}])
-def test_research_options_train_save_and_change_the_model(tmp_path, task, model, option):
-    """Options measured on the dev seeds and left off by default still work end to end."""
-    src, tgt = task
-    m = SERE(replace(CFG, **option)).fit(src, unlabel(tgt))
-    back = SERE.load(m.save(tmp_path / "m"))
-    assert back.config == m.config and uar(back, tgt) > 0.5
-    assert np.allclose(back.predict_proba(tgt), m.predict_proba(tgt), atol=1e-5)
-    assert not np.allclose(m.predict_proba(tgt), model.predict_proba(tgt), atol=1e-4)  # it did act
-    if "highlight_margin" in option:  # no highlight on a clip's first or last frame
-        weights = m._forward(tgt)["a"]
-        assert all(w[0] == 0 and w[-1] == 0 for w in weights if len(w) >= 3)
-
-
-def test_later_members_can_learn_the_earlier_members_surest_clips(task):
-    src, tgt = task
-    cfg = replace(CFG, ensemble=2, steps=20)
-    independent = SERE(cfg).fit(src, unlabel(tgt))
-    chained = SERE(replace(cfg, pseudo_shots=0.3)).fit(src, unlabel(tgt))
-    first, second = (m.model_.members for m in (independent, chained))
-    assert torch.equal(first[0].net.inp.weight, second[0].net.inp.weight)  # member 0 never sees pseudo-labels
-    assert not torch.equal(first[1].net.inp.weight, second[1].net.inp.weight)
-    assert uar(chained, tgt) > 0.5

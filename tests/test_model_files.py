@@ -163,7 +163,7 @@ WEIGHTS = {  # what is changed in model.safetensors
     "nan prototype": lambda w: w["model.prototypes"].__setitem__((0, 0), np.nan),
     "infinite std": lambda w: w["pre.norm.0.std"].__setitem__(0, np.inf),
     "negative std": lambda w: w["pre.norm.1.std"].__setitem__(0, -1.0),
-    "zero pca scale": lambda w: w["pre.pca.scale"].__setitem__(0, 0.0),
+    "nan pca component": lambda w: w["pre.pca.components"].__setitem__((0, 0), np.nan),
 }
 
 

@@ -174,6 +174,7 @@ def run_training(ctx: Any, project_id: int, run_id: int, stop: threading.Event |
     from sere_core import storage as st
     from sere_core.app.demo import demo_reference
     from sere_core.method import SERE, ClipFeatures, SEREConfig
+    from sere_core.method.config import without_removed
     from sere_core.viz import live_projection, project_snapshots
 
     stop = stop or threading.Event()
@@ -183,7 +184,7 @@ def run_training(ctx: Any, project_id: int, run_id: int, stop: threading.Event |
             run = st.get_run(s, run_id)
             project = st.get_project(s, project_id)
             encoder, template = project.encoder, project.template
-            config = SEREConfig.from_dict(dict(run.config.get("sere", {})))
+            config = SEREConfig.from_dict(without_removed(dict(run.config.get("sere", {}))))
             st.start_run(s, run_id, total_steps=config.steps * config.ensemble)
             phase("Reading the clips")
             records = clip_records(s, project_id)

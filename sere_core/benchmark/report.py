@@ -15,52 +15,7 @@ from sere_core.benchmark.protocol import CODES, PAPER_MEAN_UAR, Task
 from sere_core.benchmark.runner import Result
 
 COLUMNS = ("method", "encoder", "class_set", "shots", "source", "target", "seed", "uar", "accuracy",
-           "protocol", "n_classes", "fit_s")
-
-#: How the settings were chosen; kept beside the code that holds them, printed into the report.
-TUNING_NOTES = """\
-All settings were chosen on development seeds (100-104, or 100-101 where a run was long) over the same
-12 tasks, on `common4`, `5-per-class`; the reported seeds 0-9 were run once, afterwards, with the
-settings frozen in the code (`SEREConfig` defaults and `runner.BASELINE_PARAMS`). Dev mean UAR (%):
-
-| setting (dev seeds) | result |
-|---|---|
-| encoder columns, logreg (100-104) | layers 3+6: 41.4; layer 3 only: **43.4**; layer 6 only: 33.5 |
-| encoder columns, nearest prototype (100-104) | layers 3+6: 40.7; layer 3 only: **42.9**; layer 6 only: 33.0 |
-| per-speaker z-scoring, logreg (100-104, min 50 frames per speaker) | 36.9 (vs 41.4): the shots' speakers have 1-3 clips each; since then a speaker needs 250 frames (20 s) of audio, else it falls back to its language |
-| class-balance correction on the unlabeled pool (100-101, layers 3+6) | logreg 40.9-57.3 -> +0.3 to +2.7 per task, nearest prototype about +0.5: kept for both (`balance=1`) |
-| label spreading, prototype refinement, k-means + Hungarian (B<->O, 100-104) | 25.9, 29.6, 27.2: the target's own structure (speakers, sentences) wins over emotion; left at their textbook settings |
-| SERE, LL only (+ balance), layer 3 (100-101) | 46.9 (logreg + balance: 46.9 on the same seeds) |
-| SERE, full TRIC with strong self-training (LU weight 1, keep 30->80%, prototype momentum 0.3, neighbour agreement; layers 3+6) | below LL only on 3 of 4 tasks (B<->O: 49.7 vs 53.2) |
-| SERE, **soft chain** (LU 0.5, keep 20->50%, momentum 0.1, UU = view consistency, no neighbours) (100-101) | **49.6** = default |
-| ... same with neighbour agreement | 49.2 |
-| ... same without LU | 48.5 |
-| ... dropout 0, 80 steps | 48.5; ... and 64-d PCA/hidden | 46.2 |
-
-The SERE default is therefore the soft chain on whisper-base layer 3 (columns 0-512 of the layer 3+6
-read-out), 12.5 frames/s, 128-d PCA, g = 128 hidden -> 64-d, 100 steps. The baselines get the same
-layer choice and normalization; nearest prototype and logistic regression also get the balance
-correction, which helped them on dev. Logistic regression had the best dev mean among the baselines,
-so it is the one in the inductive check and with per-speaker normalization in the ablation.
-Later candidates (step counts, highlight temperature, seed ensembles, feature transforms) were
-measured paired against that 100-step model on dev seeds 100-104 by `benchmarks/dev_study.py`
-(`benchmarks/results/dev_study.md`): three members of 30 steps read as one space gained 1.7 ± 0.6
-points at the same cost and are the default since (`ensemble=3, steps=30`). Five members
-(`dev_study_ensemble_size.md`), per-language whitening of the frames (`dev_study_whitening.md`) and
-the ensemble's curriculum (re-assignment interval, confident share, learning rate;
-`dev_study_curriculum.md`) gained nothing beyond noise and were not adopted; sharper highlights
-hurt the ensemble (tau_a 0.25: -1.0 ± 0.4, 0.1: -2.4 ± 0.4; `dev_study_highlights.md`), and so did
-highlights scored by contrast, peak minus mean resonance (-0.6 to -1.7; `dev_study_contrast.md`);
-members sharing their pool assignments lost 1.0 ± 0.3 (`dev_study_shared_targets.md`), mixing target
-frames into the shots' views changed nothing (`dev_study_mixing.md`). Views of 6 frames instead of 20
-gained 0.7 ± 0.3 and train faster (lengths 40/20/14/10/6: 48.7/49.9/49.7/50.5/50.6;
-`dev_study_crop.md`, `dev_study_crop_short.md`) and are the default since (`crop_frames=6`).
-Highlights scored on the resonance averaged over the 6 frames around each frame, at tau_a 0.5, gained
-0.5 ± 0.2 over frame-level highlights at tau_a 1 (frame-level at tau_a 0.5: +0.1 ± 0.2; segments of 3
-and 10 frames, tau_a 0.25: +0.0 to +0.5; `dev_study_windows.md`, `dev_study_windows_2.md`) and are the
-default since (`highlight_window=6`, `tau_a=0.5`).
-"""
-
+           "protocol", "n_classes", "fit_s", "early_highlights")
 
 _REPO = Path(__file__).resolve().parents[2]  # the checkout, for an editable install
 
@@ -272,7 +227,9 @@ def write_markdown(path: Path, *, results: Sequence[Result], inductive: Sequence
     lines += ["## Confusion matrices (SERE, common4)", ""]
     for sh in shots:
         lines += confusion_section(results, "sere", "common4", sh)
-    lines += ["## How the settings were chosen", "", TUNING_NOTES]
+    lines += ["## How the settings were chosen", "",
+              "On the development seeds (100-104) only, with the reported seeds run once afterwards; every"
+              " question, its paired difference and its verdict: `benchmarks/studies.md`."]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 

@@ -13,7 +13,7 @@ import re
 import stat
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, is_dataclass, replace
+from dataclasses import asdict, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +22,20 @@ import torch
 
 from sere_core.atomic import atomic_folder, atomic_write_bytes, recover_folder
 from sere_core.errors import ConfigError, ModelMismatchError, NotFittedError
-from sere_core.method.config import SEREConfig
+from sere_core.method.config import RESEARCH_TAG, SEREConfig, without_removed
 from sere_core.method.data import ClipFeatures, Prediction, Snapshot, TrainingProgress
 from sere_core.method.normalization import GLOBAL, PreprocessConfig, Preprocessor, pool_factor
-from sere_core.method.training import ProgressFn, embed_clips, pad, pseudo_labels, train
+from sere_core.method.training import ProgressFn, embed_clips, pad, train
 from sere_core.method.model import EnsembleModel, SEREModel, assemble, l2_normalize, side_by_side
 from sere_core.method.threads import limited_threads
 from sere_core.method.validation import check_fit_inputs, check_predict_inputs, spans_from_weights
 
 FORMAT = "sere-model"
-FORMAT_VERSION = 1
-#: Settings added after models were first saved, with the value that reproduces what a model saved
-#: without them did (the defaults may differ since)
-SETTINGS_BEFORE_THEY_EXISTED: dict[str, Any] = {"highlight_score": "peak", "highlight_window": 1,
-                                                "conv_edges": "zeros", "highlight_margin": 0, "ensemble": 1}
+#: Version 2 (#15): every setting of SEREConfig is saved and every one is required; no PCA scale.
+FORMAT_VERSION = 2
+#: Settings added while version 1 was written, with the value that reproduces what a version-1
+#: model saved without them did (the defaults differ since).
+V1_MISSING_SETTINGS: dict[str, Any] = {"highlight_window": 1, "ensemble": 1}
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 #: What a model folder holds: its two files (and temporary files that killed saves of older versions left).
@@ -66,9 +66,7 @@ def _not_safetensors(path: Path, head: bytes) -> str:
 def preprocess_config(cfg: SEREConfig) -> PreprocessConfig:
     return PreprocessConfig(feature_range=cfg.feature_range, target_frame_rate=cfg.target_frame_rate,
                             per_language=cfg.per_language_norm, per_speaker=cfg.per_speaker_norm,
-                            pca_dim=cfg.pca_dim, pca_whiten=cfg.pca_whiten,
-                            pca_max_frames=cfg.pca_max_frames, group_prior_clips=cfg.norm_prior_clips,
-                            seed=cfg.seed)
+                            pca_dim=cfg.pca_dim, pca_max_frames=cfg.pca_max_frames, seed=cfg.seed)
 
 
 class SERE:
@@ -113,11 +111,7 @@ class SERE:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(member_cfg.seed)
                 members.append(self._build_member(pre.out_dim, len(classes)))
-            shots, shot_labels = padded_l, y
-            if i > 0 and cfg.pseudo_shots > 0 and xu:  # the members so far label their surest clips
-                picked, guessed = pseudo_labels(assemble(members[:-1]), padded_u, cfg.pseudo_shots)
-                shots, shot_labels = pad(xl + [xu[j] for j in picked.tolist()]), torch.cat([y, guessed])
-            runs.append(train(members[-1], shots, shot_labels, padded_u, member_cfg,
+            runs.append(train(members[-1], padded_l, y, padded_u, member_cfg,
                               _member_progress(progress, i, cfg.ensemble, t0), snap))
         self.classes_ = list(classes)
         self.preprocessor_ = pre
@@ -133,8 +127,7 @@ class SERE:
     def _build_member(self, in_dim: int, n_classes: int) -> SEREModel:
         c = self.config
         return SEREModel(in_dim, n_classes, c.hidden_dim, c.embed_dim, c.context, c.dropout, c.tau,
-                         c.tau_a, c.pooling, c.highlight_score, c.highlight_window, c.conv_edges,
-                         c.highlight_margin)
+                         c.tau_a, c.pooling, c.highlight_window)
 
     def _build(self, in_dim: int, n_classes: int) -> SEREModel | EnsembleModel:
         return assemble([self._build_member(in_dim, n_classes) for _ in range(self.config.ensemble)])
@@ -256,12 +249,14 @@ class SERE:
         except SafetensorError as err:
             raise ModelMismatchError(_not_safetensors(weights_file, data[:2])) from err
         del data
+        if meta["format_version"] == 1:
+            meta, tensors = upgrade_v1(meta, tensors, directory)
         _check_finite(tensors, weights_file)
         mismatch = ModelMismatchError(
             f"{directory}: {META_FILE} and {WEIGHTS_FILE} do not belong to the same trained model "
             f"(for example a different set of emotions); copy both files from one model folder")
         try:
-            model = cls(SEREConfig.from_dict({**SETTINGS_BEFORE_THEY_EXISTED, **meta["config"]}))
+            model = cls(SEREConfig.from_dict(meta["config"]))
             arrays = {k[4:]: v.numpy() for k, v in tensors.items() if k.startswith("pre.")}
             _check_preprocessor(arrays, meta, model.config.feature_range, directory)
             model.preprocessor_ = Preprocessor.from_state(preprocess_config(model.config), arrays,
@@ -365,8 +360,8 @@ def _read_meta(directory: Path) -> dict[str, Any]:
     except (ValueError, RecursionError, UnicodeDecodeError) as err:  # ValueError: JSON, huge ints
         raise ModelMismatchError(f"{path}: the saved model is damaged ({str(err)[:200]})") from None
     if not (isinstance(meta, dict) and meta.get("format") == FORMAT
-            and type(meta.get("format_version")) is int and meta["format_version"] == FORMAT_VERSION):
-        raise ModelMismatchError(f"{path}: not a SERE model of format version {FORMAT_VERSION}")
+            and type(meta.get("format_version")) is int and meta["format_version"] in (1, FORMAT_VERSION)):
+        raise ModelMismatchError(f"{path}: not a SERE model of format version 1 or {FORMAT_VERSION}")
 
     def bad(field: str, what: str) -> ModelMismatchError:
         return ModelMismatchError(f"{path}: {field} {what} (got {meta.get(field)!r:.80})")
@@ -387,6 +382,10 @@ def _read_meta(directory: Path) -> dict[str, Any]:
         raise bad("classes", f"must list 2 to {_MAX_CLASSES} different emotion names")
     if not isinstance(meta.get("config"), dict):
         raise bad("config", "must be the model's settings")
+    if meta["format_version"] == FORMAT_VERSION:
+        missing = sorted({f.name for f in fields(SEREConfig)} - set(meta["config"]))
+        if missing:
+            raise bad("config", f"must hold every setting; missing: {', '.join(missing)}")
     encoder = meta.get("encoder")
     if encoder is not None and not (
         isinstance(encoder, dict) and isinstance(encoder.get("name"), str)
@@ -405,6 +404,23 @@ def _read_meta(directory: Path) -> dict[str, Any]:
     if pre.get("frame_rate") != rate:  # fit stores the clips' rate twice
         raise bad("preprocessor", f"must hold the frame rate of the model ({rate})")
     return meta
+
+
+def upgrade_v1(meta: dict[str, Any], tensors: dict[str, torch.Tensor], directory: Path
+               ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """A version-1 model as version 2: the settings added since get the values it was trained
+    with, the settings deleted since must hold the value whose behaviour SERE kept, and the PCA
+    scale (ones unless whitened, which is deleted) goes."""
+    try:
+        config = {**V1_MISSING_SETTINGS, **without_removed(meta["config"])}
+    except ConfigError as err:
+        raise ModelMismatchError(f"{directory / META_FILE}: {err}") from None
+    scale = tensors.get("pre.pca.scale")
+    if scale is not None and not bool((scale == 1).all()):
+        raise ModelMismatchError(f"{directory / WEIGHTS_FILE}: a whitened PCA was removed from SERE; "
+                                 f"the commit tagged {RESEARCH_TAG} still reads this model")
+    tensors = {k: v for k, v in tensors.items() if k != "pre.pca.scale"}
+    return {**meta, "format_version": FORMAT_VERSION, "config": config}, tensors
 
 
 def _whole(value: Any, least: int, most: int) -> bool:
@@ -431,14 +447,13 @@ def _check_preprocessor(arrays: dict[str, np.ndarray], meta: dict, feature_range
             f"{directory / META_FILE}: n_features_in ({n_features}) and feature_range ({feature_range}) "
             f"do not fit the normalization in {WEIGHTS_FILE} ({width} columns); copy both files from one "
             "model folder")
+    expected = {f"norm.{i}.{kind}" for i in range(len(meta["preprocessor"]["groups"])) for kind in ("mean", "std")}
     if "pca.components" in arrays:
-        ok = arrays["pca.components"].shape == (in_dim, width) and all(
-            name in arrays and arrays[name].shape == shape for name, shape in (("pca.mean", (width,)),
-                                                                             ("pca.scale", (in_dim,))))
-        ok = ok and bool((arrays["pca.scale"] > 0).all())
+        expected |= {"pca.components", "pca.mean"}
+        ok = arrays["pca.components"].shape == (in_dim, width) and arrays.get("pca.mean", np.empty(0)).shape == (width,)
     else:
         ok = width == in_dim
-    if not ok:
+    if not ok or set(arrays) != expected:
         raise broken
 
 

@@ -125,51 +125,10 @@ def prototype_alignment(z: torch.Tensor, q: torch.Tensor, prototypes: torch.Tens
 
 
 # --- unlabeled-unlabeled ----------------------------------------------------------------------------
-def swapped_prediction(logits_a: torch.Tensor, logits_b: torch.Tensor, n_iters: int, eps: float,
-                       temperature: float) -> torch.Tensor:
-    """Two views must resonate with the same emotion: each view predicts the other's balanced,
-    sharpened assignment (SwAV). ``[N, C]`` x 2 -> scalar."""
-    qa = sharpen(sinkhorn(logits_a.detach(), n_iters, eps), temperature)
-    qb = sharpen(sinkhorn(logits_b.detach(), n_iters, eps), temperature)
-    return 0.5 * (soft_ce(logits_a, qb) + soft_ce(logits_b, qa))
-
-
-def view_consistency(logits_a: torch.Tensor, logits_b: torch.Tensor, temperature: float,
-                     threshold: float = 0.0) -> torch.Tensor:
+def view_consistency(logits_a: torch.Tensor, logits_b: torch.Tensor, temperature: float) -> torch.Tensor:
     """Two views must resonate with the same emotion: each view is pulled toward the other's
-    sharpened (detached) prediction, counting only pairs whose target is confident beyond
-    ``threshold``. Unlike in-batch balanced clustering this cannot invent its own groups (such as
-    speakers): it only makes the existing resonance robust to crops and dropped frames. -> scalar."""
+    sharpened (detached) prediction. Unlike in-batch balanced clustering this cannot invent its own
+    groups (such as speakers): it only makes the existing resonance robust to crops and dropped
+    frames. -> scalar."""
     pa, pb = torch.softmax(logits_a.detach(), -1), torch.softmax(logits_b.detach(), -1)
-    wa = (pb.max(-1).values >= threshold).float()
-    wb = (pa.max(-1).values >= threshold).float()
-    loss_a = soft_ce(logits_a, sharpen(pb, temperature), wa) if wa.sum() > 0 else logits_a.sum() * 0.0
-    loss_b = soft_ce(logits_b, sharpen(pa, temperature), wb) if wb.sum() > 0 else logits_b.sum() * 0.0
-    return 0.5 * (loss_a + loss_b)
-
-
-def neighbor_agreement(z: torch.Tensor, logits: torch.Tensor, k: int) -> torch.Tensor:
-    """Each clip and its ``k`` nearest neighbours (cosine, in the batch) should predict the same
-    emotion (SCAN): ``-log <p_i, p_j>`` averaged. ``z [N, d]``, ``logits [N, C]`` -> scalar."""
-    n = z.shape[0]
-    k = min(k, n - 1)
-    if k <= 0:
-        return logits.sum() * 0.0
-    with torch.no_grad():
-        zn = l2_normalize(z)
-        sim = zn @ zn.T
-        sim.fill_diagonal_(-2.0)
-        nbrs = sim.topk(k, dim=1).indices  # [N, k]
-    p = torch.softmax(logits, dim=-1)
-    agree = (p[:, None, :] * p[nbrs].detach()).sum(-1)  # [N, k]
-    return -torch.log(agree.clamp_min(1e-8)).mean()
-
-
-def information_maximization(logits: torch.Tensor) -> torch.Tensor:
-    """Each clip confident, the clips together diverse (SHOT, Liang et al. 2020):
-    ``mean_i H(p_i) - H(mean_i p_i) + log C`` over ``logits [N, C]``; >= 0, and 0 only when every
-    clip is certain and the emotions are used equally."""
-    p = torch.softmax(logits, dim=-1)
-    conditional = -(p * torch.log(p.clamp_min(1e-12))).sum(-1).mean()
-    marginal = p.mean(0)
-    return conditional + (marginal * torch.log(marginal.clamp_min(1e-12))).sum() + math.log(logits.shape[1])
+    return 0.5 * (soft_ce(logits_a, sharpen(pb, temperature)) + soft_ce(logits_b, sharpen(pa, temperature)))

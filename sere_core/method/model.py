@@ -26,47 +26,17 @@ def resonance_field(h: torch.Tensor, prototypes: torch.Tensor, tau: float) -> to
     return l2_normalize(h) @ l2_normalize(prototypes).T / tau
 
 
-def highlight_weights(r: torch.Tensor, mask: torch.Tensor, tau_a: float, score: str = "peak",
-                      window: int = 1, margin: int = 0) -> torch.Tensor:
+def highlight_weights(r: torch.Tensor, mask: torch.Tensor, tau_a: float, window: int = 1) -> torch.Tensor:
     """Emotional highlights: ``a[b, t] = softmax_t(s[b, t] / tau_a)`` over real frames, where the
-    frame score ``s`` is its peak resonance ``max_c r[b, t, c]`` (``"peak"``) or how far that peak
-    stands above the frame's mean resonance, ``max_c r - mean_c r`` (``"contrast"``: a frame close to
-    every prototype alike carries no emotion). With ``window > 1`` the resonance is first averaged
-    over the ``window`` frames around each frame, so a highlight is a segment that resonates, not one
-    noisy frame. The first and last ``margin`` frames of a clip get no weight (see :func:`inner_mask`).
+    frame score ``s`` is its peak resonance ``max_c r[b, t, c]``. With ``window > 1`` the resonance
+    is first averaged over the ``window`` frames around each frame, so a highlight is a segment that
+    resonates, not one noisy frame.
 
     ``r [B, T, C]``, ``mask [B, T]`` -> ``a [B, T]`` (rows sum to 1, zero on padding). The score is
     detached so the weights pick frames without being a shortcut to lower the loss.
     """
-    r = segment_mean(r.detach(), mask, window)
-    s = r.max(dim=-1).values
-    if score == "contrast":
-        s = s - r.mean(dim=-1)
-    inner = inner_mask(mask, margin)
-    return torch.softmax((s / tau_a).masked_fill(~inner, NEG), dim=-1) * inner
-
-
-def inner_mask(mask: torch.Tensor, margin: int) -> torch.Tensor:
-    """``mask [B, T]`` without the first and last ``margin`` real frames of each clip (fewer where a
-    clip is short, so at least one frame stays).
-
-    >>> mask = torch.tensor([[True, True, True, True, False], [True, True, False, False, False]])
-    >>> inner_mask(mask, 1).int().tolist()
-    [[0, 1, 1, 0, 0], [1, 1, 0, 0, 0]]
-    """
-    if margin <= 0:
-        return mask
-    first, last = real_span(mask)
-    m = torch.clamp((last - first) // 2, max=margin)
-    idx = torch.arange(mask.shape[1])[None, :]
-    return mask & (idx >= (first + m)[:, None]) & (idx <= (last - m)[:, None])
-
-
-def real_span(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Index of each clip's first and last real frame: ``mask [B, T]`` -> ``[B]``, ``[B]``."""
-    t = mask.shape[1]
-    idx = torch.arange(t)
-    return torch.where(mask, idx, t).min(dim=1).values, torch.where(mask, idx, -1).max(dim=1).values
+    s = segment_mean(r.detach(), mask, window).max(dim=-1).values
+    return torch.softmax((s / tau_a).masked_fill(~mask, NEG), dim=-1) * mask
 
 
 def segment_mean(x: torch.Tensor, mask: torch.Tensor, window: int) -> torch.Tensor:
@@ -84,21 +54,6 @@ def segment_mean(x: torch.Tensor, mask: torch.Tensor, window: int) -> torch.Tens
     sums = F.avg_pool1d(x.transpose(1, 2) * m, **pool)[..., : x.shape[1]]
     counts = F.avg_pool1d(m, **pool)[..., : x.shape[1]]
     return (sums / counts.clamp_min(1e-8)).transpose(1, 2)
-
-
-def replicate_edges(u: torch.Tensor, mask: torch.Tensor, p: int) -> torch.Tensor:
-    """``u [B, T, H]`` widened to ``[B, T + 2p, H]`` by repeating each clip's first frame before it
-    and its last real frame after it (into its padding too), so a convolution sees a clip's edges
-    as they sound, not as silence that was never there.
-
-    >>> u = torch.tensor([[[1.0], [2.0], [0.0]]])
-    >>> replicate_edges(u, torch.tensor([[True, True, False]]), 1)[0, :, 0].tolist()
-    [1.0, 1.0, 2.0, 2.0, 2.0]
-    """
-    t = u.shape[1]
-    last = real_span(mask)[1].clamp_min(0)  # [B]
-    pos = torch.minimum(torch.arange(-p, t + p).clamp_min(0)[None, :], last[:, None])
-    return u.gather(1, pos[..., None].expand(-1, -1, u.shape[2]))
 
 
 def mean_weights(mask: torch.Tensor) -> torch.Tensor:
@@ -141,12 +96,12 @@ class ResonanceNet(nn.Module):
     """
 
     def __init__(self, in_dim: int, hidden_dim: int, embed_dim: int, context: int = 3,
-                 dropout: float = 0.1, conv_edges: str = "zeros") -> None:
+                 dropout: float = 0.1) -> None:
         super().__init__()
         self.drop = nn.Dropout(dropout)
         self.inp = nn.Linear(in_dim, hidden_dim)
         self.conv = nn.Conv1d(hidden_dim, hidden_dim, context, groups=hidden_dim) if context > 1 else None
-        self.context, self.conv_edges = context, conv_edges
+        self.context = context
         self.out = nn.Linear(hidden_dim, embed_dim)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -154,9 +109,8 @@ class ResonanceNet(nn.Module):
         u = F.gelu(self.inp(x)) * m
         if self.conv is not None:
             t, p = u.shape[1], self.context // 2
-            edged = (replicate_edges(u, mask, p) if self.conv_edges == "replicate"
-                     else F.pad(u, (0, 0, p, p)))
-            u = u + F.gelu(self.conv(edged.transpose(1, 2))[..., :t].transpose(1, 2)) * m
+            padded = F.pad(u, (0, 0, p, p))
+            u = u + F.gelu(self.conv(padded.transpose(1, 2))[..., :t].transpose(1, 2)) * m
         return l2_normalize(self.out(self.drop(u)))
 
 
@@ -169,22 +123,19 @@ class SEREModel(nn.Module):
 
     def __init__(self, in_dim: int, n_classes: int, hidden_dim: int, embed_dim: int, context: int,
                  dropout: float, tau: float, tau_a: float, pooling: str = "highlight",
-                 highlight_score: str = "peak", highlight_window: int = 1, conv_edges: str = "zeros",
-                 highlight_margin: int = 0) -> None:
+                 highlight_window: int = 1) -> None:
         super().__init__()
-        self.net = ResonanceNet(in_dim, hidden_dim, embed_dim, context, dropout, conv_edges)
+        self.net = ResonanceNet(in_dim, hidden_dim, embed_dim, context, dropout)
         self.prototypes = nn.Parameter(torch.zeros(n_classes, embed_dim))
         # log-prior correction estimated on the unlabeled clips at the end of training (not trained)
         self.register_buffer("class_bias", torch.zeros(n_classes))
-        self.tau, self.tau_a, self.pooling, self.highlight_score = tau, tau_a, pooling, highlight_score
-        self.highlight_window, self.highlight_margin = highlight_window, highlight_margin
+        self.tau, self.tau_a, self.pooling, self.highlight_window = tau, tau_a, pooling, highlight_window
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         h = self.net(x, mask)  # [B, T, d]
         r = resonance_field(h, self.prototypes, self.tau)  # [B, T, C]
         if self.pooling == "highlight":
-            a = highlight_weights(r, mask, self.tau_a, self.highlight_score, self.highlight_window,
-                                  self.highlight_margin)
+            a = highlight_weights(r, mask, self.tau_a, self.highlight_window)
         else:
             a = mean_weights(mask)
         z = l2_normalize(weighted_pool(h, a))  # [B, d]

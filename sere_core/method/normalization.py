@@ -70,23 +70,6 @@ def frame_stats(blocks: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, i
     return mean.astype(np.float32), std.astype(np.float32), n
 
 
-def shrunk(mean: np.ndarray, std: np.ndarray, n: int, prior_mean: np.ndarray, prior_std: np.ndarray,
-           prior_n: int) -> tuple[np.ndarray, np.ndarray]:
-    """A group's mean and std from ``n`` clips pulled toward the prior ones as if ``prior_n`` more
-    clips had them: a language seen in 5 clips gets steadier statistics.
-
-    >>> m, s = shrunk(np.array([4.0]), np.array([1.0]), 5, np.array([0.0]), np.array([3.0]), 5)
-    >>> m.tolist(), round(float(s[0]), 4)
-    ([2.0], 2.2361)
-    """
-    if prior_n <= 0:
-        return mean, std
-    w = n / (n + prior_n)
-    m = w * mean + (1 - w) * prior_mean
-    var = w * std.astype(np.float64) ** 2 + (1 - w) * prior_std.astype(np.float64) ** 2
-    return m.astype(np.float32), np.sqrt(var).astype(np.float32)
-
-
 @dataclass(frozen=True)
 class PreprocessConfig:
     feature_range: tuple[int, int] | None = None
@@ -94,11 +77,9 @@ class PreprocessConfig:
     per_language: bool = True
     per_speaker: bool = False
     pca_dim: int = 0
-    pca_whiten: bool = False
     pca_max_frames: int = 20000
     min_speaker_frames: int = 250
     min_group_clips: int = 10
-    group_prior_clips: int = 0  # a group's statistics count as if it held this many more clips of all of them
     seed: int = 0
 
 
@@ -111,7 +92,6 @@ class Preprocessor:
         self.stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.pca_mean: np.ndarray | None = None
         self.pca_components: np.ndarray | None = None  # [k, D]
-        self.pca_scale: np.ndarray | None = None  # [k]
 
     # --- stages ---------------------------------------------------------------------------------
     def _select_and_pool(self, clip: ClipFeatures) -> np.ndarray:
@@ -144,8 +124,8 @@ class Preprocessor:
             m, s, n = frame_stats(blocks)
             if key.startswith("spk:") and n < cfg.min_speaker_frames:
                 continue  # too few frames: this speaker falls back to its language
-            self.stats[key] = shrunk(m, s, len(blocks), mean, std, cfg.group_prior_clips)
-        self.pca_mean = self.pca_components = self.pca_scale = None
+            self.stats[key] = (m, s)
+        self.pca_mean = self.pca_components = None
         if cfg.pca_dim:
             normed = self._normalize(clips, pooled)
             self._fit_pca(normed)
@@ -190,8 +170,6 @@ class Preprocessor:
         comps *= np.sign(comps[np.arange(k), np.abs(comps).argmax(1)])[:, None]  # fixed signs
         self.pca_mean = mean.astype(np.float32)
         self.pca_components = comps.astype(np.float32)
-        scale = np.sqrt(np.maximum(evals[order], 1e-8)) if cfg.pca_whiten else np.ones(k)
-        self.pca_scale = scale.astype(np.float32)
 
     def transform(self, clips: Sequence[ClipFeatures]) -> list[np.ndarray]:
         """Each clip's frames ``[T', D']`` after pooling, normalization and projection."""
@@ -199,7 +177,7 @@ class Preprocessor:
         normed = self._normalize(clips, pooled)
         if self.pca_components is None:
             return normed
-        return [((f - self.pca_mean) @ self.pca_components.T / self.pca_scale).astype(np.float32)
+        return [((f - self.pca_mean) @ self.pca_components.T).astype(np.float32)
                 for f in normed]
 
     @property
@@ -217,7 +195,6 @@ class Preprocessor:
         if self.pca_components is not None:
             arrays["pca.mean"] = self.pca_mean
             arrays["pca.components"] = self.pca_components
-            arrays["pca.scale"] = self.pca_scale
         meta = {"groups": keys, "frame_rate": self.frame_rate}
         return arrays, meta
 
@@ -230,5 +207,4 @@ class Preprocessor:
         if "pca.components" in arrays:
             pre.pca_mean = arrays["pca.mean"]
             pre.pca_components = arrays["pca.components"]
-            pre.pca_scale = arrays["pca.scale"]
         return pre

@@ -62,7 +62,7 @@ class TrainResult:
 
 
 # --- small helpers ---------------------------------------------------------------------------------
-def make_view(clips: Padded, idx: torch.Tensor, crop: int, frame_drop: float, noise: float,
+def make_view(clips: Padded, idx: torch.Tensor, crop: int, frame_drop: float,
               gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """A random crop of ``crop`` frames of each clip in ``idx`` with frames dropped at random.
     Returns ``x [B, L, D]`` and ``mask [B, L]``; every view keeps at least one real frame."""
@@ -76,8 +76,6 @@ def make_view(clips: Padded, idx: torch.Tensor, crop: int, frame_drop: float, no
     x = clips.x[idx].gather(1, pos[..., None].expand(-1, -1, clips.x.shape[2]))
     keep = torch.rand(len(idx), span, generator=gen) >= frame_drop
     keep[:, 0] = True
-    if noise > 0:
-        x = x + noise * torch.randn(x.shape, generator=gen)
     return x, valid & keep
 
 
@@ -135,14 +133,6 @@ def refine_prototypes(model: SEREModel, z: torch.Tensor, q: torch.Tensor, gate: 
 
 
 @torch.no_grad()
-def pseudo_labels(model: torch.nn.Module, unlabeled: Padded, keep: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices of the ``keep`` share of the unlabeled clips predicted as each emotion that ``model``
-    is surest of, and those predictions (per-emotion ranking, as in :func:`losses.confident_mask`)."""
-    logits = embed_clips(model, unlabeled)["logits"]
-    idx = torch.nonzero(L.confident_mask(torch.softmax(logits, -1), keep)).flatten()
-    return idx, logits[idx].argmax(-1)
-
-
 def keep_fraction(step: int, total: int, cfg: SEREConfig) -> float:
     start = cfg.lu_start * total
     frac = 0.0 if total <= start else min(1.0, max(0.0, (step - start) / (total - start)))
@@ -184,7 +174,7 @@ def _train(model, labeled, labels, unlabeled, cfg, progress, snapshot_clips) -> 
                 refine_prototypes(model, z_pool, targets, gate, cfg.proto_momentum)
 
         # labeled-labeled: the structure from the shots
-        x, m = make_view(labeled, all_l, cfg.crop_frames, cfg.frame_drop, cfg.feature_noise, gen)
+        x, m = make_view(labeled, all_l, cfg.crop_frames, cfg.frame_drop, gen)
         out_l = model(x, m)
         parts = {"ll": L.prototype_ce(out_l["logits"], labels)
                  + cfg.ll_supcon * L.supervised_contrastive(out_l["z"], labels, model.tau)}
@@ -192,31 +182,15 @@ def _train(model, labeled, labels, unlabeled, cfg, progress, snapshot_clips) -> 
 
         if w_lu > 0 or w_uu > 0:
             idx = torch.randperm(len(unlabeled), generator=gen)[: cfg.batch_unlabeled]
-            o1 = model(*make_view(unlabeled, idx, cfg.crop_frames, cfg.frame_drop, cfg.feature_noise, gen))
-            o2 = model(*make_view(unlabeled, idx, cfg.crop_frames, cfg.frame_drop, cfg.feature_noise, gen))
+            o1 = model(*make_view(unlabeled, idx, cfg.crop_frames, cfg.frame_drop, gen))
+            o2 = model(*make_view(unlabeled, idx, cfg.crop_frames, cfg.frame_drop, gen))
             if w_lu > 0:  # labeled-unlabeled: resonate with the labeled structure
                 q, g = targets[idx], gate[idx]
                 parts["lu"] = (0.5 * (L.soft_ce(o1["logits"], q, g) + L.soft_ce(o2["logits"], q, g))
                                + cfg.lu_align * L.prototype_alignment(o1["z"], q, model.prototypes, g))
                 total = total + w_lu * parts["lu"]
-            if w_uu > 0:  # unlabeled-unlabeled: views and neighbours agree
-                if cfg.uu_balanced:
-                    parts["uu"] = L.swapped_prediction(o1["logits"], o2["logits"], cfg.sinkhorn_iters,
-                                                       cfg.sinkhorn_eps / model.tau, cfg.sharpen)
-                else:
-                    parts["uu"] = L.view_consistency(o1["logits"], o2["logits"], cfg.sharpen,
-                                                     cfg.uu_threshold)
-                if cfg.uu_neighbors > 0 and cfg.uu_neighbor_weight > 0:
-                    parts["uu"] = parts["uu"] + cfg.uu_neighbor_weight * L.neighbor_agreement(
-                        o1["z"], o2["logits"], cfg.uu_neighbors)
-                if cfg.uu_supcon > 0 and targets is not None:
-                    keep = gate[idx] > 0
-                    hard = targets[idx].argmax(-1)[keep]
-                    parts["uu"] = parts["uu"] + cfg.uu_supcon * L.supervised_contrastive(
-                        torch.cat([o1["z"][keep], o2["z"][keep]]), torch.cat([hard, hard]), model.tau)
-                if cfg.uu_im > 0:
-                    parts["uu"] = parts["uu"] + cfg.uu_im * 0.5 * (
-                        L.information_maximization(o1["logits"]) + L.information_maximization(o2["logits"]))
+            if w_uu > 0:  # unlabeled-unlabeled: two views agree
+                parts["uu"] = L.view_consistency(o1["logits"], o2["logits"], cfg.sharpen)
                 total = total + w_uu * parts["uu"]
 
         opt.zero_grad(set_to_none=True)
