@@ -39,10 +39,21 @@ def test_per_language_normalization_matters_for_nearest_prototype(easy):
     assert with_norm >= without
 
 
-def test_utterance_features_are_mean_and_std(easy):
+def test_utterance_features_are_mean_and_std_or_the_mean_alone(easy):
+    from sere_core.errors import ConfigError
+    from sere_core.method.normalization import pool_frames
+
     src, tgt = easy
-    m = NearestPrototype(standardize=False).fit(src, unlabel(tgt))
-    assert m.transform(tgt[:2]).shape == (2, 2 * src[0].frames.shape[1])
+    dim = src[0].frames.shape[1]
+    both = NearestPrototype(standardize=False, per_language_norm=False).fit(src, unlabel(tgt))
+    mean = NearestPrototype(standardize=False, per_language_norm=False, stats="mean").fit(src, unlabel(tgt))
+    assert both.transform(tgt[:2]).shape == (2, 2 * dim) and mean.transform(tgt[:2]).shape == (2, dim)
+    assert np.allclose(mean.transform(tgt[:2]), both.transform(tgt[:2])[:, :dim])
+    (mu, sigma), = both.preprocessor_.stats.values()
+    expected = ((pool_frames(tgt[0].frames, 1) - mu) / (sigma + 1e-8)).mean(0)
+    assert np.allclose(mean.transform(tgt[:1])[0], expected, atol=1e-3)
+    with pytest.raises(ConfigError, match="stats must be one of"):
+        NearestPrototype(stats="median")
 
 
 def test_kmeans_clusters_are_named_by_the_closest_prototypes(easy):

@@ -2,6 +2,7 @@
 
 import csv
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from sere_core.benchmark import parse_seeds
 from sere_core.benchmark import protocol as P
 from sere_core.benchmark.protocol import BenchClip
 from sere_core.benchmark.synthetic import make_corpus
+from sere_core.method import SERE, SEREConfig
 from sere_core.method.data import ClipFeatures
 
 CORPORA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "corpora"
@@ -86,9 +88,16 @@ def test_runner_and_reports(tmp_path):
     plan = Plan(tasks, ["common4"], ["5-per-class"], [0], ["nearest_prototype", "logreg_spk"])
     results = run_plan(plan, by)
     assert len(results) == 4 and all(0 <= r.uar <= 1 for r in results)
-    R.write_csv(results, "fake", tmp_path / "x.csv")
+    assert {r.early_highlights for r in results} == {None}  # baselines report no highlights
+    # SERE's results say how many of the scored clips have a highlight starting in their first 0.1 s
+    tiny = SEREConfig(ensemble=1, steps=3, pca_dim=4, hidden_dim=8, embed_dim=4, snapshot_every=0)
+    sere = run_plan(Plan(tasks[:1], ["common4"], ["5-per-class"], [0], ["sere"]), by,
+                    make=lambda name, seed: SERE(replace(tiny, seed=seed)))[0]
+    assert 0 <= sere.early_highlights <= 1
+    R.write_csv(results + [sere], "fake", tmp_path / "x.csv")
     rows = list(csv.DictReader((tmp_path / "x.csv").open()))
     assert list(rows[0])[:9] == ["method", "encoder", "class_set", "shots", "source", "target", "seed", "uar", "accuracy"]
+    assert rows[0]["early_highlights"] == "" and float(rows[-1]["early_highlights"]) == round(100 * sere.early_highlights, 2)
     R.write_markdown(tmp_path / "x.md", results=results, inductive=[], ceilings={}, methods=["nearest_prototype", "logreg_spk"],
                      tasks=tasks, class_sets=["common4"], shots=["5-per-class"], seeds=[0], encoder="fake",
                      wall_s=1.0, command="test", chance={"common4": "25%"})

@@ -1,8 +1,10 @@
 """What every baseline shares: utterance features and the estimator contract.
 
-Utterance features are the mean and standard deviation over time of the frames after the same
-preprocessing as SERE (time pooling, per-language or per-speaker z-scoring with unlabeled
-statistics), then standardized column-wise over the clips seen in ``fit``.
+Utterance features are the mean (and, with ``stats="mean_std"``, the standard deviation) over time
+of the frames after the same preprocessing as SERE (time pooling, per-language or per-speaker
+z-scoring with unlabeled statistics), then standardized column-wise over the clips seen in ``fit``.
+Which encoder columns (``feature_range``) and which statistics each baseline reads is chosen per
+baseline on the development seeds, so that SERE is compared with each at its best.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from sere_core.errors import NotFittedError
+from sere_core.errors import ConfigError, NotFittedError
 from sere_core.method.data import ClipFeatures, Prediction
 from sere_core.method.normalization import PreprocessConfig, Preprocessor
 from sere_core.method.threads import limited_threads
@@ -48,6 +50,10 @@ def balance_log_prior(p: np.ndarray, n_iters: int = 20) -> np.ndarray:
     return b - b.mean()
 
 
+#: Utterance statistics a baseline can read: the frames' mean, or their mean and standard deviation.
+STATS = ("mean_std", "mean")
+
+
 class UtteranceBaseline:
     """Base of the baselines; subclasses implement ``_fit(x_l, y_l, x_u)`` and ``_proba(x)``."""
 
@@ -55,12 +61,15 @@ class UtteranceBaseline:
 
     def __init__(self, per_language_norm: bool = True, per_speaker_norm: bool = False,
                  feature_range: tuple[int, int] | None = None, target_frame_rate: float = 12.5,
-                 standardize: bool = True, balance: float = 0.0, seed: int = 0,
+                 stats: str = "mean_std", standardize: bool = True, balance: float = 0.0, seed: int = 0,
                  num_threads: int = 1) -> None:
+        if stats not in STATS:
+            raise ConfigError(f"{self.name}: stats must be one of {STATS}, got {stats!r}")
         self.per_language_norm = per_language_norm
         self.per_speaker_norm = per_speaker_norm
         self.feature_range = feature_range
         self.target_frame_rate = target_frame_rate
+        self.stats = stats
         self.standardize = standardize
         self.balance = balance
         self.seed = seed
@@ -69,7 +78,9 @@ class UtteranceBaseline:
     # --- features ---------------------------------------------------------------------------------
     def _utterances(self, clips: Sequence[ClipFeatures]) -> np.ndarray:
         frames = self.preprocessor_.transform(clips)
-        x = np.stack([np.concatenate([f.mean(0), f.std(0)]) for f in frames]).astype(np.float32)
+        with_std = self.stats == "mean_std"
+        x = np.stack([np.concatenate([f.mean(0), f.std(0)]) if with_std else f.mean(0) for f in frames])
+        x = x.astype(np.float32)
         return (x - self.mu_) / self.sigma_
 
     def fit(self, labeled: Sequence[ClipFeatures], unlabeled: Sequence[ClipFeatures] = (),

@@ -35,18 +35,16 @@ def _rows(corpus_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def _embed(corpus_dir: Path, rows: list[dict[str, str]], encoder_name: str, progress=None
+def _embed(corpus_dir: Path, rows: list[dict[str, str]], encoder, progress=None
            ) -> tuple[dict[str, np.ndarray], object]:
     """Frames per manifest path (relative), through ``embed_manifest`` and the embedding cache."""
     from sere_core.cache import EmbeddingCache
-    from sere_core.encoders import get_encoder
     from sere_core.features import embed_manifest
     from sere_core.manifests import ManifestEntry
 
     entries = [ManifestEntry(path=corpus_dir / r["path"], emotion=r.get("emotion") or None,
                              language=r.get("language") or None, speaker=r.get("speaker") or None)
                for r in rows]
-    encoder = get_encoder(encoder_name)
     result = embed_manifest(entries, encoder, EmbeddingCache(), progress=progress)
     for failure in result.failures:
         log.warning("could not embed %s: %s", failure.path, failure.message)
@@ -62,11 +60,13 @@ def _embed(corpus_dir: Path, rows: list[dict[str, str]], encoder_name: str, prog
 
 
 def load_corpus(corpus_dir: Path, encoder_name: str = DEFAULT_ENCODER, pool: int = 4,
-                store: Path | None = None, progress=None) -> tuple[list[BenchClip], dict]:
-    """All clips of one corpus folder; returns the clips and the encoder's info as a dict."""
+                store: Path | None = None, progress=None, **encoder_options) -> tuple[list[BenchClip], dict]:
+    """All clips of one corpus folder; returns the clips and the encoder's info as a dict.
+    ``encoder_options`` go to the encoder (for example whisper-base's ``layers``)."""
     from safetensors.numpy import load_file, save
 
     from sere_core.atomic import atomic_write_bytes
+    from sere_core.encoders import cache_key, get_encoder
 
     corpus_dir = Path(corpus_dir)
     rows = _rows(corpus_dir)
@@ -76,7 +76,9 @@ def load_corpus(corpus_dir: Path, encoder_name: str = DEFAULT_ENCODER, pool: int
         from sere_core.cache import default_cache_dir
 
         store = default_cache_dir() / "benchmark"
-    stem = store / f"{encoder_name.replace(':', '_').replace('/', '_')}-{corpus}-{digest}-p{pool}"
+    encoder = get_encoder(encoder_name, **encoder_options)
+    # the read-out (name, version, layers) is part of the name: another one never reads these frames
+    stem = store / f"{encoder_name.replace(':', '_').replace('/', '_')}-{cache_key(encoder.info)[:12]}-{corpus}-{digest}-p{pool}"
     meta_path, data_path = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
     if meta_path.is_file() and data_path.is_file():
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -84,7 +86,7 @@ def load_corpus(corpus_dir: Path, encoder_name: str = DEFAULT_ENCODER, pool: int
         frames = {p: arrays[f"c{i}"].astype(np.float32) for i, p in enumerate(meta["paths"])}
         info = meta["encoder"]
     else:
-        raw, enc = _embed(corpus_dir, rows, encoder_name, progress)
+        raw, enc = _embed(corpus_dir, rows, encoder, progress)
         from dataclasses import asdict
 
         info = asdict(enc)
@@ -110,7 +112,7 @@ def load_corpus(corpus_dir: Path, encoder_name: str = DEFAULT_ENCODER, pool: int
 
 
 def load_corpora(root: Path, names, encoder_name: str = DEFAULT_ENCODER, pool: int = 4,
-                 store: Path | None = None) -> tuple[dict[str, list[BenchClip]], dict]:
+                 store: Path | None = None, **encoder_options) -> tuple[dict[str, list[BenchClip]], dict]:
     from tqdm import tqdm
 
     by_corpus, info = {}, {}
@@ -121,6 +123,7 @@ def load_corpora(root: Path, names, encoder_name: str = DEFAULT_ENCODER, pool: i
             bar.total = total
             bar.update(done - bar.n)
 
-        by_corpus[name], info = load_corpus(Path(root) / name, encoder_name, pool, store, progress)
+        by_corpus[name], info = load_corpus(Path(root) / name, encoder_name, pool, store, progress,
+                                            **encoder_options)
         bar.close()
     return by_corpus, info

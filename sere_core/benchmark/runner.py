@@ -26,7 +26,7 @@ BENCH_SERE_CONFIG = SEREConfig(feature_range=(0, 512))
 
 log = logging.getLogger(__name__)
 
-#: Baseline settings chosen on the development seeds (see ``report.TUNING_NOTES``).
+#: Baseline settings chosen on the development seeds (see ``benchmarks/studies.md``).
 BASELINE_PARAMS: dict[str, dict] = {
     "nearest_prototype": {"feature_range": (0, 512), "balance": 1.0},
     "logreg": {"feature_range": (0, 512), "balance": 1.0, "C": 1.0},
@@ -76,23 +76,45 @@ class Result:
     accuracy: float
     confusion: np.ndarray
     fit_s: float
+    #: Share of the scored clips with a highlight starting in their first EARLY_S seconds (None: the
+    #: method reports no highlights).
+    early_highlights: float | None = None
 
     def row(self, encoder: str) -> dict:
         e = self.episode
+        early = "" if self.early_highlights is None else round(100 * self.early_highlights, 2)
         return {"method": self.method, "encoder": encoder, "class_set": e.class_set, "shots": e.shots,
                 "source": e.task.source, "target": e.task.target, "seed": e.seed,
                 "uar": round(100 * self.uar, 3), "accuracy": round(100 * self.accuracy, 3),
-                "protocol": self.protocol, "n_classes": len(e.classes), "fit_s": round(self.fit_s, 3)}
+                "protocol": self.protocol, "n_classes": len(e.classes), "fit_s": round(self.fit_s, 3),
+                "early_highlights": early}
+
+
+#: A highlight starting this close to a clip's start sits on its boundary, not on its voice (#15).
+EARLY_S = 0.1
+
+
+def early_highlight_share(predictions: Sequence) -> float | None:
+    """Share of ``predictions`` with a highlight span starting before :data:`EARLY_S` (None when
+    no prediction carries highlights).
+
+    >>> from sere_core.method.data import Prediction
+    >>> early_highlight_share([Prediction("sad", 1.0, {}, [(0.0, 0.2)]), Prediction("sad", 1.0, {}, [(0.5, 0.9)])])
+    0.5
+    """
+    if not any(p.highlights for p in predictions):
+        return None
+    return float(np.mean([any(start < EARLY_S for start, _ in p.highlights) for p in predictions]))
 
 
 def run_episode(method: str, episode: Episode, make: Callable = make_method, protocol: str = "transductive") -> Result:
     model = make(method, episode.seed)
     t0 = time.perf_counter()
     model.fit(episode.labeled, episode.unlabeled)
-    pred = [p.emotion for p in model.predict(episode.test)]
+    predictions = model.predict(episode.test)
     fit_s = time.perf_counter() - t0
-    cm = confusion([c.emotion for c in episode.test], pred, episode.classes)
-    return Result(method, protocol, episode, uar(cm), accuracy(cm), cm, fit_s)
+    cm = confusion([c.emotion for c in episode.test], [p.emotion for p in predictions], episode.classes)
+    return Result(method, protocol, episode, uar(cm), accuracy(cm), cm, fit_s, early_highlight_share(predictions))
 
 
 @dataclass
