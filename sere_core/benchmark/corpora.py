@@ -68,7 +68,7 @@ def load_corpus(corpus_dir: Path, encoder_name: str = DEFAULT_ENCODER, pool: int
     from sere_core.atomic import atomic_write_bytes
     from sere_core.encoders import cache_key, get_encoder
 
-    corpus_dir = Path(corpus_dir)
+    corpus_dir = Path(corpus_dir).resolve()  # the embedding manifest takes absolute paths
     rows = _rows(corpus_dir)
     corpus = corpus_dir.name
     digest = f"{zlib.crc32((corpus_dir / 'manifest.csv').read_bytes()):08x}"
