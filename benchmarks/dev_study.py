@@ -86,6 +86,76 @@ def layer_average(first: int, last: int) -> Transform:
     return make
 
 
+#: Prosody frames by clip id (``prosody`` encoder, pooled to the whisper frames' 12.5 per second),
+#: loaded by ``main`` when a variant reads them (the forked workers inherit it).
+PROSODY: dict[str, np.ndarray] = {}
+PROSODY_POOL = 8  # 100 prosody frames per second -> 12.5
+N_MELS = 40  # the prosody encoder's log-mel columns come first
+
+
+def prosody_channels(frames: np.ndarray) -> np.ndarray:
+    """``[T, 4]``: log F0, voicing, log energy and spectral tilt (the least-squares slope of the
+    log-mel energies over the bands) from prosody-encoder frames."""
+    mels = frames[:, :N_MELS]
+    bands = np.arange(N_MELS) - (N_MELS - 1) / 2
+    tilt = (mels - mels.mean(1, keepdims=True)) @ bands / float(bands @ bands)
+    return np.column_stack([frames[:, N_MELS], frames[:, N_MELS + 1], frames[:, N_MELS + 2], tilt])
+
+
+def with_prosody(view: tuple[int, int], copies: int) -> Transform:
+    """The layers of ``view`` with the four prosody channels beside them, each repeated ``copies``
+    times: SERE z-scores every column per language and keeps the main PCA directions, so a channel
+    repeated k times carries k times the variance of one encoder column into the projection."""
+    a, b = columns(*view)
+
+    def make(labeled, unlabeled):
+        def apply(c: ClipFeatures) -> ClipFeatures:
+            pros = prosody_channels(PROSODY[c.clip_id])
+            t = min(len(pros), len(c.frames))
+            extra = np.repeat(pros[:t], copies, axis=1)
+            return replace(c, frames=np.concatenate([c.frames[:t, a:b], extra], 1).astype(np.float32))
+        return apply
+    return make
+
+
+class EMAdapted:
+    """SERE, then its class statistics re-estimated on the unlabeled clips by EM, without gradients
+    (after Emo-TTA): a von Mises-Fisher mixture on SERE's unit clip embeddings, started from its
+    prototypes and its class-balance bias; each round sets the responsibilities from the prototypes
+    and the priors, each prototype to the responsibility-weighted mean embedding (``keep`` of SERE's
+    own kept) and, with ``priors``, the log priors to those of the mean responsibilities.
+    Highlights stay SERE's."""
+
+    def __init__(self, inner: SERE, keep: float = 0.5, priors: bool = False, rounds: int = 10) -> None:
+        self.inner, self.keep, self.priors, self.rounds = inner, keep, priors, rounds
+
+    def _logits(self, z: np.ndarray) -> np.ndarray:
+        return z @ self.mu_.T / self.inner.config.tau + self.log_prior_
+
+    def fit(self, labeled, unlabeled=()):
+        self.inner.fit(labeled, unlabeled)
+        z, start = self.inner.transform(unlabeled), self.inner.prototypes_
+        members = getattr(self.inner.model_, "members", [self.inner.model_])
+        self.mu_ = start
+        self.log_prior_ = np.mean([m.class_bias.numpy() for m in members], axis=0)
+        for _ in range(self.rounds):
+            logits = self._logits(z)
+            r = np.exp(logits - logits.max(1, keepdims=True))
+            r /= r.sum(1, keepdims=True)
+            self.mu_ = _unit(self.keep * start + (1 - self.keep) * _unit(r.T @ z))
+            if self.priors:
+                self.log_prior_ = np.log(r.mean(0) + 1e-6)
+        return self
+
+    def predict(self, clips):
+        decided = self._logits(self.inner.transform(clips)).argmax(1)
+        return [replace(p, emotion=self.inner.classes_[k]) for p, k in zip(self.inner.predict(clips), decided)]
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-8)
+
+
 # --- variants ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Variant:
@@ -117,6 +187,24 @@ def build_variants() -> dict[str, Variant]:
     out["sere_avgL1-4"] = Variant("SERE on the mean of layers 1-4 (each z-scored)",
                                   lambda seed: Transformed(_sere(feature_range=None)(seed),
                                                            layer_average(1, 4)), "sere")
+    for key, (what, view) in {"": ("layer 3", (3, 3)), "_L1-4": ("layers 1-4", (1, 4)),
+                              "_L2-4": ("layers 2-4", (2, 4))}.items():
+        ref = f"sere{key}"
+        for copies in (16, 32):
+            out[f"sere{key}_prosody{copies}"] = Variant(
+                f"SERE on {what} with log F0, voicing, log energy and spectral tilt beside them ({copies} copies "
+                "each)", lambda seed, v=view, k=copies: Transformed(_sere(feature_range=None)(seed), with_prosody(v, k)),
+                ref)
+        out[f"sere{key}_em"] = Variant(f"SERE on {what}, then EM on the target's class statistics (half SERE's "
+                                       "prototypes kept)", lambda seed, v=view: EMAdapted(_sere(v)(seed)), ref)
+        out[f"sere{key}_em_free"] = Variant(f"SERE on {what}, then EM on the target's class statistics (free)",
+                                            lambda seed, v=view: EMAdapted(_sere(v)(seed), keep=0.0), ref)
+        out[f"sere{key}_em_priors"] = Variant(f"SERE on {what}, then EM on the target's class statistics and "
+                                              "priors (half SERE's prototypes kept)",
+                                              lambda seed, v=view: EMAdapted(_sere(v)(seed), priors=True), ref)
+        for eps in (0.1, 0.2):
+            out[f"sere{key}_eps{eps}"] = Variant(f"SERE on {what}, entropic Sinkhorn: eps {eps} instead of 0.05",
+                                                 _sere(view, sinkhorn_eps=eps), ref)
     for name in BASELINE_PARAMS:
         out[name] = Variant(f"{name}, as benchmarked (layer 3, mean and std; reference)", _baseline(name), name)
         out[f"{name}_mean"] = Variant(f"{name} on layer 3, mean only", _baseline(name, stats="mean"), name)
@@ -181,6 +269,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         names += [n for n in (VARIANTS[name].against, name) if n not in names]
     t0 = time.perf_counter()
     by_corpus, info = load_corpora(args.corpora, CORPORA, layers=LAYERS)
+    if any("prosody" in n for n in names):
+        prosody, _ = load_corpora(args.corpora, CORPORA, "prosody", pool=PROSODY_POOL)
+        PROSODY.update({b.clip.clip_id: b.clip.frames for clips in prosody.values() for b in clips})
     plan = Plan(tasks(), [args.class_set], [args.shots], seeds, names)
     results = run_plan(plan, by_corpus, make=lambda name, seed: VARIANTS[name].make(seed), workers=args.workers)
     encoder = f"{info.get('name')} (layers {info.get('layers')}, version {info.get('version')})"
