@@ -212,6 +212,9 @@ def build_variants() -> dict[str, Variant]:
             out[f"{name}_{key}"] = Variant(f"{name} on {what}, mean and std", _baseline(name, view), name)
             out[f"{name}_{key}_mean"] = Variant(f"{name} on {what}, mean only",
                                                 _baseline(name, view, stats="mean"), name)
+        out[f"{name}_avgL1-4"] = Variant(f"{name} on the mean of layers 1-4 (each z-scored), mean and std",
+                                         lambda seed, n=name: Transformed(_baseline(n, feature_range=None)(seed),
+                                                                          layer_average(1, 4)), name)
     return out
 
 
