@@ -184,6 +184,8 @@ def build_variants() -> dict[str, Variant]:
     out = {"sere": Variant("the shipped default, whisper-base layer 3 (reference)", _sere(), "sere")}
     for key, (what, view) in _views().items():
         out[f"sere_{key}"] = Variant(f"SERE on {what}", _sere(view), "sere")
+    for first, last in ((2, 3), (1, 3), (2, 5)):
+        out[f"sere_L{first}-{last}"] = Variant(f"SERE on layers {first}-{last} side by side", _sere((first, last)), "sere")
     out["sere_avgL1-4"] = Variant("SERE on the mean of layers 1-4 (each z-scored)",
                                   lambda seed: Transformed(_sere(feature_range=None)(seed),
                                                            layer_average(1, 4)), "sere")
