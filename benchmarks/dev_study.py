@@ -36,20 +36,11 @@ from sere_core.benchmark import report as R
 from sere_core.benchmark.corpora import load_corpora
 from sere_core.benchmark.protocol import CLASS_SETS, CORPORA, DEV_SEEDS, SHOTS, tasks
 from sere_core.benchmark.runner import BASELINE_PARAMS, BENCH_SERE_CONFIG, Plan, make_method, run_plan
+from sere_core.benchmark.runner import layer_columns as columns
 from sere_core.method import SERE
 from sere_core.method.data import ClipFeatures
 
 log = logging.getLogger("dev_study")
-
-#: The read-out every study uses: all seven hidden states of whisper-base, 512 columns each.
-LAYERS = tuple(range(7))
-WIDTH = 512
-
-
-def columns(first: int, last: int) -> tuple[int, int]:
-    """The columns of layers ``first..last`` (contiguous) in the :data:`LAYERS` read-out."""
-    return LAYERS.index(first) * WIDTH, (LAYERS.index(last) + 1) * WIDTH
-
 
 # --- wrappers: a method on transformed features ------------------------------------------------------
 Transform = Callable[[list[ClipFeatures], list[ClipFeatures]], Callable[[ClipFeatures], ClipFeatures]]
@@ -102,11 +93,12 @@ def prosody_channels(frames: np.ndarray) -> np.ndarray:
     return np.column_stack([frames[:, N_MELS], frames[:, N_MELS + 1], frames[:, N_MELS + 2], tilt])
 
 
-def with_prosody(view: tuple[int, int], copies: int) -> Transform:
-    """The layers of ``view`` with the four prosody channels beside them, each repeated ``copies``
-    times: SERE z-scores every column per language and keeps the main PCA directions, so a channel
-    repeated k times carries k times the variance of one encoder column into the projection."""
-    a, b = columns(*view)
+def with_prosody(view: tuple[int, int] | None, copies: int) -> Transform:
+    """The layers of ``view`` (SERE's own where None) with the four prosody channels beside them,
+    each repeated ``copies`` times: SERE z-scores every column per language and keeps the main PCA
+    directions, so a channel repeated k times carries k times the variance of one encoder column
+    into the projection."""
+    a, b = columns(*view) if view else BENCH_SERE_CONFIG.feature_range
 
     def make(labeled, unlabeled):
         def apply(c: ClipFeatures) -> ClipFeatures:
@@ -164,8 +156,10 @@ class Variant:
     against: str  # the method it is paired with (itself for a reference)
 
 
-def _sere(view: tuple[int, int] = (3, 3), **settings) -> Callable[[int], SERE]:
-    cfg = replace(BENCH_SERE_CONFIG, snapshot_every=0, **{"feature_range": columns(*view), **settings})
+def _sere(view: tuple[int, int] | None = None, **settings) -> Callable[[int], SERE]:
+    """SERE as benchmarked, on the layers ``view`` (first, last) instead of its own where given."""
+    cfg = replace(BENCH_SERE_CONFIG, snapshot_every=0, **{"feature_range": columns(*view), **settings}
+                  if view else settings)
     return lambda seed: SERE(replace(cfg, seed=seed))
 
 
@@ -181,7 +175,8 @@ def _views() -> dict[str, tuple[str, tuple[int, int]]]:
 
 
 def build_variants() -> dict[str, Variant]:
-    out = {"sere": Variant("the shipped default, whisper-base layer 3 (reference)", _sere(), "sere")}
+    out = {"sere": Variant("the shipped default (reference)", _sere(), "sere"),
+           "sere_L3": Variant("SERE on layer 3 (the default until #15)", _sere((3, 3)), "sere")}
     for key, (what, view) in _views().items():
         out[f"sere_{key}"] = Variant(f"SERE on {what}", _sere(view), "sere")
     for first, last in ((2, 3), (1, 3), (2, 5)):
@@ -189,7 +184,7 @@ def build_variants() -> dict[str, Variant]:
     out["sere_avgL1-4"] = Variant("SERE on the mean of layers 1-4 (each z-scored)",
                                   lambda seed: Transformed(_sere(feature_range=None)(seed),
                                                            layer_average(1, 4)), "sere")
-    for key, (what, view) in {"": ("layer 3", (3, 3)), "_L1-4": ("layers 1-4", (1, 4)),
+    for key, (what, view) in {"": ("its default layers", None), "_L1-4": ("layers 1-4", (1, 4)),
                               "_L2-4": ("layers 2-4", (2, 4))}.items():
         ref = f"sere{key}"
         for copies in (16, 32):
@@ -273,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name in requested:
         names += [n for n in (VARIANTS[name].against, name) if n not in names]
     t0 = time.perf_counter()
-    by_corpus, info = load_corpora(args.corpora, CORPORA, layers=LAYERS)
+    by_corpus, info = load_corpora(args.corpora, CORPORA)  # every whisper-base layer
     if any("prosody" in n for n in names):
         prosody, _ = load_corpora(args.corpora, CORPORA, "prosody", pool=PROSODY_POOL)
         PROSODY.update({b.clip.clip_id: b.clip.frames for clips in prosody.values() for b in clips})

@@ -81,12 +81,13 @@ def test_parse_seeds():
 
 def test_runner_and_reports(tmp_path):
     from sere_core.benchmark import report as R
-    from sere_core.benchmark.runner import Plan, make_method, run_plan
+    from sere_core.benchmark.runner import BASELINE_PARAMS, Plan, make_method, run_plan
 
     by = fake_corpora()
     tasks = P.tasks(["emodb", "casia"])
     plan = Plan(tasks, ["common4"], ["5-per-class"], [0], ["nearest_prototype", "logreg_spk"])
-    results = run_plan(plan, by)
+    params = {name: {**p, "feature_range": None} for name, p in BASELINE_PARAMS.items()}  # 8 fake columns
+    results = run_plan(plan, by, make=lambda name, seed: make_method(name, seed, baseline_params=params))
     assert len(results) == 4 and all(0 <= r.uar <= 1 for r in results)
     assert {r.early_highlights for r in results} == {None}  # baselines report no highlights
     # SERE's results say how many of the scored clips have a highlight starting in their first 0.1 s
@@ -133,8 +134,8 @@ def test_benchmarked_sere_is_the_recommended_whisper_base_config():
     from sere_core.benchmark.runner import BENCH_SERE_CONFIG
     from sere_core.method import recommended_config
 
-    info = {"name": "whisper-base", "version": "x", "dim": 1024, "layers": [3, 6], "frame_rate": 50.0}
-    assert recommended_config(info) == BENCH_SERE_CONFIG
+    info = {"name": "whisper-base", "version": "x", "dim": 3584, "layers": list(range(7)), "frame_rate": 50.0}
+    assert recommended_config(info) == BENCH_SERE_CONFIG and BENCH_SERE_CONFIG.feature_range == (1024, 2560)
     assert recommended_config({"name": "hf:x", "dim": 768, "layers": [9]}).feature_range is None
 
 

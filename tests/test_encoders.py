@@ -202,10 +202,27 @@ def test_whisper_base_shape_rate_and_dtype(whisper_base):
     for seconds in (0.5, 2.0):
         frames = whisper_base.encode(speechlike(seconds))
         assert frames.dtype == np.float32
-        assert frames.shape == (int(seconds * 50), 1024)
+        assert frames.shape == (int(seconds * 50), 1536)
         assert np.isfinite(frames).all()
     odd = whisper_base.encode(speechlike(0.737))
-    assert odd.shape == (frame_count(int(0.737 * SR)), 1024) == (37, 1024)
+    assert odd.shape == (frame_count(int(0.737 * SR)), 1536) == (37, 1536)
+
+
+def test_the_default_read_out_is_the_layers_sere_reads(whisper_base):
+    """One forward pass gives every hidden state; the default keeps SERE's layers, and SERE's
+    recommended columns of the benchmark's every-layer read-out are those same hidden states."""
+    from sere_core.benchmark.runner import BENCH_SERE_CONFIG
+    from sere_core.encoders.whisper import SERE_LAYERS
+    from sere_core.method import recommended_config
+
+    assert whisper_base.info.layers == SERE_LAYERS == (2, 3, 4)
+    every = get_encoder("whisper-base", layers=tuple(range(7)))
+    assert every.info.dim == 7 * 512
+    audio = speechlike(1.0, seed=3)
+    start, stop = recommended_config(every.info).feature_range
+    assert (start, stop) == BENCH_SERE_CONFIG.feature_range == (2 * 512, 5 * 512)
+    np.testing.assert_allclose(every.encode(audio)[:, start:stop], whisper_base.encode(audio), atol=1e-5)
+    assert recommended_config(whisper_base.info).feature_range is None  # the default read-out: every column
 
 
 def test_whisper_base_is_deterministic_and_audio_dependent(whisper_base):
@@ -231,8 +248,8 @@ def test_submodule_forward_equals_transformers_forward(tmp_path):
 
 
 def test_unpadded_output_is_close_to_padded(whisper_base):
-    """Measured on real speech: mean frame cosine over the first 80 % is ~0.97-0.99 (layer 3)
-    and ~0.90-0.97 (layer 6); single frames near silence can differ a lot in layer 6."""
+    """Measured on real speech: mean frame cosine over the first 80 % is ~0.97-0.99 (layer 3);
+    deeper layers differ more, and single frames near silence can differ a lot."""
     from transformers import WhisperFeatureExtractor
 
     audio = real_speech()
@@ -248,11 +265,11 @@ def test_unpadded_output_is_close_to_padded(whisper_base):
         log_mel(torch.from_numpy(audio)).numpy()[:, :inside], padded_mel[0, :, :inside].numpy(), atol=1e-4
     )
     with torch.inference_mode():
-        padded = whisper_hidden_states(whisper_base._frames.encoder, padded_mel, (3, 6))[0].numpy()
+        padded = whisper_hidden_states(whisper_base._frames.encoder, padded_mel, (2, 3, 4))[0].numpy()
     head = int(unpadded.shape[0] * 0.8)
     padded = padded[:head]
-    middle = cosine_rows(unpadded[:head, :512], padded[:, :512])
-    last = cosine_rows(unpadded[:head, 512:], padded[:, 512:])
+    middle = cosine_rows(unpadded[:head, 512:1024], padded[:, 512:1024])  # layer 3
+    last = cosine_rows(unpadded[:head, 1024:], padded[:, 1024:])  # layer 4
     assert middle.mean() > 0.95
     assert last.mean() > 0.85
 
@@ -272,7 +289,7 @@ def test_long_clip_is_encoded_in_windows(whisper_base, monkeypatch):
     monkeypatch.setattr(frames_runner, "window_frames", 100)
     audio = speechlike(4.5)
     frames = whisper_base.encode(audio)
-    assert frames.shape == (225, 1024)
+    assert frames.shape == (225, 1536)
     start, end = plan_windows(audio.shape[0], 100)[1]
     alone = whisper_base.encode(audio[start:end])
     np.testing.assert_allclose(frames[start // 320 : start // 320 + alone.shape[0]], alone, atol=2e-4, rtol=1e-4)

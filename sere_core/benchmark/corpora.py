@@ -25,6 +25,9 @@ from sere_core.method.normalization import pool_frames
 log = logging.getLogger(__name__)
 
 BENCH_FORMAT = 1
+#: The benchmark's read-out where none is given: every hidden state of whisper-base from one forward
+#: pass, so that each method (SERE and each baseline) reads its own best view of the layers.
+BENCH_ENCODER_OPTIONS: dict[str, dict] = {"whisper-base": {"layers": tuple(range(7))}}
 
 
 def _rows(corpus_dir: Path) -> list[dict[str, str]]:
@@ -76,7 +79,7 @@ def load_corpus(corpus_dir: Path, encoder_name: str = DEFAULT_ENCODER, pool: int
         from sere_core.cache import default_cache_dir
 
         store = default_cache_dir() / "benchmark"
-    encoder = get_encoder(encoder_name, **encoder_options)
+    encoder = get_encoder(encoder_name, **(encoder_options or BENCH_ENCODER_OPTIONS.get(encoder_name, {})))
     # the read-out (name, version, layers) is part of the name: another one never reads these frames
     stem = store / f"{encoder_name.replace(':', '_').replace('/', '_')}-{cache_key(encoder.info)[:12]}-{corpus}-{digest}-p{pool}"
     meta_path, data_path = stem.with_suffix(".json"), stem.with_suffix(".safetensors")

@@ -19,20 +19,29 @@ from sere_core.benchmark.protocol import (
     make_episode,
     uar,
 )
-from sere_core.method import SERE, SEREConfig
+from sere_core.benchmark.corpora import BENCH_ENCODER_OPTIONS
+from sere_core.method import SERE, SEREConfig, recommended_config
 
-#: SERE as benchmarked: the defaults plus ``recommended_config`` for whisper-base (layers 3, 6).
-BENCH_SERE_CONFIG = SEREConfig(feature_range=(0, 512))
+BENCH_LAYERS: tuple[int, ...] = BENCH_ENCODER_OPTIONS["whisper-base"]["layers"]
+
+#: SERE as benchmarked: ``recommended_config`` for the benchmark's whisper-base read-out (every layer).
+BENCH_SERE_CONFIG = recommended_config({"name": "whisper-base", "dim": 512 * len(BENCH_LAYERS), "layers": BENCH_LAYERS})
+
+
+def layer_columns(first: int, last: int) -> tuple[int, int]:
+    """The columns of whisper-base layers ``first..last`` in the benchmark's read-out."""
+    return BENCH_LAYERS.index(first) * 512, (BENCH_LAYERS.index(last) + 1) * 512
+
 
 log = logging.getLogger(__name__)
 
 #: Baseline settings chosen on the development seeds (see ``benchmarks/studies.md``).
 BASELINE_PARAMS: dict[str, dict] = {
-    "nearest_prototype": {"feature_range": (0, 512), "balance": 1.0},
-    "logreg": {"feature_range": (0, 512), "balance": 1.0, "C": 1.0},
-    "label_spreading": {"feature_range": (0, 512), "n_neighbors": 10, "alpha": 0.5},
-    "proto_refine": {"feature_range": (0, 512), "n_iter": 10, "temperature": 0.1},
-    "kmeans_hungarian": {"feature_range": (0, 512), "n_init": 4},
+    "nearest_prototype": {"feature_range": layer_columns(3, 3), "balance": 1.0},
+    "logreg": {"feature_range": layer_columns(3, 3), "balance": 1.0, "C": 1.0},
+    "label_spreading": {"feature_range": layer_columns(3, 3), "n_neighbors": 10, "alpha": 0.5},
+    "proto_refine": {"feature_range": layer_columns(3, 3), "n_iter": 10, "temperature": 0.1},
+    "kmeans_hungarian": {"feature_range": layer_columns(3, 3), "n_init": 4},
 }
 
 #: SERE and its ablations: each a change to the (tuned) default config.
@@ -43,8 +52,9 @@ SERE_VARIANTS: dict[str, dict] = {
     "sere_no_lu": {"w_lu": 0.0, "proto_momentum": 0.0},
     "sere_no_uu": {"w_uu": 0.0},
     "sere_no_lang_norm": {"per_language_norm": False},
+    "sere_layer3": {"feature_range": layer_columns(3, 3)},
 }
-ABLATIONS = ("sere", "sere_mean_pool", "sere_no_ll", "sere_no_lu", "sere_no_uu", "sere_no_lang_norm",
+ABLATIONS = ("sere", "sere_layer3", "sere_mean_pool", "sere_no_ll", "sere_no_lu", "sere_no_uu", "sere_no_lang_norm",
              "sere_spk")
 METHODS = ("sere", *BASELINES)
 SPEAKER_SUFFIX = "_spk"

@@ -41,6 +41,9 @@ HOP = 160
 MIN_SAMPLES = N_FFT  # 25 ms: one analysis window
 #: Bump when the mel features, windowing or layer read-out change: it is part of every version.
 FEATURE_VERSION = "v1"
+#: The hidden states SERE reads, side by side (0 = the input embeddings, 6 = the last block), and so
+#: the default read-out: chosen on the development seeds (``benchmarks/studies.md``).
+SERE_LAYERS = (2, 3, 4)
 #: Frames per encoder call when equal-length windows are batched (bounds memory).
 _BATCH_FRAMES = 6000
 
@@ -401,7 +404,7 @@ class WhisperBaseEncoder(Encoder):
 
     def __init__(
         self,
-        layers: Sequence[int] | int = (3, 6),
+        layers: Sequence[int] | int = SERE_LAYERS,
         num_threads: int | None = None,
         weights: CT2WhisperWeights | Sequence[CT2WhisperWeights] = WHISPER_BASE_SOURCES,
     ) -> None:

@@ -195,35 +195,30 @@ def _check(c: SEREConfig) -> None:
              "feature_range", "must be (start, stop) with 0 <= start < stop")
 
 
-#: The whisper-base hidden states SERE reads (0 = the input embeddings, 6 = the last block): chosen
-#: on the development seeds (``benchmarks/studies.md``).
-WHISPER_BASE_VIEW = (3, 3)
-
-
 def recommended_config(encoder_info: Any = None, **overrides: Any) -> SEREConfig:
     """The dev-tuned config for features of ``encoder_info`` (an ``EncoderInfo`` or a dict).
 
-    For whisper-base the columns of the layers in :data:`WHISPER_BASE_VIEW` (first, last) are used,
-    wherever the read-out put them; a read-out that lacks one of them uses all its columns. Other
-    encoders use all their columns (nothing was tuned for them).
+    For whisper-base the columns of the hidden states SERE reads (``encoders.whisper.SERE_LAYERS``)
+    are used, wherever the read-out put them; a read-out that lacks one of them, or splits them,
+    uses all its columns. Other encoders use all their columns (nothing was tuned for them).
 
-    >>> recommended_config({"name": "whisper-base", "dim": 1024, "layers": [3, 6]}).feature_range
-    (0, 512)
     >>> recommended_config({"name": "whisper-base", "dim": 3584, "layers": list(range(7))}).feature_range
-    (1536, 2048)
+    (1024, 2560)
+    >>> recommended_config({"name": "whisper-base", "dim": 1536, "layers": [2, 3, 4]}).feature_range is None
+    True
     >>> recommended_config({"name": "prosody", "dim": 45, "layers": []}).feature_range is None
     True
     """
+    from sere_core.encoders.whisper import SERE_LAYERS
+
     info = encoder_info
     get = (lambda k: info.get(k)) if isinstance(info, dict) else (lambda k: getattr(info, k, None))
     settings: dict[str, Any] = {}
     layers = list(get("layers") or []) if info is not None else []
-    first, last = WHISPER_BASE_VIEW
-    wanted = list(range(first, last + 1))
+    wanted = list(SERE_LAYERS)
     if info is not None and get("name") == "whisper-base" and get("dim") and set(wanted) <= set(layers):
-        width = int(get("dim")) // len(layers)
-        start = layers.index(first)
-        if layers[start:start + len(wanted)] == wanted and (len(wanted) < len(layers)):
+        width, start = int(get("dim")) // len(layers), layers.index(wanted[0])
+        if layers[start:start + len(wanted)] == wanted and len(wanted) < len(layers):
             settings["feature_range"] = (start * width, (start + len(wanted)) * width)
     settings.update(overrides)
     return SEREConfig(**settings)
