@@ -43,7 +43,7 @@ MIN_SAMPLES = N_FFT  # 25 ms: one analysis window
 FEATURE_VERSION = "v1"
 #: The hidden states SERE reads, side by side (0 = the input embeddings, 6 = the last block), and so
 #: the default read-out: chosen on the development seeds (``benchmarks/studies.md``).
-SERE_LAYERS = (2, 3, 4)
+SERE_LAYERS = (2, 3)
 #: Frames per encoder call when equal-length windows are batched (bounds memory).
 _BATCH_FRAMES = 6000
 

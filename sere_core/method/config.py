@@ -203,8 +203,8 @@ def recommended_config(encoder_info: Any = None, **overrides: Any) -> SEREConfig
     uses all its columns. Other encoders use all their columns (nothing was tuned for them).
 
     >>> recommended_config({"name": "whisper-base", "dim": 3584, "layers": list(range(7))}).feature_range
-    (1024, 2560)
-    >>> recommended_config({"name": "whisper-base", "dim": 1536, "layers": [2, 3, 4]}).feature_range is None
+    (1024, 2048)
+    >>> recommended_config({"name": "whisper-base", "dim": 1024, "layers": [2, 3]}).feature_range is None
     True
     >>> recommended_config({"name": "prosody", "dim": 45, "layers": []}).feature_range is None
     True
