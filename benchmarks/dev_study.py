@@ -163,8 +163,9 @@ def _sere(view: tuple[int, int] | None = None, **settings) -> Callable[[int], SE
     return lambda seed: SERE(replace(cfg, seed=seed))
 
 
-def _baseline(name: str, view: tuple[int, int] = (3, 3), **settings) -> Callable[[int], object]:
-    params = {**BASELINE_PARAMS[name], "feature_range": columns(*view), **settings}
+def _baseline(name: str, view: tuple[int, int] = (3, 3), stats: str = "mean_std", **settings) -> Callable[[int], object]:
+    """A baseline with its benchmarked settings, on the layers ``view`` and utterance ``stats``."""
+    params = {**BASELINE_PARAMS[name], "feature_range": columns(*view), "stats": stats, **settings}
     return lambda seed: make_method(name, seed, baseline_params={name: params})
 
 
@@ -203,7 +204,8 @@ def build_variants() -> dict[str, Variant]:
             out[f"sere{key}_eps{eps}"] = Variant(f"SERE on {what}, entropic Sinkhorn: eps {eps} instead of 0.05",
                                                  _sere(view, sinkhorn_eps=eps), ref)
     for name in BASELINE_PARAMS:
-        out[name] = Variant(f"{name}, as benchmarked (layer 3, mean and std; reference)", _baseline(name), name)
+        out[name] = Variant(f"{name}, as benchmarked (reference)", lambda seed, n=name: make_method(n, seed), name)
+        out[f"{name}_L3"] = Variant(f"{name} on layer 3, mean and std (as benchmarked until #15)", _baseline(name), name)
         out[f"{name}_mean"] = Variant(f"{name} on layer 3, mean only", _baseline(name, stats="mean"), name)
         for key, (what, view) in _views().items():
             out[f"{name}_{key}"] = Variant(f"{name} on {what}, mean and std", _baseline(name, view), name)
