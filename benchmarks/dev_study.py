@@ -203,6 +203,9 @@ def build_variants() -> dict[str, Variant]:
         for eps in (0.1, 0.2):
             out[f"sere{key}_eps{eps}"] = Variant(f"SERE on {what}, entropic Sinkhorn: eps {eps} instead of 0.05",
                                                  _sere(view, sinkhorn_eps=eps), ref)
+    out["sere_edges_clip"] = Variant("SERE before #15's highlights on speech: a window at a clip's edge averages the "
+                                     "frames it has, tau_a 0.5", _sere(highlight_edges="clip", tau_a=0.5), "sere")
+    out["sere_mean_pool"] = Variant("SERE with mean pooling (the ablation's)", _sere(pooling="mean"), "sere")
     for name in BASELINE_PARAMS:
         out[name] = Variant(f"{name}, as benchmarked (reference)", lambda seed, n=name: make_method(n, seed), name)
         out[f"{name}_L3"] = Variant(f"{name} on layer 3, mean and std (as benchmarked until #15)", _baseline(name), name)
@@ -237,11 +240,9 @@ def write_markdown(path: Path, results: Sequence, names: Sequence[str], seeds: S
         against = VARIANTS[name].against
         diff, se, _ = R.paired_difference(results, name, against) if name != against else (0.0, float("nan"), 0)
         mine = [r for r in results if r.method == name]
-        early = [r.early_highlights for r in mine if r.early_highlights is not None]
-        early_cell = f"{100 * np.mean(early):.0f}" if early else "–"
         lines.append(f"| {name} | {VARIANTS[name].what} | {R.mean_uar(results, name):.1f} | "
                      f"{R.paired_cell(diff, se)} | {against if name != against else '–'} | "
-                     f"{R.reading(diff, se)} | {early_cell} | {np.mean([r.fit_s for r in mine]):.1f} |")
+                     f"{R.reading(diff, se)} | {R.early_cell(results, name)} | {np.mean([r.fit_s for r in mine]):.1f} |")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

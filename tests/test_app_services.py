@@ -340,6 +340,11 @@ def test_training_stores_predictions_snapshots_and_a_model(trained):
     assert abs(sum(view.prediction.probabilities.values()) - 1) < 1e-4
     assert all(0 <= a < b <= view.duration_s + 0.05 for a, b in view.prediction.highlights)
     assert fg.clip_waveform(view).layout.shapes
+    # the highlights sit on the voice, not on the trimmed clip's silent start (#15): real speech, real weights
+    from sere_core.benchmark.runner import early_highlight_share
+
+    predictions = [review.clip_view(ctx, ME, int(c)).prediction for c in table["clip"]]
+    assert early_highlight_share(predictions) <= 0.1
     assert "Finished" in fg.progress_html(status)
 
 

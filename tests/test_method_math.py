@@ -62,6 +62,20 @@ def test_windowed_highlights_prefer_a_resonating_segment_to_one_spike():
     assert torch.allclose(highlight_weights(r, mask, 1.0, window=1), frame)
 
 
+def test_a_window_at_the_clip_edge_scores_only_the_frames_it_covers():
+    # resonance [1, 8 frames, 2 emotions], the same everywhere but a little higher on frame 0 (a
+    # clip's silent start often resonates so): averaged over the frames it has, the half-empty edge
+    # window wins; counting the frames beyond the clip as zero, a window on the speech does
+    peak = torch.tensor([4.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0])
+    r = torch.stack([peak, torch.zeros(8)], -1)[None]
+    mask = torch.ones(1, 8, dtype=torch.bool)
+    clip = highlight_weights(r, mask, tau_a=1.0, window=3, edges="clip")
+    zero = highlight_weights(r, mask, tau_a=1.0, window=3)
+    assert clip[0].argmax() == 0
+    assert zero[0].argmax() == 1 and zero[0, 0] < zero[0, 2:7].min() and zero[0, 7] < zero[0, 2:7].min()
+    assert torch.isclose(zero.sum(), torch.tensor(1.0))
+
+
 def test_masks_ignore_padding():
     h = torch.stack([E[0], E[0], E[2], E[2]])[None]  # frames 2-3 are padding
     mask = torch.tensor([[True, True, False, False]])

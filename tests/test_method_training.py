@@ -147,7 +147,7 @@ def test_save_load_round_trip_and_mismatch(tmp_path, task):
         SERE.load(tmp_path / "nothing")
 
 
-def _as_version_1(folder, drop=("ensemble", "highlight_window"), **settings):
+def _as_version_1(folder, drop=("ensemble", "highlight_window", "highlight_edges"), **settings):
     """Rewrite a saved model the way format version 1 wrote it: settings added since missing, the
     deleted settings present (at the values SERE kept unless given), a PCA scale of ones."""
     from safetensors.torch import load_file, save_file
@@ -165,14 +165,19 @@ def _as_version_1(folder, drop=("ensemble", "highlight_window"), **settings):
     return tensors
 
 
-def test_a_version_1_model_loads_as_the_model_it_was(tmp_path, task):
-    """Saved before seed ensembles and windowed highlights: one model with frame highlights."""
+@pytest.mark.parametrize("saved, drop", [
+    # saved before seed ensembles and windowed highlights: one model with frame highlights
+    (dict(ensemble=1, highlight_window=1, tau_a=1.0), ("ensemble", "highlight_window", "highlight_edges")),
+    # saved with windowed highlights, averaged over the frames a window has at the clip's edges
+    (dict(ensemble=2, highlight_window=6, tau_a=0.5, highlight_edges="clip"), ("highlight_edges",)),
+])
+def test_a_version_1_model_loads_as_the_model_it_was(tmp_path, task, saved, drop):
     src, tgt = task
-    old = SERE(replace(CFG, ensemble=1, highlight_window=1, tau_a=1.0)).fit(src, unlabel(tgt))
-    _as_version_1(old.save(tmp_path / "old"))
+    old = SERE(replace(CFG, **saved)).fit(src, unlabel(tgt))
+    _as_version_1(old.save(tmp_path / "old"), drop=drop)
     back = SERE.load(tmp_path / "old")
-    assert back.config.ensemble == 1 and SEREConfig().ensemble > 1
-    assert back.config.highlight_window == 1 and SEREConfig().highlight_window > 1
+    assert {k: getattr(back.config, k) for k in saved} == saved
+    assert back.config.highlight_edges == "clip" != SEREConfig().highlight_edges
     assert np.allclose(back.predict_proba(tgt), old.predict_proba(tgt), atol=1e-6)
     assert [p.highlights for p in back.predict(tgt[:5])] == [p.highlights for p in old.predict(tgt[:5])]
     again = SERE.load(back.save(tmp_path / "new"))  # saved again as version 2

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from sere_core.benchmark.protocol import CODES, PAPER_MEAN_UAR, Task
-from sere_core.benchmark.runner import Result
+from sere_core.benchmark.runner import EARLY_S, Result
 
 COLUMNS = ("method", "encoder", "class_set", "shots", "source", "target", "seed", "uar", "accuracy",
            "protocol", "n_classes", "fit_s", "early_highlights")
@@ -106,6 +106,13 @@ def summary_table(results: Sequence[Result], methods: Sequence[str], tasks: Sequ
 def mean_uar(results: Sequence[Result], method: str) -> float:
     vals = [r.uar for r in results if r.method == method]
     return 100 * float(np.mean(vals)) if vals else float("nan")
+
+
+def early_cell(results: Sequence[Result], method: str) -> str:
+    """The mean share (%) of scored clips with a highlight starting in their first
+    :data:`~sere_core.benchmark.runner.EARLY_S` seconds, over ``method``'s episodes ("–" without highlights)."""
+    early = [r.early_highlights for r in results if r.method == method and r.early_highlights is not None]
+    return f"{100 * np.mean(early):.0f}" if early else "–"
 
 
 def paired_difference(results: Sequence[Result], a: str, b: str) -> tuple[float, float, int]:
@@ -206,6 +213,15 @@ def write_markdown(path: Path, *, results: Sequence[Result], inductive: Sequence
                 diff, se, n = paired_difference(sub, "sere", best)
                 lines.append(f"| {cs} | {sh} | {best} | {paired_cell(diff, se)} | {reading(diff, se)} | {n} |")
         lines.append("")
+    if "sere" in methods:
+        lines += [f"SERE's highlights: share of the scored clips with a highlight starting in their first {EARLY_S} s"
+                  " (where a trimmed clip's padding and Whisper's boundary frames are).", "",
+                  "| class set | shots | early highlights % |", "|---|---|---|"]
+        for cs in class_sets:
+            for sh in shots:
+                sub = [r for r in results if r.episode.class_set == cs and r.episode.shots == sh]
+                lines.append(f"| {cs} | {sh} | {early_cell(sub, 'sere')} |")
+        lines.append("")
     for cs in class_sets:
         for sh in shots:
             sub = [r for r in results if r.episode.class_set == cs and r.episode.shots == sh]
@@ -251,11 +267,14 @@ def write_ablation(path: Path, results: Sequence[Result], methods: Sequence[str]
              f"- seeds: {list(seeds)}; wall time: {wall_s / 60:.1f} min; command: `{command}`", "",
              "- Δ: the variant minus the full method, paired by episode (task and seed), ± its standard"
              " error; *below* means more than two standard errors below.", "",
-             "| variant | what changes | mean UAR | Δ vs sere | reading |", "|---|---|---|---|---|"]
+             f"- early highlights: share of the scored clips with a highlight starting in their first {EARLY_S} s.", "",
+             "| variant | what changes | mean UAR | Δ vs sere | reading | early highlights % |",
+             "|---|---|---|---|---|---|"]
     for m in methods:
         diff, se, _ = paired_difference(results, m, "sere") if m != "sere" else (0.0, float("nan"), 0)
         lines.append(f"| {m} | {notes.get(m, m.replace('_spk', ' + per-speaker normalization'))} | "
-                     f"{mean_uar(results, m):.1f} | {paired_cell(diff, se)} | {reading(diff, se)} |")
+                     f"{mean_uar(results, m):.1f} | {paired_cell(diff, se)} | {reading(diff, se)} | "
+                     f"{early_cell(results, m)} |")
     lines += ["", "## Per task", ""] + summary_table(results, methods, tasks)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -14,6 +14,10 @@ from typing import Any
 from sere_core.errors import ConfigError
 
 POOLINGS = ("highlight", "mean")
+#: How a highlight window that reaches past a clip's edge is averaged: "zero" counts the frames
+#: beyond the clip as zero resonance (the default since #15), "clip" averages the frames it has
+#: (models saved before format 2, whose highlights crowd the clip's silent edges).
+HIGHLIGHT_EDGES = ("zero", "clip")
 #: Settings deleted with their code (#15), each with the value whose behaviour the code kept. The
 #: commit tagged ``research/2026-12`` still has them; ``benchmarks/studies.md`` says what each did.
 REMOVED_SETTINGS: dict[str, Any] = {
@@ -47,9 +51,10 @@ class SEREConfig:
     tau: float = 0.1  # temperature of the resonance r = cos / tau and of p(c|x)
     pooling: str = "highlight"  # "highlight" (SERE) or "mean" (ablation)
     # highlights a_t = softmax_t(s_t / tau_a), s_t the peak resonance averaged over the
-    # highlight_window frames around t (1 = the frame alone)
-    tau_a: float = 0.5
+    # highlight_window frames around t (1 = the frame alone), frames beyond the clip as highlight_edges says
+    tau_a: float = 4.0
     highlight_window: int = 6
+    highlight_edges: str = "zero"
     # --- optimisation
     # models trained with seeds seed, seed + 1000, ...; read as one (model.EnsembleModel)
     ensemble: int = 3
@@ -174,6 +179,7 @@ def _check(c: SEREConfig) -> None:
         need(getattr(c, name) >= least, name, f"must be at least {least:g}")
 
     need(c.pooling in POOLINGS, "pooling", f"must be one of {POOLINGS}")
+    need(c.highlight_edges in HIGHLIGHT_EDGES, "highlight_edges", f"must be one of {HIGHLIGHT_EDGES}")
     need(c.target_frame_rate >= 0.1, "target_frame_rate", "must be at least 0.1 frames per second")
     need(c.pca_dim >= 0, "pca_dim", "must be 0 (off) or positive")
     for name in ("ensemble", "hidden_dim", "embed_dim", "context", "batch_unlabeled", "crop_frames",

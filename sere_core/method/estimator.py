@@ -35,7 +35,7 @@ FORMAT = "sere-model"
 FORMAT_VERSION = 2
 #: Settings added while version 1 was written, with the value that reproduces what a version-1
 #: model saved without them did (the defaults differ since).
-V1_MISSING_SETTINGS: dict[str, Any] = {"highlight_window": 1, "ensemble": 1}
+V1_MISSING_SETTINGS: dict[str, Any] = {"highlight_window": 1, "ensemble": 1, "highlight_edges": "clip"}
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 #: What a model folder holds: its two files (and temporary files that killed saves of older versions left).
@@ -127,7 +127,7 @@ class SERE:
     def _build_member(self, in_dim: int, n_classes: int) -> SEREModel:
         c = self.config
         return SEREModel(in_dim, n_classes, c.hidden_dim, c.embed_dim, c.context, c.dropout, c.tau,
-                         c.tau_a, c.pooling, c.highlight_window)
+                         c.tau_a, c.pooling, c.highlight_window, c.highlight_edges)
 
     def _build(self, in_dim: int, n_classes: int) -> SEREModel | EnsembleModel:
         return assemble([self._build_member(in_dim, n_classes) for _ in range(self.config.ensemble)])

@@ -26,32 +26,41 @@ def resonance_field(h: torch.Tensor, prototypes: torch.Tensor, tau: float) -> to
     return l2_normalize(h) @ l2_normalize(prototypes).T / tau
 
 
-def highlight_weights(r: torch.Tensor, mask: torch.Tensor, tau_a: float, window: int = 1) -> torch.Tensor:
+def highlight_weights(r: torch.Tensor, mask: torch.Tensor, tau_a: float, window: int = 1,
+                      edges: str = "zero") -> torch.Tensor:
     """Emotional highlights: ``a[b, t] = softmax_t(s[b, t] / tau_a)`` over real frames, where the
     frame score ``s`` is its peak resonance ``max_c r[b, t, c]``. With ``window > 1`` the resonance
     is first averaged over the ``window`` frames around each frame, so a highlight is a segment that
-    resonates, not one noisy frame.
+    resonates, not one noisy frame; ``edges`` is :func:`segment_mean`'s.
 
     ``r [B, T, C]``, ``mask [B, T]`` -> ``a [B, T]`` (rows sum to 1, zero on padding). The score is
     detached so the weights pick frames without being a shortcut to lower the loss.
     """
-    s = segment_mean(r.detach(), mask, window).max(dim=-1).values
+    s = segment_mean(r.detach(), mask, window, edges).max(dim=-1).values
     return torch.softmax((s / tau_a).masked_fill(~mask, NEG), dim=-1) * mask
 
 
-def segment_mean(x: torch.Tensor, mask: torch.Tensor, window: int) -> torch.Tensor:
-    """Mean of ``x [B, T, C]`` over the real frames of the ``window`` around each frame (centred;
-    an even window reaches one frame further back than forward).
+def segment_mean(x: torch.Tensor, mask: torch.Tensor, window: int, edges: str = "zero") -> torch.Tensor:
+    """Mean of ``x [B, T, C]`` over the ``window`` frames around each frame (centred; an even
+    window reaches one frame further back than forward). ``edges="zero"``: frames beyond the clip
+    count as zeros, so a window at an edge scores only as high as the speech it covers and a clip's
+    (often silent) first and last frames cannot win on a half-empty average; ``"clip"``: the mean of
+    the real frames the window covers.
 
     >>> x = torch.tensor([[[1.0], [2.0], [3.0], [9.0]]])
-    >>> [round(v, 4) for v in segment_mean(x, torch.tensor([[True, True, True, False]]), 3)[0, :, 0].tolist()]
+    >>> mask = torch.tensor([[True, True, True, False]])
+    >>> [round(v, 4) for v in segment_mean(x, mask, 3)[0, :, 0].tolist()]
+    [1.0, 2.0, 1.6667, 1.0]
+    >>> [round(v, 4) for v in segment_mean(x, mask, 3, edges="clip")[0, :, 0].tolist()]
     [1.5, 2.0, 2.5, 3.0]
     """
     if window <= 1:
         return x
     m = mask.unsqueeze(1).to(x.dtype)  # [B, 1, T]
-    pool = dict(kernel_size=window, stride=1, padding=window // 2, count_include_pad=False)
+    pool = dict(kernel_size=window, stride=1, padding=window // 2, count_include_pad=edges == "zero")
     sums = F.avg_pool1d(x.transpose(1, 2) * m, **pool)[..., : x.shape[1]]
+    if edges == "zero":
+        return sums.transpose(1, 2)
     counts = F.avg_pool1d(m, **pool)[..., : x.shape[1]]
     return (sums / counts.clamp_min(1e-8)).transpose(1, 2)
 
@@ -123,19 +132,20 @@ class SEREModel(nn.Module):
 
     def __init__(self, in_dim: int, n_classes: int, hidden_dim: int, embed_dim: int, context: int,
                  dropout: float, tau: float, tau_a: float, pooling: str = "highlight",
-                 highlight_window: int = 1) -> None:
+                 highlight_window: int = 1, highlight_edges: str = "zero") -> None:
         super().__init__()
         self.net = ResonanceNet(in_dim, hidden_dim, embed_dim, context, dropout)
         self.prototypes = nn.Parameter(torch.zeros(n_classes, embed_dim))
         # log-prior correction estimated on the unlabeled clips at the end of training (not trained)
         self.register_buffer("class_bias", torch.zeros(n_classes))
         self.tau, self.tau_a, self.pooling, self.highlight_window = tau, tau_a, pooling, highlight_window
+        self.highlight_edges = highlight_edges
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         h = self.net(x, mask)  # [B, T, d]
         r = resonance_field(h, self.prototypes, self.tau)  # [B, T, C]
         if self.pooling == "highlight":
-            a = highlight_weights(r, mask, self.tau_a, self.highlight_window)
+            a = highlight_weights(r, mask, self.tau_a, self.highlight_window, self.highlight_edges)
         else:
             a = mean_weights(mask)
         z = l2_normalize(weighted_pool(h, a))  # [B, d]
