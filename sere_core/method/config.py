@@ -86,7 +86,7 @@ class SEREConfig:
     highlight_fraction: float = 0.15  # share of frames reported as highlights
     # p(c|x) = softmax(logits / T) at prediction only (training and the argmax are unchanged);
     # calibrated on the development seeds (benchmarks/calibration.py)
-    confidence_temperature: float = 1.994
+    confidence_temperature: float = 2.187
     snapshot_every: int = 25  # steps between snapshots (plus step 0 and the last); 0 = none
 
     def __post_init__(self) -> None:
