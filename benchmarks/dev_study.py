@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from sere_core.benchmark import parse_seeds
 from sere_core.benchmark import report as R
@@ -144,6 +145,41 @@ class EMAdapted:
         return [replace(p, emotion=self.inner.classes_[k]) for p, k in zip(self.inner.predict(clips), decided)]
 
 
+class LayerWeighted(torch.nn.Module):
+    """g behind a learned softmax weighting of the layers (the SUPERB weighted sum): frames
+    ``[B, T, L * W]`` (L layers of W columns side by side) -> ``sum_l softmax(gain * p)_l x_l``.
+    ``gain`` lets the weights move within SERE's few steps: Adam moves ``p`` by about the learning
+    rate a step, so the logits move ``gain`` times that."""
+
+    def __init__(self, net: torch.nn.Module, n_layers: int, width: int, gain: float = 30.0) -> None:
+        super().__init__()
+        self.net, self.shape, self.gain = net, (n_layers, width), gain
+        self.p = torch.nn.Parameter(torch.zeros(n_layers))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        w = torch.softmax(self.gain * self.p, 0)
+        return self.net(torch.einsum("btlw,l->btw", x.reshape(*x.shape[:2], *self.shape), w), mask)
+
+
+class SUPERBWeighted(SERE):
+    """SERE on a learned softmax weighting of ``n_layers`` whisper-base layers (each z-scored per
+    language; no PCA, since a PCA of the layers side by side would mix them before the weighting)."""
+
+    def __init__(self, config, n_layers: int) -> None:
+        super().__init__(config)
+        self.n_layers = n_layers
+
+    def _build_member(self, in_dim: int, n_classes: int):
+        member = super()._build_member(in_dim // self.n_layers, n_classes)
+        member.net = LayerWeighted(member.net, self.n_layers, in_dim // self.n_layers)
+        return member
+
+
+def _superb(first: int, last: int) -> Callable[[int], SERE]:
+    cfg = replace(BENCH_SERE_CONFIG, snapshot_every=0, feature_range=columns(first, last), pca_dim=0)
+    return lambda seed: SUPERBWeighted(replace(cfg, seed=seed), last - first + 1)
+
+
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-8)
 
@@ -203,6 +239,10 @@ def build_variants() -> dict[str, Variant]:
         for eps in (0.1, 0.2):
             out[f"sere{key}_eps{eps}"] = Variant(f"SERE on {what}, entropic Sinkhorn: eps {eps} instead of 0.05",
                                                  _sere(view, sinkhorn_eps=eps), ref)
+    for first, last in ((0, 6), (1, 4)):
+        out[f"sere_superb_L{first}-{last}"] = Variant(
+            f"SERE on a learned softmax weighting of layers {first}-{last} (SUPERB; z-scored, no PCA)",
+            _superb(first, last), "sere")
     out["sere_edges_clip"] = Variant("SERE before #15's highlights on speech: a window at a clip's edge averages the "
                                      "frames it has, tau_a 0.5", _sere(highlight_edges="clip", tau_a=0.5), "sere")
     out["sere_mean_pool"] = Variant("SERE with mean pooling (the ablation's)", _sere(pooling="mean"), "sere")
