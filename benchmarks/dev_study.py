@@ -111,6 +111,40 @@ def with_prosody(view: tuple[int, int] | None, copies: int) -> Transform:
     return make
 
 
+def pseudo_speaker_norm(k: int) -> Transform:
+    """Per-speaker normalization without speaker labels: the unlabeled clips of each language are
+    clustered (k-means on their standardized clip means, which speakers dominate) into ``k``
+    pseudo-speakers, and every clip of that language is z-scored with its nearest cluster's frame
+    statistics; clips of other languages (the labeled source) are left to SERE's per-language
+    normalization. On SERE's own layers."""
+    from sklearn.cluster import KMeans
+
+    a, b = BENCH_SERE_CONFIG.feature_range
+
+    def make(labeled, unlabeled):
+        fitted = {}
+        for lang in sorted({c.language for c in unlabeled}):
+            pool = [c.frames[:, a:b] for c in unlabeled if c.language == lang]
+            means = np.stack([f.mean(0) for f in pool])
+            centre, scale = means.mean(0), means.std(0) + 1e-5
+            km = KMeans(min(k, len(pool)), n_init=3, random_state=0).fit((means - centre) / scale)
+            stats = []
+            for j in range(km.n_clusters):
+                frames = np.concatenate([f for f, lab in zip(pool, km.labels_) if lab == j])
+                stats.append((frames.mean(0), frames.std(0) + 1e-5))
+            fitted[lang] = (km, centre, scale, stats)
+
+        def apply(c: ClipFeatures) -> ClipFeatures:
+            frames = c.frames[:, a:b]
+            if c.language in fitted:
+                km, centre, scale, stats = fitted[c.language]
+                mu, sd = stats[int(km.predict(((frames.mean(0) - centre) / scale)[None])[0])]
+                frames = (frames - mu) / sd
+            return replace(c, frames=frames.astype(np.float32))
+        return apply
+    return make
+
+
 class EMAdapted:
     """SERE, then its class statistics re-estimated on the unlabeled clips by EM, without gradients
     (after Emo-TTA): a von Mises-Fisher mixture on SERE's unit clip embeddings, started from its
@@ -243,6 +277,10 @@ def build_variants() -> dict[str, Variant]:
         out[f"sere_superb_L{first}-{last}"] = Variant(
             f"SERE on a learned softmax weighting of layers {first}-{last} (SUPERB; z-scored, no PCA)",
             _superb(first, last), "sere")
+    for k in (8, 16):
+        out[f"sere_pseudo_spk{k}"] = Variant(
+            f"SERE with the target z-scored per pseudo-speaker ({k} k-means clusters of its clip means)",
+            lambda seed, n=k: Transformed(_sere(feature_range=None)(seed), pseudo_speaker_norm(n)), "sere")
     out["sere_edges_clip"] = Variant("SERE before #15's highlights on speech: a window at a clip's edge averages the "
                                      "frames it has, tau_a 0.5", _sere(highlight_edges="clip", tau_a=0.5), "sere")
     out["sere_mean_pool"] = Variant("SERE with mean pooling (the ablation's)", _sere(pooling="mean"), "sere")
