@@ -1,0 +1,64 @@
+"""``benchmarks/dev_study.py``'s candidates run and do what their docstrings say (synthetic
+features as wide as whisper-base's seven layers; the studies themselves run on the corpora)."""
+
+import importlib.util
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sere_core.benchmark.synthetic import make_corpus
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "dev_study.py"
+
+
+@pytest.fixture(scope="module")
+def dev_study():
+    spec = importlib.util.spec_from_file_location("dev_study", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["dev_study"] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules["dev_study"]
+
+
+@pytest.fixture(scope="module")
+def task():
+    emotions = ("angry", "happy", "neutral", "sad")
+    src = make_corpus("de", 5, emotions=emotions, dim=7 * 512, frames=(20, 30), seed=0)
+    tgt = make_corpus("en", 8, emotions=emotions, dim=7 * 512, frames=(20, 30), seed=1)
+    return src, [replace(c, emotion=None) for c in tgt]
+
+
+def test_every_variant_is_paired_with_a_known_reference(dev_study):
+    assert all(v.against in dev_study.VARIANTS for v in dev_study.VARIANTS.values())
+    assert {"sere", "sere_superb_L1-4", "sere_pseudo_spk8", "sere_edges_clip"} <= set(dev_study.VARIANTS)
+
+
+@pytest.mark.parametrize("name", ["sere_superb_L1-4", "sere_pseudo_spk8", "sere_edges_clip"])
+def test_candidates_fit_and_predict(dev_study, task, name):
+    src, tgt = task
+    model = dev_study.VARIANTS[name].make(0).fit(src, tgt)
+    predictions = model.predict(tgt)
+    assert len(predictions) == len(tgt) and {p.emotion for p in predictions} <= {c.emotion for c in src}
+
+
+def test_the_superb_weights_are_learned(dev_study, task):
+    src, tgt = task
+    model = dev_study.VARIANTS["sere_superb_L1-4"].make(0).fit(src, tgt)
+    for member in model.model_.members:
+        w = torch.softmax(member.net.gain * member.net.p, 0).detach()
+        assert w.shape == (4,) and torch.isclose(w.sum(), torch.tensor(1.0))
+        assert (w - 0.25).abs().max() > 0.01  # moved from the equal-weight mean
+
+
+def test_pseudo_speakers_z_score_the_target_and_leave_the_source(dev_study, task):
+    src, tgt = task
+    apply = dev_study.pseudo_speaker_norm(2)(src, tgt)
+    a, b = dev_study.BENCH_SERE_CONFIG.feature_range
+    out = np.concatenate([apply(c).frames for c in tgt])
+    assert out.shape[1] == b - a and abs(out.mean()) < 0.05 and abs(out.std() - 1) < 0.05
+    assert np.array_equal(apply(src[0]).frames, src[0].frames[:, a:b])
