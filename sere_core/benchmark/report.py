@@ -195,10 +195,10 @@ def write_markdown(path: Path, *, results: Sequence[Result], inductive: Sequence
         "| class set | shots | " + " | ".join(methods) + " |",
         "|---" * (len(methods) + 2) + "|",
     ]
-    for cs in class_sets:
-        for sh in shots:
-            sub = [r for r in results if r.episode.class_set == cs and r.episode.shots == sh]
-            lines.append(f"| {cs} | {sh} | " + " | ".join(f"{mean_uar(sub, m):.1f}" for m in methods) + " |")
+    rows = {(cs, sh): [r for r in results if r.episode.class_set == cs and r.episode.shots == sh]
+            for cs in class_sets for sh in shots}  # one class set and shots: a row of each table
+    for (cs, sh), sub in rows.items():
+        lines.append(f"| {cs} | {sh} | " + " | ".join(f"{mean_uar(sub, m):.1f}" for m in methods) + " |")
     lines.append("")
     baselines = [m for m in methods if m != "sere"]
     if "sere" in methods and baselines:
@@ -206,26 +206,20 @@ def write_markdown(path: Path, *, results: Sequence[Result], inductive: Sequence
                   " mean difference ± its standard error, in UAR points.", "",
                   "| class set | shots | best baseline | SERE − best baseline | reading | pairs |",
                   "|---|---|---|---|---|---|"]
-        for cs in class_sets:
-            for sh in shots:
-                sub = [r for r in results if r.episode.class_set == cs and r.episode.shots == sh]
-                best = max(baselines, key=lambda m: mean_uar(sub, m))
-                diff, se, n = paired_difference(sub, "sere", best)
-                lines.append(f"| {cs} | {sh} | {best} | {paired_cell(diff, se)} | {reading(diff, se)} | {n} |")
+        for (cs, sh), sub in rows.items():
+            best = max(baselines, key=lambda m: mean_uar(sub, m))
+            diff, se, n = paired_difference(sub, "sere", best)
+            lines.append(f"| {cs} | {sh} | {best} | {paired_cell(diff, se)} | {reading(diff, se)} | {n} |")
         lines.append("")
     if "sere" in methods:
         lines += [f"SERE's highlights: share of the scored clips with a highlight starting in their first {EARLY_S} s"
                   " (where a trimmed clip's padding and Whisper's boundary frames are).", "",
                   "| class set | shots | early highlights % |", "|---|---|---|"]
-        for cs in class_sets:
-            for sh in shots:
-                sub = [r for r in results if r.episode.class_set == cs and r.episode.shots == sh]
-                lines.append(f"| {cs} | {sh} | {early_cell(sub, 'sere')} |")
+        for (cs, sh), sub in rows.items():
+            lines.append(f"| {cs} | {sh} | {early_cell(sub, 'sere')} |")
         lines.append("")
-    for cs in class_sets:
-        for sh in shots:
-            sub = [r for r in results if r.episode.class_set == cs and r.episode.shots == sh]
-            lines += [f"## {cs}, {sh}", ""] + summary_table(sub, methods, tasks) + [""]
+    for (cs, sh), sub in rows.items():
+        lines += [f"## {cs}, {sh}", ""] + summary_table(sub, methods, tasks) + [""]
     if inductive:
         ind_methods = sorted({r.method for r in inductive}, key=lambda m: (m != "sere", m))
         lines += ["## Inductive check (common4, 5-per-class)", "",
