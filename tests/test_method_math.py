@@ -191,7 +191,7 @@ def test_pca_projects_to_the_requested_size():
 
 
 @pytest.mark.parametrize("bad", [{"pooling": "max"}, {"tau": 0}, {"dropout": 1.0}, {"feature_range": (5, 2)},
-                                 {"w_uu": -1.0}])
+                                 {"w_uu": -1.0}, {"highlight_edges": "pad"}])
 def test_config_rejects_bad_values(bad):
     from sere_core.errors import ConfigError
     from sere_core.method import SEREConfig
