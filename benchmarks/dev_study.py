@@ -179,6 +179,64 @@ class EMAdapted:
         return [replace(p, emotion=self.inner.classes_[k]) for p, k in zip(self.inner.predict(clips), decided)]
 
 
+class GraphSmoothed:
+    """SERE, then its probabilities smoothed over a k-nearest-neighbour graph of the clips being
+    predicted, in SERE's own resonance space (label propagation on the output, as in LaplacianShot
+    or "learning with local and global consistency"): ``F = (1 - alpha) P + alpha S F``, with ``S``
+    the symmetric, degree-normalized cosine graph. Highlights stay SERE's."""
+
+    def __init__(self, inner: SERE, k: int = 10, alpha: float = 0.5, rounds: int = 20) -> None:
+        self.inner, self.k, self.alpha, self.rounds = inner, k, alpha, rounds
+
+    def fit(self, labeled, unlabeled=()):
+        self.inner.fit(labeled, unlabeled)
+        return self
+
+    def predict(self, clips):
+        clips = list(clips)
+        preds = self.inner.predict(clips)
+        if len(clips) <= self.k:
+            return preds
+        p = np.array([[q.probabilities[c] for c in self.inner.classes_] for q in preds])
+        z = self.inner.transform(clips)
+        sim = z @ z.T
+        np.fill_diagonal(sim, -np.inf)
+        nearest = np.argsort(-sim, axis=1)[:, : self.k]
+        w = np.zeros_like(sim)
+        rows = np.repeat(np.arange(len(z)), self.k)
+        w[rows, nearest.ravel()] = np.maximum(sim[rows, nearest.ravel()], 0.0)
+        w = np.maximum(w, w.T)
+        d = 1.0 / np.sqrt(np.maximum(w.sum(1), 1e-8))
+        s = w * d[:, None] * d[None, :]
+        f = p
+        for _ in range(self.rounds):
+            f = (1 - self.alpha) * p + self.alpha * s @ f
+        decided = f.argmax(1)
+        return [replace(q, emotion=self.inner.classes_[j]) for q, j in zip(preds, decided)]
+
+
+class Fused:
+    """SERE's and another method's decisions in one: their log-probabilities averaged, ``weight`` on
+    the other's (late fusion of the resonance space with an utterance-level view)."""
+
+    def __init__(self, inner: SERE, other, weight: float = 0.5) -> None:
+        self.inner, self.other, self.weight = inner, other, weight
+
+    def fit(self, labeled, unlabeled=()):
+        self.inner.fit(labeled, unlabeled)
+        self.other.fit(labeled, unlabeled)
+        return self
+
+    def predict(self, clips):
+        clips = list(clips)
+        preds = self.inner.predict(clips)
+        mine = np.array([[q.probabilities[c] for c in self.inner.classes_] for q in preds])
+        order = [list(self.other.classes_).index(c) for c in self.inner.classes_]
+        theirs = self.other.predict_proba(clips)[:, order]
+        log_p = (1 - self.weight) * np.log(np.maximum(mine, 1e-12)) + self.weight * np.log(np.maximum(theirs, 1e-12))
+        return [replace(q, emotion=self.inner.classes_[j]) for q, j in zip(preds, log_p.argmax(1))]
+
+
 class LayerWeighted(torch.nn.Module):
     """g behind a learned softmax weighting of the layers (the SUPERB weighted sum): frames
     ``[B, T, L * W]`` (L layers of W columns side by side) -> ``sum_l softmax(gain * p)_l x_l``.
@@ -284,6 +342,14 @@ def build_variants() -> dict[str, Variant]:
     out["sere_edges_clip"] = Variant("SERE before #15's highlights on speech: a window at a clip's edge averages the "
                                      "frames it has, tau_a 0.5", _sere(highlight_edges="clip", tau_a=0.5), "sere")
     out["sere_mean_pool"] = Variant("SERE with mean pooling (the ablation's)", _sere(pooling="mean"), "sere")
+    for k, alpha in ((10, 0.5), (10, 0.8), (20, 0.5)):
+        out[f"sere_knn{k}_a{alpha}"] = Variant(
+            f"SERE, then its probabilities smoothed over a {k}-nearest-neighbour graph of the scored clips in "
+            f"its resonance space (alpha {alpha})", lambda seed, n=k, a=alpha: GraphSmoothed(_sere()(seed), n, a), "sere")
+    for weight in (0.3, 0.5):
+        out[f"sere_fuse_logreg{weight}"] = Variant(
+            f"SERE's and the benchmarked logreg's log-probabilities averaged ({weight} on logreg's)",
+            lambda seed, w=weight: Fused(_sere()(seed), make_method("logreg", seed), w), "sere")
     for name in BASELINE_PARAMS:
         out[name] = Variant(f"{name}, as benchmarked (reference)", lambda seed, n=name: make_method(n, seed), name)
         out[f"{name}_L3"] = Variant(f"{name} on layer 3, mean and std (as benchmarked until #15)", _baseline(name), name)

@@ -38,7 +38,8 @@ def test_every_variant_is_paired_with_a_known_reference(dev_study):
     assert {"sere", "sere_superb_L1-4", "sere_pseudo_spk8", "sere_edges_clip"} <= set(dev_study.VARIANTS)
 
 
-@pytest.mark.parametrize("name", ["sere_superb_L1-4", "sere_pseudo_spk8", "sere_edges_clip"])
+@pytest.mark.parametrize("name", ["sere_superb_L1-4", "sere_pseudo_spk8", "sere_edges_clip",
+                                  "sere_knn10_a0.5", "sere_fuse_logreg0.5"])
 def test_candidates_fit_and_predict(dev_study, task, name):
     src, tgt = task
     model = dev_study.VARIANTS[name].make(0).fit(src, tgt)
@@ -62,3 +63,19 @@ def test_pseudo_speakers_z_score_the_target_and_leave_the_source(dev_study, task
     out = np.concatenate([apply(c).frames for c in tgt])
     assert out.shape[1] == b - a and abs(out.mean()) < 0.05 and abs(out.std() - 1) < 0.05
     assert np.array_equal(apply(src[0]).frames, src[0].frames[:, a:b])
+
+
+def test_graph_smoothing_at_alpha_zero_is_sere(dev_study, task):
+    src, tgt = task
+    model = dev_study.VARIANTS["sere_knn10_a0.8"].make(0).fit(src, tgt)
+    plain = [p.emotion for p in model.inner.predict(tgt)]
+    model.alpha = 0.0  # no smoothing: SERE's own decisions
+    assert [p.emotion for p in model.predict(tgt)] == plain
+
+
+def test_fusion_at_weight_one_is_the_other_method(dev_study, task):
+    src, tgt = task
+    model = dev_study.VARIANTS["sere_fuse_logreg0.5"].make(0).fit(src, tgt)
+    model.weight = 1.0
+    theirs = [p.emotion for p in model.other.predict(tgt)]
+    assert [p.emotion for p in model.predict(tgt)] == theirs
