@@ -111,23 +111,41 @@ def with_prosody(view: tuple[int, int] | None, copies: int) -> Transform:
     return make
 
 
-def pseudo_speaker_norm(k: int) -> Transform:
+def emotion_directions(means: list[np.ndarray], emotions: list[str]) -> np.ndarray:
+    """``[C - 1, D]`` orthonormal directions between the labeled clips' emotion means (their clip
+    means standardized over the labeled clips): where the source says emotion lies."""
+    x = np.stack(means)
+    x = (x - x.mean(0)) / (x.std(0) + 1e-5)
+    centres = np.stack([x[[e == c for e in emotions]].mean(0) for c in sorted(set(emotions))])
+    q, _ = np.linalg.qr((centres - centres.mean(0)).T)
+    return q.T[: len(centres) - 1]
+
+
+def project_out(x: np.ndarray, directions: np.ndarray) -> np.ndarray:
+    return x - (x @ directions.T) @ directions
+
+
+def pseudo_speaker_norm(k: int, null_emotion: bool = False) -> Transform:
     """Per-speaker normalization without speaker labels: the unlabeled clips of each language are
     clustered (k-means on their standardized clip means, which speakers dominate) into ``k``
     pseudo-speakers, and every clip of that language is z-scored with its nearest cluster's frame
     statistics; clips of other languages (the labeled source) are left to SERE's per-language
-    normalization. On SERE's own layers."""
+    normalization. With ``null_emotion`` the clustering ignores the directions between the labeled
+    source's emotion means (so the clusters follow speakers more than arousal). On SERE's own layers."""
     from sklearn.cluster import KMeans
 
     a, b = BENCH_SERE_CONFIG.feature_range
 
     def make(labeled, unlabeled):
+        null = emotion_directions([c.frames[:, a:b].mean(0) for c in labeled], [c.emotion for c in labeled]) \
+            if null_emotion else np.zeros((0, b - a))
         fitted = {}
         for lang in sorted({c.language for c in unlabeled}):
             pool = [c.frames[:, a:b] for c in unlabeled if c.language == lang]
             means = np.stack([f.mean(0) for f in pool])
             centre, scale = means.mean(0), means.std(0) + 1e-5
-            km = KMeans(min(k, len(pool)), n_init=3, random_state=0).fit((means - centre) / scale)
+            km = KMeans(min(k, len(pool)), n_init=3, random_state=0).fit(
+                project_out((means - centre) / scale, null))
             stats = []
             for j in range(km.n_clusters):
                 frames = np.concatenate([f for f, lab in zip(pool, km.labels_) if lab == j])
@@ -138,7 +156,7 @@ def pseudo_speaker_norm(k: int) -> Transform:
             frames = c.frames[:, a:b]
             if c.language in fitted:
                 km, centre, scale, stats = fitted[c.language]
-                mu, sd = stats[int(km.predict(((frames.mean(0) - centre) / scale)[None])[0])]
+                mu, sd = stats[int(km.predict(project_out(((frames.mean(0) - centre) / scale)[None], null))[0])]
                 frames = (frames - mu) / sd
             return replace(c, frames=frames.astype(np.float32))
         return apply
@@ -339,6 +357,10 @@ def build_variants() -> dict[str, Variant]:
         out[f"sere_pseudo_spk{k}"] = Variant(
             f"SERE with the target z-scored per pseudo-speaker ({k} k-means clusters of its clip means)",
             lambda seed, n=k: Transformed(_sere(feature_range=None)(seed), pseudo_speaker_norm(n)), "sere")
+        out[f"sere_pseudo_spk{k}_null"] = Variant(
+            f"SERE with the target z-scored per pseudo-speaker ({k} k-means clusters of its clip means, the source's "
+            "emotion directions projected out)",
+            lambda seed, n=k: Transformed(_sere(feature_range=None)(seed), pseudo_speaker_norm(n, True)), "sere")
     out["sere_edges_clip"] = Variant("SERE before #15's highlights on speech: a window at a clip's edge averages the "
                                      "frames it has, tau_a 0.5", _sere(highlight_edges="clip", tau_a=0.5), "sere")
     out["sere_mean_pool"] = Variant("SERE with mean pooling (the ablation's)", _sere(pooling="mean"), "sere")

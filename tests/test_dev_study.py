@@ -39,7 +39,7 @@ def test_every_variant_is_paired_with_a_known_reference(dev_study):
 
 
 @pytest.mark.parametrize("name", ["sere_superb_L1-4", "sere_pseudo_spk8", "sere_edges_clip",
-                                  "sere_knn10_a0.5", "sere_fuse_logreg0.5"])
+                                  "sere_knn10_a0.5", "sere_fuse_logreg0.5", "sere_pseudo_spk8_null"])
 def test_candidates_fit_and_predict(dev_study, task, name):
     src, tgt = task
     model = dev_study.VARIANTS[name].make(0).fit(src, tgt)
@@ -79,3 +79,11 @@ def test_fusion_at_weight_one_is_the_other_method(dev_study, task):
     model.weight = 1.0
     theirs = [p.emotion for p in model.other.predict(tgt)]
     assert [p.emotion for p in model.predict(tgt)] == theirs
+
+
+def test_emotion_directions_are_orthonormal_and_projected_out(dev_study, task):
+    src, _ = task
+    d = dev_study.emotion_directions([c.frames.mean(0) for c in src], [c.emotion for c in src])
+    assert d.shape == (3, src[0].frames.shape[1]) and np.allclose(d @ d.T, np.eye(3), atol=1e-6)
+    x = np.random.default_rng(0).normal(size=(5, d.shape[1]))
+    assert np.allclose(dev_study.project_out(x, d) @ d.T, 0, atol=1e-8)
