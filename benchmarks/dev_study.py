@@ -125,24 +125,27 @@ def project_out(x: np.ndarray, directions: np.ndarray) -> np.ndarray:
     return x - (x @ directions.T) @ directions
 
 
-def pseudo_speaker_norm(k: int, null_emotion: bool = False) -> Transform:
+def pseudo_speaker_norm(k: int, null_emotion: bool = False, cluster_view: tuple[int, int] | None = None) -> Transform:
     """Per-speaker normalization without speaker labels: the unlabeled clips of each language are
     clustered (k-means on their standardized clip means, which speakers dominate) into ``k``
     pseudo-speakers, and every clip of that language is z-scored with its nearest cluster's frame
     statistics; clips of other languages (the labeled source) are left to SERE's per-language
     normalization. With ``null_emotion`` the clustering ignores the directions between the labeled
-    source's emotion means (so the clusters follow speakers more than arousal). On SERE's own layers."""
+    source's emotion means (so the clusters follow speakers more than arousal); ``cluster_view``: the
+    layers whose clip means are clustered (SERE's own where None; layer 1's follow speakers best).
+    Normalizes SERE's own layers."""
     from sklearn.cluster import KMeans
 
     a, b = BENCH_SERE_CONFIG.feature_range
+    ca, cb = columns(*cluster_view) if cluster_view else (a, b)
 
     def make(labeled, unlabeled):
-        null = emotion_directions([c.frames[:, a:b].mean(0) for c in labeled], [c.emotion for c in labeled]) \
-            if null_emotion else np.zeros((0, b - a))
+        null = emotion_directions([c.frames[:, ca:cb].mean(0) for c in labeled], [c.emotion for c in labeled]) \
+            if null_emotion else np.zeros((0, cb - ca))
         fitted = {}
         for lang in sorted({c.language for c in unlabeled}):
             pool = [c.frames[:, a:b] for c in unlabeled if c.language == lang]
-            means = np.stack([f.mean(0) for f in pool])
+            means = np.stack([c.frames[:, ca:cb].mean(0) for c in unlabeled if c.language == lang])
             centre, scale = means.mean(0), means.std(0) + 1e-5
             km = KMeans(min(k, len(pool)), n_init=3, random_state=0).fit(
                 project_out((means - centre) / scale, null))
@@ -156,7 +159,8 @@ def pseudo_speaker_norm(k: int, null_emotion: bool = False) -> Transform:
             frames = c.frames[:, a:b]
             if c.language in fitted:
                 km, centre, scale, stats = fitted[c.language]
-                mu, sd = stats[int(km.predict(project_out(((frames.mean(0) - centre) / scale)[None], null))[0])]
+                key = (c.frames[:, ca:cb].mean(0) - centre) / scale
+                mu, sd = stats[int(km.predict(project_out(key[None], null))[0])]
                 frames = (frames - mu) / sd
             return replace(c, frames=frames.astype(np.float32))
         return apply
@@ -361,6 +365,15 @@ def build_variants() -> dict[str, Variant]:
             f"SERE with the target z-scored per pseudo-speaker ({k} k-means clusters of its clip means, the source's "
             "emotion directions projected out)",
             lambda seed, n=k: Transformed(_sere(feature_range=None)(seed), pseudo_speaker_norm(n, True)), "sere")
+        out[f"sere_pseudo_spk{k}_L1"] = Variant(
+            f"SERE with the target z-scored per pseudo-speaker ({k} k-means clusters of its layer-1 clip means)",
+            lambda seed, n=k: Transformed(_sere(feature_range=None)(seed), pseudo_speaker_norm(n, False, (1, 1))),
+            "sere")
+        out[f"sere_pseudo_spk{k}_L1_null"] = Variant(
+            f"SERE with the target z-scored per pseudo-speaker ({k} k-means clusters of its layer-1 clip means, the "
+            "source's emotion directions projected out)",
+            lambda seed, n=k: Transformed(_sere(feature_range=None)(seed), pseudo_speaker_norm(n, True, (1, 1))),
+            "sere")
     out["sere_edges_clip"] = Variant("SERE before #15's highlights on speech: a window at a clip's edge averages the "
                                      "frames it has, tau_a 0.5", _sere(highlight_edges="clip", tau_a=0.5), "sere")
     out["sere_mean_pool"] = Variant("SERE with mean pooling (the ablation's)", _sere(pooling="mean"), "sere")
