@@ -259,6 +259,28 @@ class Fused:
         return [replace(q, emotion=self.inner.classes_[j]) for q, j in zip(preds, log_p.argmax(1))]
 
 
+class ViewEnsemble:
+    """Several SERE models, each on its own view of the layers, decided together: their mean
+    log-probability (the arg-max of the mean of their logits, as SERE's seed ensemble reads its
+    members). Diversity from the inputs instead of from the seeds alone. Highlights: the first's."""
+
+    def __init__(self, members: list[SERE]) -> None:
+        self.members = members
+
+    def fit(self, labeled, unlabeled=()):
+        for m in self.members:
+            m.fit(labeled, unlabeled)
+        return self
+
+    def predict(self, clips):
+        clips = list(clips)
+        preds = [m.predict(clips) for m in self.members]
+        classes = self.members[0].classes_
+        log_p = np.mean([np.log(np.maximum([[q.probabilities[c] for c in classes] for q in each], 1e-12))
+                         for each in preds], axis=0)
+        return [replace(q, emotion=classes[j]) for q, j in zip(preds[0], log_p.argmax(1))]
+
+
 class LayerWeighted(torch.nn.Module):
     """g behind a learned softmax weighting of the layers (the SUPERB weighted sum): frames
     ``[B, T, L * W]`` (L layers of W columns side by side) -> ``sum_l softmax(gain * p)_l x_l``.
@@ -381,6 +403,12 @@ def build_variants() -> dict[str, Variant]:
         out[f"sere_knn{k}_a{alpha}"] = Variant(
             f"SERE, then its probabilities smoothed over a {k}-nearest-neighbour graph of the scored clips in "
             f"its resonance space (alpha {alpha})", lambda seed, n=k, a=alpha: GraphSmoothed(_sere()(seed), n, a), "sere")
+    views = ((2, 3), (2, 4), (1, 3))
+    for members in (1, 3):
+        out[f"sere_views3_ens{members}"] = Variant(
+            f"three SERE models of {members} member(s) each, on layers 2-3, 2-4 and 1-3, decided together",
+            lambda seed, n=members: ViewEnsemble([_sere(v, ensemble=n)(seed * 10 + i)
+                                                  for i, v in enumerate(views)]), "sere")
     for weight in (0.3, 0.5):
         out[f"sere_fuse_logreg{weight}"] = Variant(
             f"SERE's and the benchmarked logreg's log-probabilities averaged ({weight} on logreg's)",
