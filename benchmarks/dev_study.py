@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from sere_core.benchmark import parse_seeds
 from sere_core.benchmark import report as R
@@ -483,7 +484,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         prosody, _ = load_corpora(args.corpora, CORPORA, "prosody", pool=PROSODY_POOL)
         PROSODY.update({b.clip.clip_id: b.clip.frames for clips in prosody.values() for b in clips})
     plan = Plan(tasks(), [args.class_set], [args.shots], seeds, names)
-    results = run_plan(plan, by_corpus, make=lambda name, seed: VARIANTS[name].make(seed), workers=args.workers)
+    with tqdm(total=plan.size, unit="fit", desc=args.name) as bar:  # a study runs for minutes
+        results = run_plan(plan, by_corpus, make=lambda name, seed: VARIANTS[name].make(seed), bar=bar,
+                           workers=args.workers)
     encoder = f"{info.get('name')} (layers {info.get('layers')}, version {info.get('version')})"
     args.out.mkdir(parents=True, exist_ok=True)
     R.write_csv(results, encoder, args.out / f"{args.name}.csv")
