@@ -454,6 +454,12 @@ def write_markdown(path: Path, results: Sequence, names: Sequence[str], seeds: S
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def study_order(requested: Sequence[str]) -> list[str]:
+    """Each requested variant after the method it is paired with, each once (a reference is paired
+    with itself, so asking for it alone runs it once)."""
+    return list(dict.fromkeys(n for name in requested for n in (VARIANTS[name].against, name)))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--corpora", type=Path, required=True)
@@ -475,9 +481,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     unknown = [n for n in requested if n not in VARIANTS]
     if unknown:
         ap.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
-    names: list[str] = []  # each variant after the method it is paired with
-    for name in requested:
-        names += [n for n in (VARIANTS[name].against, name) if n not in names]
+    names = study_order(requested)
     t0 = time.perf_counter()
     by_corpus, info = load_corpora(args.corpora, CORPORA)  # every whisper-base layer
     if any("prosody" in n for n in names):

@@ -88,3 +88,8 @@ def test_emotion_directions_are_orthonormal_and_projected_out(dev_study, task):
     assert d.shape == (3, src[0].frames.shape[1]) and np.allclose(d @ d.T, np.eye(3), atol=1e-6)
     x = np.random.default_rng(0).normal(size=(5, d.shape[1]))
     assert np.allclose(dev_study.project_out(x, d) @ d.T, 0, atol=1e-8)
+
+
+def test_a_study_runs_each_method_once_after_its_reference(dev_study):
+    assert dev_study.study_order(["logreg"]) == ["logreg"]
+    assert dev_study.study_order(["sere_L2-4", "sere", "logreg_L3"]) == ["sere", "sere_L2-4", "logreg", "logreg_L3"]
