@@ -404,12 +404,15 @@ def build_variants() -> dict[str, Variant]:
         out[f"sere_knn{k}_a{alpha}"] = Variant(
             f"SERE, then its probabilities smoothed over a {k}-nearest-neighbour graph of the scored clips in "
             f"its resonance space (alpha {alpha})", lambda seed, n=k, a=alpha: GraphSmoothed(_sere()(seed), n, a), "sere")
-    views = ((2, 3), (2, 4), (1, 3))
-    for members in (1, 3):
-        out[f"sere_views3_ens{members}"] = Variant(
-            f"three SERE models of {members} member(s) each, on layers 2-3, 2-4 and 1-3, decided together",
-            lambda seed, n=members: ViewEnsemble([_sere(v, ensemble=n)(seed * 10 + i)
-                                                  for i, v in enumerate(views)]), "sere")
+    view_sets = {"views3_ens1": ((2, 3), (2, 4), (1, 3)), "views3_ens3": ((2, 3), (2, 4), (1, 3)),
+                 "views2_ens1": ((2, 3), (1, 3)), "views3b_ens1": ((2, 3), (1, 3), (1, 4))}
+    for key, views in view_sets.items():
+        n = int(key[-1])
+        out[f"sere_{key}"] = Variant(
+            f"{len(views)} SERE models of {n} member(s) each, on layers "
+            f"{', '.join(f'{a}-{b}' for a, b in views)}, decided together",
+            lambda seed, n=n, views=views: ViewEnsemble([_sere(v, ensemble=n)(seed * 10 + i)
+                                                         for i, v in enumerate(views)]), "sere")
     for weight in (0.3, 0.5):
         out[f"sere_fuse_logreg{weight}"] = Variant(
             f"SERE's and the benchmarked logreg's log-probabilities averaged ({weight} on logreg's)",
