@@ -40,7 +40,7 @@ from sere_core.benchmark.protocol import CLASS_SETS, CORPORA, DEV_SEEDS, SHOTS, 
 from sere_core.benchmark.runner import BASELINE_PARAMS, BENCH_SERE_CONFIG, Plan, make_method, run_plan
 from sere_core.benchmark.runner import layer_columns as columns
 from sere_core.method import SERE
-from sere_core.method.data import ClipFeatures
+from sere_core.method.data import ClipFeatures, Prediction
 
 log = logging.getLogger("dev_study")
 
@@ -198,8 +198,7 @@ class EMAdapted:
         return self
 
     def predict(self, clips):
-        decided = self._logits(self.inner.transform(clips)).argmax(1)
-        return [replace(p, emotion=self.inner.classes_[k]) for p, k in zip(self.inner.predict(clips), decided)]
+        return decide(self.inner.predict(clips), self.inner.classes_, self._logits(self.inner.transform(clips)))
 
 
 class GraphSmoothed:
@@ -220,7 +219,7 @@ class GraphSmoothed:
         preds = self.inner.predict(clips)
         if len(clips) <= self.k:
             return preds
-        p = np.array([[q.probabilities[c] for c in self.inner.classes_] for q in preds])
+        p = probabilities(preds, self.inner.classes_)
         z = self.inner.transform(clips)
         sim = z @ z.T
         np.fill_diagonal(sim, -np.inf)
@@ -234,8 +233,7 @@ class GraphSmoothed:
         f = p
         for _ in range(self.rounds):
             f = (1 - self.alpha) * p + self.alpha * s @ f
-        decided = f.argmax(1)
-        return [replace(q, emotion=self.inner.classes_[j]) for q, j in zip(preds, decided)]
+        return decide(preds, self.inner.classes_, f)
 
 
 class Fused:
@@ -253,11 +251,10 @@ class Fused:
     def predict(self, clips):
         clips = list(clips)
         preds = self.inner.predict(clips)
-        mine = np.array([[q.probabilities[c] for c in self.inner.classes_] for q in preds])
         order = [list(self.other.classes_).index(c) for c in self.inner.classes_]
-        theirs = self.other.predict_proba(clips)[:, order]
+        mine, theirs = probabilities(preds, self.inner.classes_), self.other.predict_proba(clips)[:, order]
         log_p = (1 - self.weight) * np.log(np.maximum(mine, 1e-12)) + self.weight * np.log(np.maximum(theirs, 1e-12))
-        return [replace(q, emotion=self.inner.classes_[j]) for q, j in zip(preds, log_p.argmax(1))]
+        return decide(preds, self.inner.classes_, log_p)
 
 
 class ViewEnsemble:
@@ -277,9 +274,8 @@ class ViewEnsemble:
         clips = list(clips)
         preds = [m.predict(clips) for m in self.members]
         classes = self.members[0].classes_
-        log_p = np.mean([np.log(np.maximum([[q.probabilities[c] for c in classes] for q in each], 1e-12))
-                         for each in preds], axis=0)
-        return [replace(q, emotion=classes[j]) for q, j in zip(preds[0], log_p.argmax(1))]
+        log_p = np.mean([np.log(np.maximum(probabilities(each, classes), 1e-12)) for each in preds], axis=0)
+        return decide(preds[0], classes, log_p)
 
 
 class LayerWeighted(torch.nn.Module):
@@ -315,6 +311,17 @@ class SUPERBWeighted(SERE):
 def _superb(first: int, last: int) -> Callable[[int], SERE]:
     cfg = replace(BENCH_SERE_CONFIG, snapshot_every=0, feature_range=columns(first, last), pca_dim=0)
     return lambda seed: SUPERBWeighted(replace(cfg, seed=seed), last - first + 1)
+
+
+def probabilities(predictions: Sequence[Prediction], classes: Sequence[str]) -> np.ndarray:
+    """``[N, C]``: each prediction's probabilities, columns in the order of ``classes``."""
+    return np.array([[p.probabilities[c] for c in classes] for p in predictions])
+
+
+def decide(predictions: Sequence[Prediction], classes: Sequence[str], scores: np.ndarray) -> list[Prediction]:
+    """The predictions with the emotion a wrapper's ``scores [N, C]`` pick (their highlights and
+    probabilities stay the inner method's)."""
+    return [replace(p, emotion=classes[k]) for p, k in zip(predictions, scores.argmax(1))]
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -381,22 +388,14 @@ def build_variants() -> dict[str, Variant]:
             f"SERE on a learned softmax weighting of layers {first}-{last} (SUPERB; z-scored, no PCA)",
             _superb(first, last), "sere")
     for k in (8, 16):
-        out[f"sere_pseudo_spk{k}"] = Variant(
-            f"SERE with the target z-scored per pseudo-speaker ({k} k-means clusters of its clip means)",
-            lambda seed, n=k: Transformed(_sere(feature_range=None)(seed), pseudo_speaker_norm(n)), "sere")
-        out[f"sere_pseudo_spk{k}_null"] = Variant(
-            f"SERE with the target z-scored per pseudo-speaker ({k} k-means clusters of its clip means, the source's "
-            "emotion directions projected out)",
-            lambda seed, n=k: Transformed(_sere(feature_range=None)(seed), pseudo_speaker_norm(n, True)), "sere")
-        out[f"sere_pseudo_spk{k}_L1"] = Variant(
-            f"SERE with the target z-scored per pseudo-speaker ({k} k-means clusters of its layer-1 clip means)",
-            lambda seed, n=k: Transformed(_sere(feature_range=None)(seed), pseudo_speaker_norm(n, False, (1, 1))),
-            "sere")
-        out[f"sere_pseudo_spk{k}_L1_null"] = Variant(
-            f"SERE with the target z-scored per pseudo-speaker ({k} k-means clusters of its layer-1 clip means, the "
-            "source's emotion directions projected out)",
-            lambda seed, n=k: Transformed(_sere(feature_range=None)(seed), pseudo_speaker_norm(n, True, (1, 1))),
-            "sere")
+        for suffix, view, null in (("", None, False), ("_null", None, True), ("_L1", (1, 1), False),
+                                   ("_L1_null", (1, 1), True)):
+            means = "its layer-1 clip means" if view else "its clip means"
+            nulled = ", the source's emotion directions projected out" if null else ""
+            out[f"sere_pseudo_spk{k}{suffix}"] = Variant(
+                f"SERE with the target z-scored per pseudo-speaker ({k} k-means clusters of {means}{nulled})",
+                lambda seed, n=k, v=view, e=null: Transformed(_sere(feature_range=None)(seed),
+                                                              pseudo_speaker_norm(n, e, v)), "sere")
     out["sere_edges_clip"] = Variant("SERE before #15's highlights on speech: a window at a clip's edge averages the "
                                      "frames it has, tau_a 0.5", _sere(highlight_edges="clip", tau_a=0.5), "sere")
     out["sere_mean_pool"] = Variant("SERE with mean pooling (the ablation's)", _sere(pooling="mean"), "sere")
@@ -404,10 +403,8 @@ def build_variants() -> dict[str, Variant]:
         out[f"sere_knn{k}_a{alpha}"] = Variant(
             f"SERE, then its probabilities smoothed over a {k}-nearest-neighbour graph of the scored clips in "
             f"its resonance space (alpha {alpha})", lambda seed, n=k, a=alpha: GraphSmoothed(_sere()(seed), n, a), "sere")
-    view_sets = {"views3_ens1": ((2, 3), (2, 4), (1, 3)), "views3_ens3": ((2, 3), (2, 4), (1, 3)),
-                 "views2_ens1": ((2, 3), (1, 3)), "views3b_ens1": ((2, 3), (1, 3), (1, 4))}
-    for key, views in view_sets.items():
-        n = int(key[-1])
+    for key, views, n in (("views3_ens1", ((2, 3), (2, 4), (1, 3)), 1), ("views3_ens3", ((2, 3), (2, 4), (1, 3)), 3),
+                          ("views2_ens1", ((2, 3), (1, 3)), 1), ("views3b_ens1", ((2, 3), (1, 3), (1, 4)), 1)):
         out[f"sere_{key}"] = Variant(
             f"{len(views)} SERE models of {n} member(s) each, on layers "
             f"{', '.join(f'{a}-{b}' for a, b in views)}, decided together",
