@@ -8,7 +8,8 @@ with its emotion labels says which one the clusters follow (labels are read only
 
     python benchmarks/speaker_clusters.py --corpora ../shared/corpora
 
-Writes ``benchmarks/results/speaker_clusters.md`` and ``speaker_clusters.csv``.
+Runs from a clean commit only, like ``dev_study.py``. Writes ``benchmarks/results/speaker_clusters.md``
+and ``speaker_clusters.csv``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from sklearn.metrics import normalized_mutual_info_score
 
 from sere_core.benchmark.corpora import load_corpora
 from sere_core.benchmark.protocol import CORPORA
-from sere_core.benchmark.report import commit, machine
+from sere_core.benchmark.report import commit, machine, working_tree_dirty
 from sere_core.benchmark.runner import layer_columns
 
 log = logging.getLogger("speaker_clusters")
@@ -42,6 +43,8 @@ def main() -> None:
     ap.add_argument("--corpora", type=Path, default=Path("../shared/corpora"))
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args()
+    if working_tree_dirty():  # a ledger study: its results name a commit that made them
+        ap.error("the working tree has changes: a study runs from a clean commit, which its results name")
     by_corpus, _ = load_corpora(args.corpora, CORPORA)
     rows = []
     for corpus, loaded in by_corpus.items():
