@@ -31,7 +31,7 @@ from sere_core.benchmark.corpora import load_corpora
 from sere_core.benchmark.protocol import CORPORA, make_episode, tasks
 from sere_core.benchmark.report import commit, machine
 from sere_core.benchmark.runner import BENCH_SERE_CONFIG
-from sere_core.encoders.whisper import SERE_LAYERS
+from sere_core.encoders.whisper import SERE_VIEWS
 from sere_core.method import SERE
 
 log = logging.getLogger("calibration")
@@ -106,7 +106,8 @@ def write(out_dir: Path, res: dict, dev_seeds: list[int], report_seeds: list[int
         "# SERE confidence calibration (common4, 5 per emotion, 12 tasks)", "",
         f"- command: `{command}`",
         f"- commit: `{commit()}`; date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {machine()}",
-        f"- encoder: whisper-base layers {list(SERE_LAYERS)} (the benchmark's SERE config); temperature chosen on dev seeds "
+        f"- encoder: whisper-base, member views (layers) {list(SERE_VIEWS)} (the benchmark's SERE config); temperature "
+        f"chosen on dev seeds "
         f"{dev_seeds} by NLL over the grid {GRID[0]}-{GRID[-1]}; reported on seeds {report_seeds}",
         f"- wall time: {res['wall_s'] / 60:.1f} min", "",
         f"Chosen temperature: **{res['chosen']}** (uncalibrated: 1; `SEREConfig.confidence_temperature` when "

@@ -100,7 +100,7 @@ def with_prosody(view: tuple[int, int] | None, copies: int) -> Transform:
     each repeated ``copies`` times: SERE z-scores every column per language and keeps the main PCA
     directions, so a channel repeated k times carries k times the variance of one encoder column
     into the projection."""
-    a, b = columns(*view) if view else BENCH_SERE_CONFIG.feature_range
+    a, b = columns(*(view or (2, 3)))  # layers 2-3: every member's view until #47
 
     def make(labeled, unlabeled):
         def apply(c: ClipFeatures) -> ClipFeatures:
@@ -137,7 +137,7 @@ def pseudo_speaker_norm(k: int, null_emotion: bool = False, cluster_view: tuple[
     Normalizes SERE's own layers."""
     from sklearn.cluster import KMeans
 
-    a, b = BENCH_SERE_CONFIG.feature_range
+    a, b = columns(2, 3)  # every member's view until #47
     ca, cb = columns(*cluster_view) if cluster_view else (a, b)
 
     def make(labeled, unlabeled):
@@ -305,11 +305,12 @@ class SUPERBWeighted(SERE):
     def _build_member(self, in_dim: int, n_classes: int):
         member = super()._build_member(in_dim // self.n_layers, n_classes)
         member.net = LayerWeighted(member.net, self.n_layers, in_dim // self.n_layers)
+        member.in_dim = in_dim
         return member
 
 
 def _superb(first: int, last: int) -> Callable[[int], SERE]:
-    cfg = replace(BENCH_SERE_CONFIG, snapshot_every=0, feature_range=columns(first, last), pca_dim=0)
+    cfg = replace(BENCH_SERE_CONFIG, snapshot_every=0, views=(columns(first, last),), pca_dim=0)
     return lambda seed: SUPERBWeighted(replace(cfg, seed=seed), last - first + 1)
 
 
@@ -337,8 +338,8 @@ class Variant:
 
 
 def _sere(view: tuple[int, int] | None = None, **settings) -> Callable[[int], SERE]:
-    """SERE as benchmarked, on the layers ``view`` (first, last) instead of its own where given."""
-    cfg = replace(BENCH_SERE_CONFIG, snapshot_every=0, **{"feature_range": columns(*view), **settings}
+    """SERE as benchmarked; where ``view`` (first, last) is given, every member reads those layers."""
+    cfg = replace(BENCH_SERE_CONFIG, snapshot_every=0, **{"views": (columns(*view),), **settings}
                   if view else settings)
     return lambda seed: SERE(replace(cfg, seed=seed))
 
@@ -363,15 +364,15 @@ def build_variants() -> dict[str, Variant]:
     for first, last in ((2, 3), (1, 3), (2, 5)):
         out[f"sere_L{first}-{last}"] = Variant(f"SERE on layers {first}-{last} side by side", _sere((first, last)), "sere")
     out["sere_avgL1-4"] = Variant("SERE on the mean of layers 1-4 (each z-scored)",
-                                  lambda seed: Transformed(_sere(feature_range=None)(seed),
+                                  lambda seed: Transformed(_sere(views=())(seed),
                                                            layer_average(1, 4)), "sere")
-    for key, (what, view) in {"": ("its default layers", None), "_L1-4": ("layers 1-4", (1, 4)),
+    for key, (what, view) in {"": ("layers 2-3", None), "_L1-4": ("layers 1-4", (1, 4)),
                               "_L2-4": ("layers 2-4", (2, 4))}.items():
         ref = f"sere{key}"
         for copies in (16, 32):
             out[f"sere{key}_prosody{copies}"] = Variant(
                 f"SERE on {what} with log F0, voicing, log energy and spectral tilt beside them ({copies} copies "
-                "each)", lambda seed, v=view, k=copies: Transformed(_sere(feature_range=None)(seed), with_prosody(v, k)),
+                "each)", lambda seed, v=view, k=copies: Transformed(_sere(views=())(seed), with_prosody(v, k)),
                 ref)
         out[f"sere{key}_em"] = Variant(f"SERE on {what}, then EM on the target's class statistics (half SERE's "
                                        "prototypes kept)", lambda seed, v=view: EMAdapted(_sere(v)(seed)), ref)
@@ -394,7 +395,7 @@ def build_variants() -> dict[str, Variant]:
             nulled = ", the source's emotion directions projected out" if null else ""
             out[f"sere_pseudo_spk{k}{suffix}"] = Variant(
                 f"SERE with the target z-scored per pseudo-speaker ({k} k-means clusters of {means}{nulled})",
-                lambda seed, n=k, v=view, e=null: Transformed(_sere(feature_range=None)(seed),
+                lambda seed, n=k, v=view, e=null: Transformed(_sere(views=())(seed),
                                                               pseudo_speaker_norm(n, e, v)), "sere")
     out["sere_edges_clip"] = Variant("SERE before #15's highlights on speech: a window at a clip's edge averages the "
                                      "frames it has, tau_a 0.5", _sere(highlight_edges="clip", tau_a=0.5), "sere")

@@ -135,8 +135,9 @@ def test_benchmarked_sere_is_the_recommended_whisper_base_config():
     from sere_core.method import recommended_config
 
     info = {"name": "whisper-base", "version": "x", "dim": 3584, "layers": list(range(7)), "frame_rate": 50.0}
-    assert recommended_config(info) == BENCH_SERE_CONFIG and BENCH_SERE_CONFIG.feature_range == (1024, 2048)
-    assert recommended_config({"name": "hf:x", "dim": 768, "layers": [9]}).feature_range is None
+    assert recommended_config(info) == BENCH_SERE_CONFIG
+    assert BENCH_SERE_CONFIG.views == ((1024, 2048), (1024, 2560), (512, 2048))
+    assert recommended_config({"name": "hf:x", "dim": 768, "layers": [9]}).views == ()
 
 
 def _result(method: str, code: str, seed: int, uar_: float, shots: str = "5-per-class"):

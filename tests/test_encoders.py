@@ -202,27 +202,34 @@ def test_whisper_base_shape_rate_and_dtype(whisper_base):
     for seconds in (0.5, 2.0):
         frames = whisper_base.encode(speechlike(seconds))
         assert frames.dtype == np.float32
-        assert frames.shape == (int(seconds * 50), 1024)
+        assert frames.shape == (int(seconds * 50), 2048)
         assert np.isfinite(frames).all()
     odd = whisper_base.encode(speechlike(0.737))
-    assert odd.shape == (frame_count(int(0.737 * SR)), 1024) == (37, 1024)
+    assert odd.shape == (frame_count(int(0.737 * SR)), 2048) == (37, 2048)
 
 
 def test_the_default_read_out_is_the_layers_sere_reads(whisper_base):
-    """One forward pass gives every hidden state; the default keeps SERE's layers, and SERE's
-    recommended columns of the benchmark's every-layer read-out are those same hidden states."""
+    """One forward pass gives every hidden state; the default keeps SERE's layers, and each view
+    SERE recommends for the benchmark's every-layer read-out holds the same hidden states as the
+    view it recommends for the default read-out."""
     from sere_core.benchmark.runner import BENCH_SERE_CONFIG
-    from sere_core.encoders.whisper import SERE_LAYERS
+    from sere_core.encoders.whisper import SERE_LAYERS, SERE_VIEWS
     from sere_core.method import recommended_config
 
-    assert whisper_base.info.layers == SERE_LAYERS == (2, 3)
+    assert whisper_base.info.layers == SERE_LAYERS == (1, 2, 3, 4)
+    assert SERE_VIEWS == ((2, 3), (2, 4), (1, 3))
     every = get_encoder("whisper-base", layers=tuple(range(7)))
     assert every.info.dim == 7 * 512
     audio = speechlike(1.0, seed=3)
-    start, stop = recommended_config(every.info).feature_range
-    assert (start, stop) == BENCH_SERE_CONFIG.feature_range == (2 * 512, 4 * 512)
-    np.testing.assert_allclose(every.encode(audio)[:, start:stop], whisper_base.encode(audio), atol=1e-5)
-    assert recommended_config(whisper_base.info).feature_range is None  # the default read-out: every column
+    views = recommended_config(every.info).views
+    assert views == BENCH_SERE_CONFIG.views == ((2 * 512, 4 * 512), (2 * 512, 5 * 512), (512, 4 * 512))
+    mine = recommended_config(whisper_base.info).views
+    assert mine == ((512, 3 * 512), (512, 4 * 512), (0, 3 * 512))
+    full, default = every.encode(audio), whisper_base.encode(audio)
+    for (a, b), (c, d) in zip(views, mine):
+        np.testing.assert_allclose(full[:, a:b], default[:, c:d], atol=1e-5)
+    two = get_encoder("whisper-base", layers=(2, 3))
+    assert recommended_config(two.info).views == ()  # a read-out without SERE's layers: every column
 
 
 def test_whisper_base_is_deterministic_and_audio_dependent(whisper_base):
@@ -265,11 +272,12 @@ def test_unpadded_output_is_close_to_padded(whisper_base):
         log_mel(torch.from_numpy(audio)).numpy()[:, :inside], padded_mel[0, :, :inside].numpy(), atol=1e-4
     )
     with torch.inference_mode():
-        padded = whisper_hidden_states(whisper_base._frames.encoder, padded_mel, (2, 3))[0].numpy()
+        padded = whisper_hidden_states(whisper_base._frames.encoder, padded_mel, (1, 2, 3, 4))[0].numpy()
     head = int(unpadded.shape[0] * 0.8)
     padded = padded[:head]
-    assert cosine_rows(unpadded[:head, :512], padded[:, :512]).mean() > 0.95  # layer 2
-    assert cosine_rows(unpadded[:head, 512:], padded[:, 512:]).mean() > 0.95  # layer 3
+    for layer in range(4):  # layers 1 to 4, 512 columns each
+        cols = slice(512 * layer, 512 * (layer + 1))
+        assert cosine_rows(unpadded[:head, cols], padded[:, cols]).mean() > 0.95
 
 
 def test_plan_windows_are_equal_and_on_the_frame_grid():
@@ -287,7 +295,7 @@ def test_long_clip_is_encoded_in_windows(whisper_base, monkeypatch):
     monkeypatch.setattr(frames_runner, "window_frames", 100)
     audio = speechlike(4.5)
     frames = whisper_base.encode(audio)
-    assert frames.shape == (225, 1024)
+    assert frames.shape == (225, 2048)
     start, end = plan_windows(audio.shape[0], 100)[1]
     alone = whisper_base.encode(audio[start:end])
     np.testing.assert_allclose(frames[start // 320 : start // 320 + alone.shape[0]], alone, atol=2e-4, rtol=1e-4)

@@ -113,5 +113,5 @@ def test_whisper_base_embeds_real_speech_with_the_cli(corpora_dir: Path, tmp_pat
     result = _run(["embed", str(local / "m.csv"), "--out", str(tmp_path / "f")], tmp_path / "cache")
     assert result.exit_code == 0, result.output
     info, clips = load_features(tmp_path / "f")
-    assert info.name == "whisper-base" and info.dim == 1024 and len(clips) == 3
+    assert info.name == "whisper-base" and info.dim == 2048 and len(clips) == 3
     assert all(abs(c.frames.shape[0] / c.duration_s - 50) < 3 for c in clips)

@@ -1,5 +1,7 @@
 """The method's pure functions, on hand-made tensors (house style 8)."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -163,10 +165,10 @@ def test_per_language_normalization_removes_the_offset():
     clips = [_clip(i, "de", "a", rng.normal(5, 2, (10, 4))) for i in range(5)]
     clips += [_clip(10 + i, "it", "b", rng.normal(-3, 0.5, (10, 4))) for i in range(5)]
     pre = Preprocessor(PreprocessConfig(target_frame_rate=50.0)).fit(clips)
-    out = pre.transform(clips)
+    (out,) = pre.transform(clips)
     de, it = np.concatenate(out[:5]), np.concatenate(out[5:])
     assert np.allclose(de.mean(0), 0, atol=1e-4) and np.allclose(it.std(0), 1, atol=0.05)
-    glob = Preprocessor(PreprocessConfig(target_frame_rate=50.0, per_language=False)).fit(clips).transform(clips)
+    glob = Preprocessor(PreprocessConfig(target_frame_rate=50.0, per_language=False)).fit(clips).transform(clips)[0]
     assert np.abs(np.concatenate(glob[:5]).mean(0)).min() > 0.5
 
 
@@ -174,11 +176,11 @@ def test_per_speaker_normalization_and_unseen_groups():
     rng = np.random.default_rng(1)
     clips = [_clip(i, "de", f"s{i % 2}", rng.normal(3 * (i % 2), 1, (30, 3))) for i in range(8)]
     pre = Preprocessor(PreprocessConfig(target_frame_rate=50.0, per_speaker=True, min_speaker_frames=10)).fit(clips)
-    out = pre.transform(clips)
+    (out,) = pre.transform(clips)
     s1 = np.concatenate([o for o, c in zip(out, clips) if c.speaker == "s1"])
     assert np.allclose(s1.mean(0), 0, atol=1e-4)
     # an unseen language, alone: falls back to the global statistics (finite, not its own z-score)
-    new = pre.transform([_clip(99, "xx", None, rng.normal(0, 1, (5, 3)))])
+    (new,) = pre.transform([_clip(99, "xx", None, rng.normal(0, 1, (5, 3)))])
     assert np.isfinite(new[0]).all()
 
 
@@ -186,11 +188,25 @@ def test_pca_projects_to_the_requested_size():
     rng = np.random.default_rng(2)
     clips = [_clip(i, "de", None, rng.normal(size=(12, 10))) for i in range(6)]
     pre = Preprocessor(PreprocessConfig(target_frame_rate=50.0, pca_dim=4)).fit(clips)
-    out = pre.transform(clips)
-    assert out[0].shape == (12, 4) and pre.out_dim == 4
+    (out,) = pre.transform(clips)
+    assert out[0].shape == (12, 4) and pre.out_dims == [4]
 
 
-@pytest.mark.parametrize("bad", [{"pooling": "max"}, {"tau": 0}, {"dropout": 1.0}, {"feature_range": (5, 2)},
+def test_each_view_is_its_columns_projected_by_a_pca_of_its_own():
+    """A view's output is what a preprocessor of its columns alone gives (z-scores are per column,
+    and every view's PCA is fit on the same frames)."""
+    rng = np.random.default_rng(3)
+    clips = [_clip(i, "de" if i % 2 else "it", None, rng.normal(i % 3, 1 + i % 2, size=(12, 10))) for i in range(6)]
+    cfg = PreprocessConfig(target_frame_rate=50.0, pca_dim=3, feature_range=(2, 10), views=((0, 4), (2, 8)))
+    pre = Preprocessor(cfg).fit(clips)
+    both = pre.transform(clips)
+    assert pre.out_dims == [3, 3] and len(both) == 2
+    for (start, stop), got in zip(cfg.views, both):
+        alone = Preprocessor(replace(cfg, feature_range=(2 + start, 2 + stop), views=())).fit(clips).transform(clips)[0]
+        assert all(np.allclose(a, b, atol=1e-4) for a, b in zip(alone, got))
+
+
+@pytest.mark.parametrize("bad", [{"pooling": "max"}, {"tau": 0}, {"dropout": 1.0}, {"views": ((5, 2),)}, {"views": ((0, 4), 5)},
                                  {"w_uu": -1.0}, {"highlight_edges": "pad"}])
 def test_config_rejects_bad_values(bad):
     from sere_core.errors import ConfigError

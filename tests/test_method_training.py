@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sere_core.benchmark.synthetic import make_task, unlabel
-from sere_core.errors import ModelMismatchError, NotFittedError, TrainingCancelled, TrainingDataError
+from sere_core.errors import ConfigError, ModelMismatchError, NotFittedError, TrainingCancelled, TrainingDataError
 from sere_core.method import SERE, SEREConfig, Snapshot, TrainingProgress
 from sere_core.method.training import embed_clips, pad
 
@@ -147,6 +147,22 @@ def test_save_load_round_trip_and_mismatch(tmp_path, task):
         SERE.load(tmp_path / "nothing")
 
 
+def _as_version_2(folder):
+    """Rewrite a saved model of one view the way format version 2 wrote it: its columns as
+    ``feature_range``, the size of its input as ``in_dim``, its PCA as the preprocessor's."""
+    from safetensors.torch import load_file, save_file
+
+    meta = json.loads((folder / "model.json").read_text())
+    (view,) = meta["config"].pop("views") or [None]
+    meta["config"]["feature_range"] = view
+    (meta["in_dim"],) = meta.pop("in_dims")
+    (folder / "model.json").write_text(json.dumps({**meta, "format_version": 2}))
+    renamed = {"pre.view.0.mean": "pre.pca.mean", "pre.view.0.components": "pre.pca.components"}
+    save_file({renamed.get(k, k): v for k, v in load_file(folder / "model.safetensors").items()},
+              folder / "model.safetensors")
+    return folder
+
+
 def _as_version_1(folder, drop=("ensemble", "highlight_window", "highlight_edges"), **settings):
     """Rewrite a saved model the way format version 1 wrote it: settings added since missing, the
     deleted settings present (at the values SERE kept unless given), a PCA scale of ones."""
@@ -154,7 +170,7 @@ def _as_version_1(folder, drop=("ensemble", "highlight_window", "highlight_edges
 
     from sere_core.method.config import REMOVED_SETTINGS
 
-    meta = json.loads((folder / "model.json").read_text())
+    meta = json.loads(_as_version_2(folder).joinpath("model.json").read_text())
     meta["format_version"] = 1
     meta["config"] = {k: v for k, v in meta["config"].items() if k not in drop}
     meta["config"].update({**REMOVED_SETTINGS, **settings})
@@ -180,8 +196,8 @@ def test_a_version_1_model_loads_as_the_model_it_was(tmp_path, task, saved, drop
     assert back.config.highlight_edges == "clip" != SEREConfig().highlight_edges
     assert np.allclose(back.predict_proba(tgt), old.predict_proba(tgt), atol=1e-6)
     assert [p.highlights for p in back.predict(tgt[:5])] == [p.highlights for p in old.predict(tgt[:5])]
-    again = SERE.load(back.save(tmp_path / "new"))  # saved again as version 2
-    assert json.loads((tmp_path / "new" / "model.json").read_text())["format_version"] == 2
+    again = SERE.load(back.save(tmp_path / "new"))  # saved again as version 3
+    assert json.loads((tmp_path / "new" / "model.json").read_text())["format_version"] == 3
     assert np.allclose(again.predict_proba(tgt), old.predict_proba(tgt), atol=1e-6)
 
 
@@ -198,8 +214,24 @@ def test_a_version_1_model_that_used_a_deleted_option_names_the_commit_that_read
         SERE.load(tmp_path / "whitened")
 
 
-def test_a_version_2_model_is_read_strictly(tmp_path, model):
-    """Version 2 holds every setting and only the arrays it uses: anything else is refused."""
+@pytest.mark.parametrize("views", [(), ((0, 20),)])
+def test_a_version_2_model_loads_as_the_model_it_was(tmp_path, task, views):
+    """Version 2 had one column range for every member (None: all) and one PCA."""
+    src, tgt = task
+    old = SERE(replace(CFG, ensemble=2, views=views)).fit(src, unlabel(tgt))
+    back = SERE.load(_as_version_2(old.save(tmp_path / "old")))
+    assert back.config == old.config and back.preprocessor_.out_dims == old.preprocessor_.out_dims
+    assert np.allclose(back.predict_proba(tgt), old.predict_proba(tgt), atol=1e-6)
+    assert [p.highlights for p in back.predict(tgt[:5])] == [p.highlights for p in old.predict(tgt[:5])]
+    meta = json.loads((tmp_path / "old" / "model.json").read_text())
+    meta["config"]["feature_range"] = [0, 10_000]  # more columns than the normalization holds
+    (tmp_path / "old" / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelMismatchError, match="do not fit the normalization"):
+        SERE.load(tmp_path / "old")
+
+
+def test_a_version_3_model_is_read_strictly(tmp_path, model):
+    """Version 3 holds every setting and only the arrays it uses: anything else is refused."""
     from safetensors.torch import load_file, save_file
 
     folder = model.save(tmp_path / "m")
@@ -211,8 +243,7 @@ def test_a_version_2_model_is_read_strictly(tmp_path, model):
             SERE.load(folder)
     (folder / "model.json").write_text(json.dumps(meta))
     tensors = load_file(folder / "model.safetensors")
-    save_file({**tensors, "pre.pca.scale": torch.ones(tensors["pre.pca.components"].shape[0])},
-              folder / "model.safetensors")
+    save_file({**tensors, "pre.pca.components": tensors["pre.view.0.components"].clone()}, folder / "model.safetensors")
     with pytest.raises(ModelMismatchError, match="normalization"):
         SERE.load(folder)
 
@@ -243,15 +274,17 @@ def test_an_ensemble_reads_its_members_as_one_space(tmp_path, task):
     assert np.allclose(ens.snapshots_[-1].embeddings[len(src):], z, atol=1e-5)
     assert uar(ens, tgt) > 0.6
     # each prediction says the share of the members that decide as the ensemble does (one model: None)
-    batch = pad(ens.preprocessor_.transform(tgt))
-    own = np.stack([embed_clips(m, batch)["logits"].argmax(-1).numpy() for m in ens.model_.members])
+    batch = pad(ens._inputs(tgt))
+    (view,) = ens.preprocessor_.transform(tgt)  # one view: every member reads it
+    own = np.stack([embed_clips(m, pad(view))["logits"].argmax(-1).numpy() for m in ens.model_.members])
     share = (own == np.argmax(ens.predict_proba(tgt), 1)).mean(0)
     assert np.allclose([p.agreement for p in ens.predict(tgt)], share, atol=1e-4) and 0 < share.min() <= share.max() == 1
     assert {p.agreement for p in single.predict(tgt)} == {None}
     # clips of different lengths read in several chunks give what one chunk gives (an ensemble, a model)
     assert len(set(batch.lengths.tolist())) > 1
-    for model, keys in ((ens.model_, {"z", "logits", "a", "agree"}), (single.model_, {"z", "logits", "a"})):
-        whole, chunked = embed_clips(model, batch), embed_clips(model, batch, chunk=3)
+    for model, keys in ((ens, {"z", "logits", "a", "agree"}), (single, {"z", "logits", "a"})):
+        inputs = pad(model._inputs(tgt))
+        whole, chunked = embed_clips(model.model_, inputs), embed_clips(model.model_, inputs, chunk=3)
         assert whole.keys() == chunked.keys() == keys
         assert all(torch.allclose(whole[k], chunked[k], atol=1e-5) for k in whole)
     # saved and loaded as one model
@@ -259,3 +292,26 @@ def test_an_ensemble_reads_its_members_as_one_space(tmp_path, task):
     assert again.config.ensemble == 3
     assert np.allclose(again.predict_proba(tgt), ens.predict_proba(tgt), atol=1e-6)
     assert [p.highlights for p in again.predict(tgt[:3])] == [p.highlights for p in ens.predict(tgt[:3])]
+
+
+def test_each_member_reads_its_own_view(tmp_path, task):
+    """Member i of an ensemble on several views is the single model on view i mod n with seed
+    seed + 1000 i: z-scoring is per column, and every view's PCA is fit on the same frames."""
+    src, tgt = task
+    views = ((0, 20), (8, 32), (4, 24))
+    ens = SERE(replace(CFG, ensemble=4, views=views)).fit(src, unlabel(tgt))
+    assert ens.preprocessor_.out_dims == [CFG.pca_dim] * 3
+    assert [m.net.inp.in_features for m in ens.model_.members] == [CFG.pca_dim] * 4
+    for i in (1, 3):
+        alone = SERE(replace(CFG, views=(views[i % 3],), seed=CFG.seed + 1000 * i)).fit(src, unlabel(tgt))
+        mine = ens.model_.members[i].state_dict()
+        assert all(torch.allclose(v, mine[k], atol=1e-5) for k, v in alone.model_.state_dict().items())
+    out = embed_clips(ens.model_, pad(ens._inputs(tgt)))
+    each = [embed_clips(m, pad(v))["logits"] for m, v in
+            zip(ens.model_.members, [*ens.preprocessor_.transform(tgt), ens.preprocessor_.transform(tgt)[0]])]
+    assert torch.allclose(out["logits"], torch.stack(each).mean(0), atol=1e-5)
+    again = SERE.load(ens.save(tmp_path / "views"))
+    assert again.config.views == views
+    assert np.allclose(again.predict_proba(tgt), ens.predict_proba(tgt), atol=1e-6)
+    with pytest.raises(ConfigError, match="reach past the 32 columns"):
+        SERE(replace(CFG, views=((0, 40),))).fit(src, unlabel(tgt))

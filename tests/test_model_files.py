@@ -88,7 +88,8 @@ def _edit(meta: dict, path: str, value) -> dict:
 
 
 CRAFTED = [  # (field, value written into model.json)
-    ("in_dim", 30_000_000),
+    ("in_dims", [30_000_000]),
+    ("in_dims", [8] * 17),
     ("config.context", 1e7),
     ("config.hidden_dim", 10**7),
     ("config.ensemble", 100_000),
@@ -99,7 +100,7 @@ CRAFTED = [  # (field, value written into model.json)
     ("config.tau_a", 1e-300),
     ("config.confidence_temperature", 1e-300),
     ("config.steps", True),
-    ("config.feature_range", [0, 5]),  # the normalization holds 32 columns
+    ("config.views", [[0, 5]]),  # the normalization holds 32 columns
     ("encoder", "whisper-base"),
     ("encoder", {"name": "prosody", "dim": -5}),
     ("classes", ["happy"] * 3),
@@ -114,7 +115,7 @@ CRAFTED = [  # (field, value written into model.json)
 RAW = {  # what model.json holds, as text
     "nan frame_rate": lambda text: text.replace('"frame_rate": 50.0', '"frame_rate": NaN', 1),
     "infinite frame_rate": lambda text: text.replace('"frame_rate": 50.0', '"frame_rate": Infinity', 1),
-    "5000-digit number": lambda text: text.replace('"in_dim": ', '"in_dim": ' + "9" * 5000 + ", \"x\": ", 1),
+    "5000-digit number": lambda text: text.replace('"in_dims": [', '"in_dims": [' + "9" * 5000 + ", ", 1),
     "deeply nested": lambda text: "[" * 100_000 + "]" * 100_000,
     "2 MB": lambda text: text + " " * 2_000_000,
 }
@@ -163,7 +164,7 @@ WEIGHTS = {  # what is changed in model.safetensors
     "nan prototype": lambda w: w["model.prototypes"].__setitem__((0, 0), np.nan),
     "infinite std": lambda w: w["pre.norm.0.std"].__setitem__(0, np.inf),
     "negative std": lambda w: w["pre.norm.1.std"].__setitem__(0, -1.0),
-    "nan pca component": lambda w: w["pre.pca.components"].__setitem__((0, 0), np.nan),
+    "nan pca component": lambda w: w["pre.view.0.components"].__setitem__((0, 0), np.nan),
 }
 
 

@@ -77,7 +77,7 @@ class UtteranceBaseline:
 
     # --- features ---------------------------------------------------------------------------------
     def _utterances(self, clips: Sequence[ClipFeatures]) -> np.ndarray:
-        frames = self.preprocessor_.transform(clips)
+        (frames,) = self.preprocessor_.transform(clips)  # one view: feature_range's columns
         with_std = self.stats == "mean_std"
         x = np.stack([np.concatenate([f.mean(0), f.std(0)]) if with_std else f.mean(0) for f in frames])
         x = x.astype(np.float32)

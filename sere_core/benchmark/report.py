@@ -253,7 +253,8 @@ def write_ablation(path: Path, results: Sequence[Result], methods: Sequence[str]
         "sere_no_lu": "without the labeled-unlabeled term (and prototype refinement from unlabeled clips)",
         "sere_no_uu": "without the unlabeled-unlabeled term",
         "sere_no_lang_norm": "one global z-score instead of per-language normalization",
-        "sere_layer3": "whisper-base layer 3 alone instead of layers 2-3 side by side",
+        "sere_one_view": "every member on layers 2-3 (a seed ensemble) instead of layers 2-3, 2-4 and 1-3",
+        "sere_layer3": "every member on whisper-base layer 3 alone",
         "sere_spk": "full method + per-speaker normalization (uses the speaker column)",
     }
     lines = ["# SERE ablation (common4, 5-per-class)", "",

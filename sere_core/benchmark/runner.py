@@ -54,9 +54,10 @@ SERE_VARIANTS: dict[str, dict] = {
     "sere_no_lu": {"w_lu": 0.0, "proto_momentum": 0.0},
     "sere_no_uu": {"w_uu": 0.0},
     "sere_no_lang_norm": {"per_language_norm": False},
-    "sere_layer3": {"feature_range": layer_columns(3, 3)},
+    "sere_one_view": {"views": (layer_columns(2, 3),)},
+    "sere_layer3": {"views": (layer_columns(3, 3),)},
 }
-ABLATIONS = ("sere", "sere_layer3", "sere_mean_pool", "sere_no_ll", "sere_no_lu", "sere_no_uu", "sere_no_lang_norm",
+ABLATIONS = ("sere", "sere_one_view", "sere_layer3", "sere_mean_pool", "sere_no_ll", "sere_no_lu", "sere_no_uu", "sere_no_lang_norm",
              "sere_spk")
 METHODS = ("sere", *BASELINES)
 SPEAKER_SUFFIX = "_spk"

@@ -41,9 +41,12 @@ HOP = 160
 MIN_SAMPLES = N_FFT  # 25 ms: one analysis window
 #: Bump when the mel features, windowing or layer read-out change: it is part of every version.
 FEATURE_VERSION = "v1"
-#: The hidden states SERE reads, side by side (0 = the input embeddings, 6 = the last block), and so
-#: the default read-out: chosen on the development seeds (``benchmarks/studies.md``).
-SERE_LAYERS = (2, 3)
+#: The views of SERE's ensemble members, as (first, last) hidden state, each read side by side
+#: (0 = the input embeddings, 6 = the last block): member i reads the (i mod 3)-th. Chosen on the
+#: development seeds (``benchmarks/studies.md``, #33, #47).
+SERE_VIEWS = ((2, 3), (2, 4), (1, 3))
+#: The hidden states SERE reads, and so the default read-out: every layer of ``SERE_VIEWS``.
+SERE_LAYERS = tuple(range(min(f for f, _ in SERE_VIEWS), max(last for _, last in SERE_VIEWS) + 1))
 #: Frames per encoder call when equal-length windows are batched (bounds memory).
 _BATCH_FRAMES = 6000
 

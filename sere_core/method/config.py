@@ -37,11 +37,13 @@ class SEREConfig:
     seed: int = 0
     num_threads: int = 1  # torch/BLAS threads during fit and predict (0 = leave as is); see threads.py
     # --- preprocessing (fit on every clip's frames, labels unused)
-    feature_range: tuple[int, int] | None = None  # encoder columns [start, stop); None = all
+    # encoder columns [start, stop) of each member's view: member i reads views[i % len(views)],
+    # each z-scored (per language) and projected by a PCA of its own; () = every column, one view
+    views: tuple[tuple[int, int], ...] = ()
     target_frame_rate: float = 12.5  # average frames in time down to about this rate
     per_language_norm: bool = True  # z-score each language group with its own statistics
     per_speaker_norm: bool = False  # z-score each known speaker instead (falls back to language)
-    pca_dim: int = 128  # PCA of the normalized frames to this size; 0 keeps them as they are
+    pca_dim: int = 128  # PCA of each view's normalized frames to this size; 0 keeps them as they are
     pca_max_frames: int = 8000  # frames sampled to fit the PCA
     # --- resonance network g and the resonance field
     hidden_dim: int = 128
@@ -56,7 +58,7 @@ class SEREConfig:
     highlight_window: int = 6
     highlight_edges: str = "zero"
     # --- optimisation
-    # models trained with seeds seed, seed + 1000, ...; read as one (model.EnsembleModel)
+    # models trained with seeds seed, seed + 1000, ..., each on its view; read as one (model.EnsembleModel)
     ensemble: int = 3
     steps: int = 30  # per member
     lr: float = 3e-3
@@ -90,12 +92,13 @@ class SEREConfig:
     snapshot_every: int = 25  # steps between snapshots (plus step 0 and the last); 0 = none
 
     def __post_init__(self) -> None:
+        if isinstance(self.views, list):  # as JSON and to_dict give them
+            object.__setattr__(self, "views", tuple(tuple(v) if isinstance(v, list) else v for v in self.views))
         _check(self)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        if self.feature_range is not None:
-            data["feature_range"] = list(self.feature_range)
+        data["views"] = [list(v) for v in self.views]
         return data
 
     @classmethod
@@ -104,9 +107,6 @@ class SEREConfig:
         unknown = set(data) - known
         if unknown:
             raise ConfigError(f"unknown SERE settings: {', '.join(sorted(unknown))}")
-        data = dict(data)
-        if isinstance(data.get("feature_range"), list):  # JSON has no tuples
-            data["feature_range"] = tuple(data["feature_range"])
         return cls(**data)
 
 
@@ -143,6 +143,7 @@ _AT_MOST: dict[str, float] = {
 #: float32 quotients overflow and every probability becomes NaN.
 _AT_LEAST: dict[str, float] = {"tau": 1e-3, "tau_a": 1e-3, "confidence_temperature": 1e-3}
 _MAX_FEATURE_COLUMN = 1_000_000
+_MAX_VIEWS = 16
 
 
 def _check_types(c: SEREConfig) -> None:
@@ -159,10 +160,11 @@ def _check_types(c: SEREConfig) -> None:
             what = "a finite number"
         elif kind == "str":
             ok, what = isinstance(value, str), "a word"
-        else:  # feature_range: (start, stop) or None
-            ok = value is None or (isinstance(value, tuple) and len(value) == 2 and all(
-                isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value))
-            what = "(start, stop) or None"
+        else:  # views: ((start, stop), ...)
+            ok = isinstance(value, tuple) and len(value) <= _MAX_VIEWS and all(
+                isinstance(v, tuple) and len(v) == 2
+                and all(isinstance(x, numbers.Integral) and not isinstance(x, bool) for x in v) for v in value)
+            what = f"a tuple of at most {_MAX_VIEWS} (start, stop) pairs"
         if not ok:
             raise ConfigError(f"SEREConfig.{f.name} must be {what} (got {value!r:.80})")
 
@@ -196,35 +198,42 @@ def _check(c: SEREConfig) -> None:
     for name in ("w_ll", "w_lu", "w_uu", "ll_supcon", "lu_align", "weight_decay", "snapshot_every",
                  "num_threads"):
         need(getattr(c, name) >= 0, name, "must not be negative")
-    if c.feature_range is not None:
-        need(0 <= c.feature_range[0] < c.feature_range[1] <= _MAX_FEATURE_COLUMN,
-             "feature_range", "must be (start, stop) with 0 <= start < stop")
+    need(all(0 <= start < stop <= _MAX_FEATURE_COLUMN for start, stop in c.views),
+         "views", "must be (start, stop) pairs with 0 <= start < stop")
 
 
 def recommended_config(encoder_info: Any = None, **overrides: Any) -> SEREConfig:
     """The dev-tuned config for features of ``encoder_info`` (an ``EncoderInfo`` or a dict).
 
-    For whisper-base the columns of the hidden states SERE reads (``encoders.whisper.SERE_LAYERS``)
-    are used, wherever the read-out put them; a read-out that lacks one of them, or splits them,
-    uses all its columns. Other encoders use all their columns (nothing was tuned for them).
+    For whisper-base each member reads its layers of ``encoders.whisper.SERE_VIEWS``, wherever the
+    read-out put them; a read-out that lacks one of their layers, or splits them, gives one view of
+    all its columns. Other encoders use all their columns (nothing was tuned for them).
 
-    >>> recommended_config({"name": "whisper-base", "dim": 3584, "layers": list(range(7))}).feature_range
-    (1024, 2048)
-    >>> recommended_config({"name": "whisper-base", "dim": 1024, "layers": [2, 3]}).feature_range is None
-    True
-    >>> recommended_config({"name": "prosody", "dim": 45, "layers": []}).feature_range is None
-    True
+    >>> recommended_config({"name": "whisper-base", "dim": 3584, "layers": list(range(7))}).views
+    ((1024, 2048), (1024, 2560), (512, 2048))
+    >>> recommended_config({"name": "whisper-base", "dim": 2048, "layers": [1, 2, 3, 4]}).views
+    ((512, 1536), (512, 2048), (0, 1536))
+    >>> recommended_config({"name": "whisper-base", "dim": 1024, "layers": [2, 3]}).views
+    ()
+    >>> recommended_config({"name": "prosody", "dim": 45, "layers": []}).views
+    ()
     """
-    from sere_core.encoders.whisper import SERE_LAYERS
+    from sere_core.encoders.whisper import SERE_VIEWS
 
     info = encoder_info
     get = (lambda k: info.get(k)) if isinstance(info, dict) else (lambda k: getattr(info, k, None))
     settings: dict[str, Any] = {}
     layers = list(get("layers") or []) if info is not None else []
-    wanted = list(SERE_LAYERS)
-    if info is not None and get("name") == "whisper-base" and get("dim") and set(wanted) <= set(layers):
-        width, start = int(get("dim")) // len(layers), layers.index(wanted[0])
-        if layers[start:start + len(wanted)] == wanted and len(wanted) < len(layers):
-            settings["feature_range"] = (start * width, (start + len(wanted)) * width)
+    if info is not None and get("name") == "whisper-base" and get("dim") and layers:
+        width = int(get("dim")) // len(layers)
+        views = []
+        for first, last in SERE_VIEWS:
+            wanted = list(range(first, last + 1))
+            start = layers.index(first) if first in layers else -1
+            if start < 0 or layers[start:start + len(wanted)] != wanted:
+                break
+            views.append((start * width, (start + len(wanted)) * width))
+        else:
+            settings["views"] = tuple(views)
     settings.update(overrides)
     return SEREConfig(**settings)

@@ -32,7 +32,9 @@ from sere_core.method.validation import check_fit_inputs, check_predict_inputs, 
 
 FORMAT = "sere-model"
 #: Version 2 (#15): every setting of SEREConfig is saved and every one is required; no PCA scale.
-FORMAT_VERSION = 2
+#: Version 3 (#47): each member reads a view of the columns (``views`` instead of ``feature_range``),
+#: with a PCA of its own (``pre.view.<v>.*``); ``in_dims`` holds each view's size.
+FORMAT_VERSION = 3
 #: Settings added while version 1 was written, with the value that reproduces what a version-1
 #: model saved without them did (the defaults differ since).
 V1_MISSING_SETTINGS: dict[str, Any] = {"highlight_window": 1, "ensemble": 1, "highlight_edges": "clip"}
@@ -64,9 +66,14 @@ def _not_safetensors(path: Path, head: bytes) -> str:
 
 
 def preprocess_config(cfg: SEREConfig) -> PreprocessConfig:
-    return PreprocessConfig(feature_range=cfg.feature_range, target_frame_rate=cfg.target_frame_rate,
-                            per_language=cfg.per_language_norm, per_speaker=cfg.per_speaker_norm,
-                            pca_dim=cfg.pca_dim, pca_max_frames=cfg.pca_max_frames, seed=cfg.seed)
+    """The preprocessing of ``cfg``: the columns every view covers, z-scored together (z-scoring is
+    per column, so this is each view's own), then each view's PCA."""
+    start = min((a for a, _ in cfg.views), default=0)
+    feature_range = (start, max(b for _, b in cfg.views)) if cfg.views else None
+    return PreprocessConfig(feature_range=feature_range, views=tuple((a - start, b - start) for a, b in cfg.views),
+                            target_frame_rate=cfg.target_frame_rate, per_language=cfg.per_language_norm,
+                            per_speaker=cfg.per_speaker_norm, pca_dim=cfg.pca_dim,
+                            pca_max_frames=cfg.pca_max_frames, seed=cfg.seed)
 
 
 class SERE:
@@ -95,23 +102,21 @@ class SERE:
         classes, dim, rate = check_fit_inputs(labeled, unlabeled)
         labeled, unlabeled = list(labeled), list(unlabeled or [])
         pre = Preprocessor(preprocess_config(cfg)).fit(labeled + unlabeled)
-        xl, xu = pre.transform(labeled), pre.transform(unlabeled) if unlabeled else []
+        views_l = pre.transform(labeled)
+        views_u = pre.transform(unlabeled) if unlabeled else [[] for _ in views_l]
         index = {c: i for i, c in enumerate(classes)}
         y = torch.tensor([index[c.emotion] for c in labeled], dtype=torch.long)
-        padded_l = pad(xl)
-        padded_u = pad(xu) if xu else None
-        snap = None
-        if cfg.snapshot_every:
-            ids = tuple(c.clip_id for c in labeled + unlabeled)
-            snap = (pad(xl + xu), ids)
+        ids = tuple(c.clip_id for c in labeled + unlabeled)
         t0 = time.perf_counter()
         members, runs = [], []
-        for i in range(cfg.ensemble):  # member i: seed + 1000 i (member 0 is the single model)
+        for i in range(cfg.ensemble):  # member i: seed + 1000 i, view i mod n (member 0 is the single model)
             member_cfg = replace(cfg, seed=cfg.seed + 1000 * i)
+            xl, xu = views_l[i % len(views_l)], views_u[i % len(views_l)]
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(member_cfg.seed)
-                members.append(self._build_member(pre.out_dim, len(classes)))
-            runs.append(train(members[-1], padded_l, y, padded_u, member_cfg,
+                members.append(self._build_member(xl[0].shape[1], len(classes)))
+            snap = (pad(xl + xu), ids) if cfg.snapshot_every else None
+            runs.append(train(members[-1], pad(xl), y, pad(xu) if xu else None, member_cfg,
                               _member_progress(progress, i, cfg.ensemble, t0), snap))
         self.classes_ = list(classes)
         self.preprocessor_ = pre
@@ -129,8 +134,10 @@ class SERE:
         return SEREModel(in_dim, n_classes, c.hidden_dim, c.embed_dim, c.context, c.dropout, c.tau,
                          c.tau_a, c.pooling, c.highlight_window, c.highlight_edges)
 
-    def _build(self, in_dim: int, n_classes: int) -> SEREModel | EnsembleModel:
-        return assemble([self._build_member(in_dim, n_classes) for _ in range(self.config.ensemble)])
+    def _build(self, in_dims: Sequence[int], n_classes: int) -> SEREModel | EnsembleModel:
+        """The network for views of sizes ``in_dims``: member i reads view i mod ``len(in_dims)``."""
+        return assemble([self._build_member(in_dims[i % len(in_dims)], n_classes)
+                         for i in range(self.config.ensemble)])
 
     # --- inference -----------------------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -142,7 +149,15 @@ class SERE:
         self._check_fitted()
         clips = check_predict_inputs(clips, self.n_features_in_)
         with limited_threads(self.config.num_threads):
-            return self._forward_arrays(self.preprocessor_.transform(clips) if clips else [], chunk)
+            return self._forward_arrays(self._inputs(clips), chunk)
+
+    def _inputs(self, clips: Sequence[ClipFeatures]) -> list[np.ndarray]:
+        """Each clip's network input: its members' views side by side (as ``EnsembleModel`` splits them)."""
+        if not clips:
+            return []
+        views = self.preprocessor_.transform(clips)
+        mine = [views[i % len(views)] for i in range(self.config.ensemble)]
+        return [np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0] for parts in zip(*mine)]
 
     def _forward_arrays(self, arrays: list[np.ndarray], chunk: int) -> dict[str, list]:
         """Also ``agree``: an ensemble's share of models that decide as it does (None for one model)."""
@@ -178,8 +193,7 @@ class SERE:
         self._check_fitted()
         clips = check_predict_inputs(list(clips), self.n_features_in_)
         with limited_threads(self.config.num_threads):
-            arrays = self.preprocessor_.transform(clips) if clips else []
-            out = self._forward_arrays(arrays, 256)
+            out = self._forward_arrays(self._inputs(clips), 256)
         preds = []
         for clip, p, a, agree in zip(clips, out["p"], out["a"], out["agree"]):
             k = int(np.argmax(p))
@@ -221,7 +235,7 @@ class SERE:
         meta = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "config": self.config.to_dict(),
             "classes": self.classes_, "encoder": self.encoder_, "n_features_in": self.n_features_in_,
-            "frame_rate": self.frame_rate_, "in_dim": self.preprocessor_.out_dim,
+            "frame_rate": self.frame_rate_, "in_dims": self.preprocessor_.out_dims,
             "preprocessor": pre_meta,
         }
 
@@ -251,6 +265,8 @@ class SERE:
         del data
         if meta["format_version"] == 1:
             meta, tensors = upgrade_v1(meta, tensors, directory)
+        if meta["format_version"] == 2:
+            meta, tensors = upgrade_v2(meta, tensors)
         _check_finite(tensors, weights_file)
         mismatch = ModelMismatchError(
             f"{directory}: {META_FILE} and {WEIGHTS_FILE} do not belong to the same trained model "
@@ -258,16 +274,16 @@ class SERE:
         try:
             model = cls(SEREConfig.from_dict(meta["config"]))
             arrays = {k[4:]: v.numpy() for k, v in tensors.items() if k.startswith("pre.")}
-            _check_preprocessor(arrays, meta, model.config.feature_range, directory)
+            _check_preprocessor(arrays, meta, model.config, directory)
             model.preprocessor_ = Preprocessor.from_state(preprocess_config(model.config), arrays,
                                                           meta["preprocessor"])
             weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
             with torch.device("meta"):  # shapes first: a crafted size must not allocate anything
                 shapes = {k: tuple(v.shape) for k, v in
-                          model._build(meta["in_dim"], len(meta["classes"])).state_dict().items()}
+                          model._build(meta["in_dims"], len(meta["classes"])).state_dict().items()}
             if shapes != {k: tuple(v.shape) for k, v in weights.items()}:
                 raise mismatch
-            net = model._build(meta["in_dim"], len(meta["classes"]))
+            net = model._build(meta["in_dims"], len(meta["classes"]))
             net.load_state_dict(weights)
             model.classes_ = list(meta["classes"])
             model.n_features_in_ = meta["n_features_in"]
@@ -313,6 +329,7 @@ MAX_META_BYTES = 1_000_000
 MAX_WEIGHTS_BYTES = 512_000_000
 _MAX_CLASSES = 100
 _MAX_DIM = 1_000_000
+_MAX_VIEWS = 16
 
 
 def _read_regular(path: Path, most: int) -> bytes:
@@ -360,8 +377,8 @@ def _read_meta(directory: Path) -> dict[str, Any]:
     except (ValueError, RecursionError, UnicodeDecodeError) as err:  # ValueError: JSON, huge ints
         raise ModelMismatchError(f"{path}: the saved model is damaged ({str(err)[:200]})") from None
     if not (isinstance(meta, dict) and meta.get("format") == FORMAT
-            and type(meta.get("format_version")) is int and meta["format_version"] in (1, FORMAT_VERSION)):
-        raise ModelMismatchError(f"{path}: not a SERE model of format version 1 or {FORMAT_VERSION}")
+            and type(meta.get("format_version")) is int and meta["format_version"] in range(1, FORMAT_VERSION + 1)):
+        raise ModelMismatchError(f"{path}: not a SERE model of format version 1 to {FORMAT_VERSION}")
 
     def bad(field: str, what: str) -> ModelMismatchError:
         return ModelMismatchError(f"{path}: {field} {what} (got {meta.get(field)!r:.80})")
@@ -371,7 +388,11 @@ def _read_meta(directory: Path) -> dict[str, Any]:
         if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= most):
             raise bad(field, f"must be a whole number from 1 to {most}")
 
-    count("in_dim", _MAX_DIM)
+    if meta["format_version"] < 3:
+        count("in_dim", _MAX_DIM)
+    elif not (isinstance(meta.get("in_dims"), list) and 1 <= len(meta["in_dims"]) <= _MAX_VIEWS
+              and all(_whole(d, 1, _MAX_DIM) for d in meta["in_dims"])):
+        raise bad("in_dims", f"must list 1 to {_MAX_VIEWS} sizes, each a whole number from 1 to {_MAX_DIM}")
     count("n_features_in", _MAX_DIM)
     rate = meta.get("frame_rate")
     if not (isinstance(rate, (int, float)) and not isinstance(rate, bool) and 1 <= rate <= 100_000):
@@ -382,8 +403,11 @@ def _read_meta(directory: Path) -> dict[str, Any]:
         raise bad("classes", f"must list 2 to {_MAX_CLASSES} different emotion names")
     if not isinstance(meta.get("config"), dict):
         raise bad("config", "must be the model's settings")
-    if meta["format_version"] == FORMAT_VERSION:
-        missing = sorted({f.name for f in fields(SEREConfig)} - set(meta["config"]))
+    if meta["format_version"] >= 2:
+        settings = {f.name for f in fields(SEREConfig)}
+        if meta["format_version"] == 2:
+            settings = settings - {"views"} | {"feature_range"}
+        missing = sorted(settings - set(meta["config"]))
         if missing:
             raise bad("config", f"must hold every setting; missing: {', '.join(missing)}")
     encoder = meta.get("encoder")
@@ -420,39 +444,56 @@ def upgrade_v1(meta: dict[str, Any], tensors: dict[str, torch.Tensor], directory
         raise ModelMismatchError(f"{directory / WEIGHTS_FILE}: a whitened PCA was removed from SERE; "
                                  f"the commit tagged {RESEARCH_TAG} still reads this model")
     tensors = {k: v for k, v in tensors.items() if k != "pre.pca.scale"}
-    return {**meta, "format_version": FORMAT_VERSION, "config": config}, tensors
+    return {**meta, "format_version": 2, "config": config}, tensors
+
+
+def upgrade_v2(meta: dict[str, Any], tensors: dict[str, torch.Tensor]
+               ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """A version-2 model as version 3: its column range is its one view, which every member reads,
+    and the preprocessor's PCA is that view's."""
+    config = {k: v for k, v in meta["config"].items() if k != "feature_range"}
+    columns = meta["config"].get("feature_range")
+    config["views"] = [] if columns is None else [columns]
+    renamed = {"pre.pca.mean": "pre.view.0.mean", "pre.pca.components": "pre.view.0.components"}
+    tensors = {renamed.get(k, k): v for k, v in tensors.items()}
+    rest = {k: v for k, v in meta.items() if k != "in_dim"}
+    return {**rest, "format_version": 3, "config": config, "in_dims": [meta["in_dim"]]}, tensors
 
 
 def _whole(value: Any, least: int, most: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and least <= value <= most
 
 
-def _check_preprocessor(arrays: dict[str, np.ndarray], meta: dict, feature_range: tuple[int, int] | None,
-                        directory: Path) -> None:
+def _check_preprocessor(arrays: dict[str, np.ndarray], meta: dict, config: SEREConfig, directory: Path) -> None:
     """The normalization and projection arrays fit together, take the encoder's ``n_features_in``
-    columns (those of ``feature_range``) and give the network's ``in_dim``."""
+    columns (those the views of ``config`` cover) and give the views' sizes ``in_dims``."""
     broken = ModelMismatchError(
         f"{directory}: the normalization in {WEIGHTS_FILE} does not fit the model in {META_FILE}; "
         "copy both files from one model folder")
-    in_dim, n_features = meta["in_dim"], meta["n_features_in"]
+    in_dims, n_features = meta["in_dims"], meta["n_features_in"]
     stats = [arrays.get(f"norm.{i}.{kind}") for i in range(len(meta["preprocessor"]["groups"]))
              for kind in ("mean", "std")]
     widths = {a.shape[0] if a is not None and a.ndim == 1 else None for a in stats}
     width = widths.pop() if len(widths) == 1 else None
     if width is None or not all((std >= 0).all() for std in stats[1::2]):
         raise broken
-    start, stop = feature_range if feature_range is not None else (0, n_features)
+    pre = preprocess_config(config)
+    start, stop = pre.feature_range or (0, n_features)
     if stop > n_features or stop - start != width:
         raise ModelMismatchError(
-            f"{directory / META_FILE}: n_features_in ({n_features}) and feature_range ({feature_range}) "
+            f"{directory / META_FILE}: n_features_in ({n_features}) and the views ({list(config.views)}) "
             f"do not fit the normalization in {WEIGHTS_FILE} ({width} columns); copy both files from one "
             "model folder")
+    views = pre.views or ((0, width),)
     expected = {f"norm.{i}.{kind}" for i in range(len(meta["preprocessor"]["groups"])) for kind in ("mean", "std")}
-    if "pca.components" in arrays:
-        expected |= {"pca.components", "pca.mean"}
-        ok = arrays["pca.components"].shape == (in_dim, width) and arrays.get("pca.mean", np.empty(0)).shape == (width,)
-    else:
-        ok = width == in_dim
+    ok = len(in_dims) == len(views)
+    for v, (a, b) in enumerate(views[:len(in_dims)]):
+        if f"view.{v}.components" in arrays:
+            expected |= {f"view.{v}.components", f"view.{v}.mean"}
+            ok = ok and arrays[f"view.{v}.components"].shape == (in_dims[v], b - a) \
+                and arrays.get(f"view.{v}.mean", np.empty(0)).shape == (b - a,)
+        else:
+            ok = ok and in_dims[v] == b - a
     if not ok or set(arrays) != expected:
         raise broken
 

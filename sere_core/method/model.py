@@ -135,6 +135,7 @@ class SEREModel(nn.Module):
                  highlight_window: int = 1, highlight_edges: str = "zero") -> None:
         super().__init__()
         self.net = ResonanceNet(in_dim, hidden_dim, embed_dim, context, dropout)
+        self.in_dim = in_dim  # the width of its input frames (EnsembleModel splits its frames by it)
         self.prototypes = nn.Parameter(torch.zeros(n_classes, embed_dim))
         # log-prior correction estimated on the unlabeled clips at the end of training (not trained)
         self.register_buffer("class_bias", torch.zeros(n_classes))
@@ -154,12 +155,14 @@ class SEREModel(nn.Module):
 
 
 class EnsembleModel(nn.Module):
-    """Several :class:`SEREModel` (trained with different seeds) read as one resonance space.
+    """Several :class:`SEREModel` (trained with different seeds, each on its view of the layers) read
+    as one resonance space. Its frames ``x [B, T, sum D_i]`` are the members' inputs side by side.
 
     The clip embedding is the members' unit embeddings side by side, scaled by ``1/sqrt(n)``: it
     stays unit-norm and its cosine to the side-by-side prototypes is the members' mean cosine, so the
     field the app draws is the one that decides. Logits (bias included) and highlight weights are the
-    members' means. Averaging seeds removes part of the variance of self-training on a few shots.
+    members' means. Averaging seeds and views removes part of the variance of self-training on a few
+    shots.
     """
 
     def __init__(self, members: list[SEREModel]) -> None:
@@ -173,7 +176,8 @@ class EnsembleModel(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """Also ``agree [B]``: the share of the members whose own decision is the ensemble's (the app
         colours the clips they disagree on), from the same pass."""
-        outs = [m(x, mask) for m in self.members]
+        parts = x.split([m.in_dim for m in self.members], dim=-1)
+        outs = [m(part, mask) for m, part in zip(self.members, parts)]
         each = torch.stack([o["logits"] for o in outs])
         logits = each.mean(0)
         return {"z": side_by_side([o["z"] for o in outs]), "logits": logits,

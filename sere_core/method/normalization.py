@@ -1,5 +1,6 @@
 """Frame preprocessing shared by SERE and the baselines: column selection, time pooling, z-scoring
-per language (or per speaker) with unlabeled statistics, and an optional PCA.
+per language (or per speaker) with unlabeled statistics, and an optional PCA of each view (a
+range of the selected columns; SERE's ensemble members read different views).
 
 Why per language: a frozen encoder's features carry a strong language/corpus offset that, left in,
 dominates every distance; each group's own statistics (labels never used) remove it. Per speaker
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sere_core.errors import ConfigError
 from sere_core.method.data import ClipFeatures
 
 GLOBAL = "*"
@@ -72,7 +74,8 @@ def frame_stats(blocks: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, i
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    feature_range: tuple[int, int] | None = None
+    feature_range: tuple[int, int] | None = None  # encoder columns [start, stop); None = all
+    views: tuple[tuple[int, int], ...] = ()  # ranges of the selected columns; () = one view of all
     target_frame_rate: float = 12.5
     per_language: bool = True
     per_speaker: bool = False
@@ -90,8 +93,9 @@ class Preprocessor:
         self.config = config
         self.frame_rate: float | None = None
         self.stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self.pca_mean: np.ndarray | None = None
-        self.pca_components: np.ndarray | None = None  # [k, D]
+        self.width: int | None = None  # columns after selection
+        # per view: the PCA mean [W] and components [k, W] of its columns, or None (no PCA)
+        self.projections: list[tuple[np.ndarray, np.ndarray] | None] = []
 
     # --- stages ---------------------------------------------------------------------------------
     def _select_and_pool(self, clip: ClipFeatures) -> np.ndarray:
@@ -106,6 +110,11 @@ class Preprocessor:
 
     def output_frame_rate(self, frame_rate: float) -> float:
         return frame_rate / pool_factor(frame_rate, self.config.target_frame_rate)
+
+    @property
+    def view_columns(self) -> tuple[tuple[int, int], ...]:
+        """Each view's range of the selected columns."""
+        return self.config.views or ((0, self.width),)
 
     # --- fit / transform --------------------------------------------------------------------------
     def fit(self, clips: Sequence[ClipFeatures]) -> Preprocessor:
@@ -125,10 +134,14 @@ class Preprocessor:
             if key.startswith("spk:") and n < cfg.min_speaker_frames:
                 continue  # too few frames: this speaker falls back to its language
             self.stats[key] = (m, s)
-        self.pca_mean = self.pca_components = None
+        self.width = int(mean.shape[0])
+        if any(stop > self.width for _, stop in self.view_columns):
+            raise ConfigError(f"the views {list(self.view_columns)} reach past the {self.width} columns of "
+                              "these features: they come from another encoder read-out")
+        self.projections = [None] * len(self.view_columns)
         if cfg.pca_dim:
-            normed = self._normalize(clips, pooled)
-            self._fit_pca(normed)
+            sample = self._pca_sample(self._normalize(clips, pooled))
+            self.projections = [self._fit_pca(sample[:, start:stop]) for start, stop in self.view_columns]
         return self
 
     def _normalize(self, clips: Sequence[ClipFeatures], pooled: list[np.ndarray]) -> list[np.ndarray]:
@@ -153,38 +166,45 @@ class Preprocessor:
             out.append(((frames - m) / (s + EPS)).astype(np.float32))
         return out
 
-    def _fit_pca(self, normed: list[np.ndarray]) -> None:
-        cfg = self.config
+    def _pca_sample(self, normed: list[np.ndarray]) -> np.ndarray:
+        """At most ``pca_max_frames`` of the normalized frames, the same for every view."""
         frames = np.concatenate(normed)
-        if frames.shape[0] > cfg.pca_max_frames:
-            rng = np.random.default_rng(cfg.seed)
-            frames = frames[rng.choice(frames.shape[0], cfg.pca_max_frames, replace=False)]
-        k = min(cfg.pca_dim, frames.shape[1], max(frames.shape[0] - 1, 1))
+        if frames.shape[0] > self.config.pca_max_frames:
+            rng = np.random.default_rng(self.config.seed)
+            frames = frames[rng.choice(frames.shape[0], self.config.pca_max_frames, replace=False)]
+        return frames
+
+    def _fit_pca(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The mean and the top ``pca_dim`` components ``[k, W]`` of ``frames [N, W]``."""
+        k = min(self.config.pca_dim, frames.shape[1], max(frames.shape[0] - 1, 1))
         mean = frames.mean(0, dtype=np.float64).astype(np.float32)
         centered = (frames - mean).astype(np.float32)
-        # eigen-decomposition of the D x D covariance: cheap for D ~ 1000 and deterministic
+        # eigen-decomposition of the W x W covariance: cheap for W ~ 1000 and deterministic
         cov = (centered.T @ centered).astype(np.float64) / max(len(centered) - 1, 1)
         evals, evecs = np.linalg.eigh(cov)
         order = np.argsort(evals)[::-1][:k]
         comps = evecs[:, order].T
         comps *= np.sign(comps[np.arange(k), np.abs(comps).argmax(1)])[:, None]  # fixed signs
-        self.pca_mean = mean.astype(np.float32)
-        self.pca_components = comps.astype(np.float32)
+        return mean, comps.astype(np.float32)
 
-    def transform(self, clips: Sequence[ClipFeatures]) -> list[np.ndarray]:
-        """Each clip's frames ``[T', D']`` after pooling, normalization and projection."""
-        pooled = [self._select_and_pool(c) for c in clips]
-        normed = self._normalize(clips, pooled)
-        if self.pca_components is None:
-            return normed
-        return [((f - self.pca_mean) @ self.pca_components.T).astype(np.float32)
-                for f in normed]
+    def transform(self, clips: Sequence[ClipFeatures]) -> list[list[np.ndarray]]:
+        """One list per view: each clip's frames ``[T', D_v]`` after pooling, normalization and
+        the view's projection."""
+        normed = self._normalize(clips, [self._select_and_pool(c) for c in clips])
+        out = []
+        for (start, stop), projection in zip(self.view_columns, self.projections):
+            if projection is None:
+                out.append([np.ascontiguousarray(f[:, start:stop]) for f in normed])
+            else:
+                mean, comps = projection
+                out.append([((f[:, start:stop] - mean) @ comps.T).astype(np.float32) for f in normed])
+        return out
 
     @property
-    def out_dim(self) -> int:
-        if self.pca_components is not None:
-            return int(self.pca_components.shape[0])
-        return int(self.stats[GLOBAL][0].shape[0])
+    def out_dims(self) -> list[int]:
+        """The size of each view's frames."""
+        return [p[1].shape[0] if p is not None else stop - start
+                for (start, stop), p in zip(self.view_columns, self.projections)]
 
     # --- persistence (plain arrays + JSON, never pickle) -----------------------------------------
     def state(self) -> tuple[dict[str, np.ndarray], dict]:
@@ -192,9 +212,9 @@ class Preprocessor:
         keys = sorted(self.stats)
         for i, key in enumerate(keys):
             arrays[f"norm.{i}.mean"], arrays[f"norm.{i}.std"] = self.stats[key]
-        if self.pca_components is not None:
-            arrays["pca.mean"] = self.pca_mean
-            arrays["pca.components"] = self.pca_components
+        for v, projection in enumerate(self.projections):
+            if projection is not None:
+                arrays[f"view.{v}.mean"], arrays[f"view.{v}.components"] = projection
         meta = {"groups": keys, "frame_rate": self.frame_rate}
         return arrays, meta
 
@@ -204,7 +224,7 @@ class Preprocessor:
         pre.frame_rate = meta["frame_rate"]
         pre.stats = {key: (arrays[f"norm.{i}.mean"], arrays[f"norm.{i}.std"])
                      for i, key in enumerate(meta["groups"])}
-        if "pca.components" in arrays:
-            pre.pca_mean = arrays["pca.mean"]
-            pre.pca_components = arrays["pca.components"]
+        pre.width = int(pre.stats[GLOBAL][0].shape[0])
+        pre.projections = [(arrays[f"view.{v}.mean"], arrays[f"view.{v}.components"])
+                           if f"view.{v}.components" in arrays else None for v in range(len(pre.view_columns))]
         return pre
