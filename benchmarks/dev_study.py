@@ -257,27 +257,6 @@ class Fused:
         return decide(preds, self.inner.classes_, log_p)
 
 
-class ViewEnsemble:
-    """Several SERE models, each on its own view of the layers, decided together: their mean
-    log-probability (the arg-max of the mean of their logits, as SERE's seed ensemble reads its
-    members). Diversity from the inputs instead of from the seeds alone. Highlights: the first's."""
-
-    def __init__(self, members: list[SERE]) -> None:
-        self.members = members
-
-    def fit(self, labeled, unlabeled=()):
-        for m in self.members:
-            m.fit(labeled, unlabeled)
-        return self
-
-    def predict(self, clips):
-        clips = list(clips)
-        preds = [m.predict(clips) for m in self.members]
-        classes = self.members[0].classes_
-        log_p = np.mean([np.log(np.maximum(probabilities(each, classes), 1e-12)) for each in preds], axis=0)
-        return decide(preds[0], classes, log_p)
-
-
 class LayerWeighted(torch.nn.Module):
     """g behind a learned softmax weighting of the layers (the SUPERB weighted sum): frames
     ``[B, T, L * W]`` (L layers of W columns side by side) -> ``sum_l softmax(gain * p)_l x_l``.
@@ -404,13 +383,12 @@ def build_variants() -> dict[str, Variant]:
         out[f"sere_knn{k}_a{alpha}"] = Variant(
             f"SERE, then its probabilities smoothed over a {k}-nearest-neighbour graph of the scored clips in "
             f"its resonance space (alpha {alpha})", lambda seed, n=k, a=alpha: GraphSmoothed(_sere()(seed), n, a), "sere")
-    for key, views, n in (("views3_ens1", ((2, 3), (2, 4), (1, 3)), 1), ("views3_ens3", ((2, 3), (2, 4), (1, 3)), 3),
-                          ("views2_ens1", ((2, 3), (1, 3)), 1), ("views3b_ens1", ((2, 3), (1, 3), (1, 4)), 1)):
+    for key, views, n in (("views3_ens3", ((2, 3), (2, 4), (1, 3)), 9), ("views2", ((2, 3), (1, 3)), 2),
+                          ("views3b", ((2, 3), (1, 3), (1, 4)), 3)):
         out[f"sere_{key}"] = Variant(
-            f"{len(views)} SERE models of {n} member(s) each, on layers "
-            f"{', '.join(f'{a}-{b}' for a, b in views)}, decided together",
-            lambda seed, n=n, views=views: ViewEnsemble([_sere(v, ensemble=n)(seed * 10 + i)
-                                                         for i, v in enumerate(views)]), "sere")
+            f"SERE with {n} members on layers {', '.join(f'{a}-{b}' for a, b in views)} (member i on the i mod "
+            f"{len(views)}-th; #47's view sets, in the library since)",
+            _sere(views=tuple(columns(*v) for v in views), ensemble=n), "sere")
     for weight in (0.3, 0.5):
         out[f"sere_fuse_logreg{weight}"] = Variant(
             f"SERE's and the benchmarked logreg's log-probabilities averaged ({weight} on logreg's)",

@@ -83,3 +83,24 @@ def test_fit_refuses_unlabeled_training_clips(folder):
 def test_benchmark_reports_missing_corpora(tmp_path):
     res = CliRunner().invoke(benchmark, ["--corpora", str(tmp_path), "--out", str(tmp_path / "r")])
     assert res.exit_code != 0 and "missing corpora" in res.output
+
+
+@pytest.mark.slow
+def test_predict_reads_the_audio_as_the_model_was_trained_on_it(folder):
+    """A model trained on another whisper-base read-out than today's default (layers 2-3 before #47)
+    predicts as it did: `sere predict` embeds with the layers the model names."""
+    from sere_core.cli.method import _embed
+    from sere_core.encoders import get_encoder
+    from sere_core.method import SERE, SEREConfig
+
+    encoder = get_encoder("whisper-base", layers=(2, 3))
+    assert encoder.info.layers != get_encoder("whisper-base").info.layers
+    labeled, _ = _embed(folder / "labeled.csv", encoder, folder, "embed")
+    unlabeled, _ = _embed(folder / "unlabeled.csv", encoder, folder, "embed")
+    model = SERE(SEREConfig(steps=5, ensemble=1, pca_dim=16)).fit(labeled, unlabeled, encoder=encoder.info)
+    model.save(folder / "older")
+    res = CliRunner().invoke(predict, [str(folder / "older"), str(folder / "unlabeled.csv"), "--out",
+                                       str(folder / "older.csv")])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader((folder / "older.csv").open()))
+    assert [r["emotion"] for r in rows] == [p.emotion for p in model.predict(unlabeled)]

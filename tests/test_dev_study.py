@@ -40,7 +40,7 @@ def test_every_variant_is_paired_with_a_known_reference(dev_study):
 
 @pytest.mark.parametrize("name", ["sere_superb_L1-4", "sere_pseudo_spk8", "sere_edges_clip",
                                   "sere_knn10_a0.5", "sere_fuse_logreg0.5", "sere_pseudo_spk8_null",
-                                  "sere_pseudo_spk8_L1_null", "sere_views3_ens1"])
+                                  "sere_pseudo_spk8_L1_null", "sere_views2"])
 def test_candidates_fit_and_predict(dev_study, task, name):
     src, tgt = task
     model = dev_study.VARIANTS[name].make(0).fit(src, tgt)
