@@ -384,10 +384,11 @@ def build_variants() -> dict[str, Variant]:
             f"SERE, then its probabilities smoothed over a {k}-nearest-neighbour graph of the scored clips in "
             f"its resonance space (alpha {alpha})", lambda seed, n=k, a=alpha: GraphSmoothed(_sere()(seed), n, a), "sere")
     for key, views, n in (("views3_ens3", ((2, 3), (2, 4), (1, 3)), 9), ("views2", ((2, 3), (1, 3)), 2),
-                          ("views3b", ((2, 3), (1, 3), (1, 4)), 3)):
+                          ("views3b", ((2, 3), (1, 3), (1, 4)), 3), ("views4", ((2, 3), (2, 4), (1, 3), (1, 4)), 4),
+                          ("views5", ((2, 3), (2, 4), (1, 3), (1, 4), (2, 5)), 5)):
         out[f"sere_{key}"] = Variant(
-            f"SERE with {n} members on layers {', '.join(f'{a}-{b}' for a, b in views)} (member i on the i mod "
-            f"{len(views)}-th; #47's view sets, in the library since)",
+            f"SERE with {n} members on layers {', '.join(f'{a}-{b}' for a, b in views)} (member i on the "
+            f"(i mod {len(views)})-th)",
             _sere(views=tuple(columns(*v) for v in views), ensemble=n), "sere")
     for weight in (0.3, 0.5):
         out[f"sere_fuse_logreg{weight}"] = Variant(
