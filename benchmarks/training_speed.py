@@ -28,6 +28,7 @@ from sere_core.benchmark.corpora import load_corpora
 from sere_core.benchmark.protocol import COMMON4, strip_label
 from sere_core.benchmark.report import commit, machine
 from sere_core.benchmark.runner import BENCH_SERE_CONFIG
+from sere_core.encoders.whisper import SERE_VIEWS
 from sere_core.method import SERE
 
 log = logging.getLogger("training_speed")
@@ -81,7 +82,8 @@ def main() -> None:
              f"- labeled: 20 EmoDB clips (5 per emotion of common4); unlabeled: {len(unlabeled)} RAVDESS and"
              f" CASIA clips ({seconds / 60:.0f} min of audio), whisper-base features from the cache",
              f"- config: the benchmark's (`runner.BENCH_SERE_CONFIG`: ensemble {rows[0]['ensemble']} x"
-             f" {rows[0]['steps']} steps, views of {rows[0]['crop_frames']} frames); target: fit under 15 s on"
+             f" {rows[0]['steps']} steps, each member on its layer view {list(SERE_VIEWS)}, crops of"
+             f" {rows[0]['crop_frames']} frames); target: fit under 15 s on"
              " 2 cores",
              f"- the median of {args.repeats} runs (and their range), after one untimed warm-up fit", "",
              "| torch threads | fit (s) | fit range (s) | predict 1,500 clips (s) |", "|---|---|---|---|"]
