@@ -307,8 +307,8 @@ def test_each_member_reads_its_own_view(tmp_path, task):
         mine = ens.model_.members[i].state_dict()
         assert all(torch.allclose(v, mine[k], atol=1e-5) for k, v in alone.model_.state_dict().items())
     out = embed_clips(ens.model_, pad(ens._inputs(tgt)))
-    each = [embed_clips(m, pad(v))["logits"] for m, v in
-            zip(ens.model_.members, [*ens.preprocessor_.transform(tgt), ens.preprocessor_.transform(tgt)[0]])]
+    per_view = ens.preprocessor_.transform(tgt)
+    each = [embed_clips(m, pad(v))["logits"] for m, v in zip(ens.model_.members, [*per_view, per_view[0]])]
     assert torch.allclose(out["logits"], torch.stack(each).mean(0), atol=1e-5)
     again = SERE.load(ens.save(tmp_path / "views"))
     assert again.config.views == views

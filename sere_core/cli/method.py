@@ -125,12 +125,11 @@ def predict(model_dir: Path, input_path: Path, out_path: Path) -> None:
 
     try:
         model = SERE.load(model_dir)
-        name = (model.encoder_ or {}).get("name")
-        if not name:
+        saved = model.encoder_ or {}
+        if not saved.get("name"):
             raise click.ClickException(f"{model_dir}: the model does not name its encoder")
-        layers = (model.encoder_ or {}).get("layers")
         # the read-out the model was trained on, which may be an earlier default (layers 2-3 before #47)
-        encoder = get_encoder(name, **({"layers": tuple(layers)} if layers else {}))
+        encoder = get_encoder(saved["name"], **({"layers": tuple(saved["layers"])} if saved.get("layers") else {}))
         model.check_compatible(encoder.info)
         with tempfile.TemporaryDirectory(prefix="sere-predict-") as workdir:
             feats, embedded = _embed(input_path, encoder, Path(workdir), "embed")

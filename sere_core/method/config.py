@@ -143,7 +143,8 @@ _AT_MOST: dict[str, float] = {
 #: float32 quotients overflow and every probability becomes NaN.
 _AT_LEAST: dict[str, float] = {"tau": 1e-3, "tau_a": 1e-3, "confidence_temperature": 1e-3}
 _MAX_FEATURE_COLUMN = 1_000_000
-_MAX_VIEWS = 16
+#: The most views a config (and so a saved model) may hold.
+MAX_VIEWS = 16
 
 
 def _check_types(c: SEREConfig) -> None:
@@ -161,10 +162,10 @@ def _check_types(c: SEREConfig) -> None:
         elif kind == "str":
             ok, what = isinstance(value, str), "a word"
         else:  # views: ((start, stop), ...)
-            ok = isinstance(value, tuple) and len(value) <= _MAX_VIEWS and all(
+            ok = isinstance(value, tuple) and len(value) <= MAX_VIEWS and all(
                 isinstance(v, tuple) and len(v) == 2
                 and all(isinstance(x, numbers.Integral) and not isinstance(x, bool) for x in v) for v in value)
-            what = f"a tuple of at most {_MAX_VIEWS} (start, stop) pairs"
+            what = f"a tuple of at most {MAX_VIEWS} (start, stop) pairs"
         if not ok:
             raise ConfigError(f"SEREConfig.{f.name} must be {what} (got {value!r:.80})")
 

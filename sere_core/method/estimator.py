@@ -13,6 +13,7 @@ import re
 import stat
 import time
 from collections.abc import Sequence
+from itertools import repeat
 from dataclasses import asdict, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import torch
 
 from sere_core.atomic import atomic_folder, atomic_write_bytes, recover_folder
 from sere_core.errors import ConfigError, ModelMismatchError, NotFittedError
-from sere_core.method.config import RESEARCH_TAG, SEREConfig, without_removed
+from sere_core.method.config import MAX_VIEWS, RESEARCH_TAG, SEREConfig, without_removed
 from sere_core.method.data import ClipFeatures, Prediction, Snapshot, TrainingProgress
 from sere_core.method.normalization import GLOBAL, PreprocessConfig, Preprocessor, pool_factor
 from sere_core.method.training import ProgressFn, embed_clips, pad, train
@@ -102,21 +103,20 @@ class SERE:
         classes, dim, rate = check_fit_inputs(labeled, unlabeled)
         labeled, unlabeled = list(labeled), list(unlabeled or [])
         pre = Preprocessor(preprocess_config(cfg)).fit(labeled + unlabeled)
-        views_l = pre.transform(labeled)
-        views_u = pre.transform(unlabeled) if unlabeled else [[] for _ in views_l]
+        ids = tuple(c.clip_id for c in labeled + unlabeled)
+        padded = [(pad(xl), pad(xu) if xu else None, (pad(xl + xu), ids) if cfg.snapshot_every else None)
+                  for xl, xu in zip(pre.transform(labeled), pre.transform(unlabeled) if unlabeled else repeat([]))]
         index = {c: i for i, c in enumerate(classes)}
         y = torch.tensor([index[c.emotion] for c in labeled], dtype=torch.long)
-        ids = tuple(c.clip_id for c in labeled + unlabeled)
         t0 = time.perf_counter()
         members, runs = [], []
-        for i in range(cfg.ensemble):  # member i: seed + 1000 i, view i mod n (member 0 is the single model)
+        # member i: seed + 1000 i, on its view (member 0 is the single model)
+        for i, (xl, xu, snap) in enumerate(self._per_member(padded)):
             member_cfg = replace(cfg, seed=cfg.seed + 1000 * i)
-            xl, xu = views_l[i % len(views_l)], views_u[i % len(views_l)]
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(member_cfg.seed)
-                members.append(self._build_member(xl[0].shape[1], len(classes)))
-            snap = (pad(xl + xu), ids) if cfg.snapshot_every else None
-            runs.append(train(members[-1], pad(xl), y, pad(xu) if xu else None, member_cfg,
+                members.append(self._build_member(xl.x.shape[2], len(classes)))
+            runs.append(train(members[-1], xl, y, xu, member_cfg,
                               _member_progress(progress, i, cfg.ensemble, t0), snap))
         self.classes_ = list(classes)
         self.preprocessor_ = pre
@@ -134,10 +134,13 @@ class SERE:
         return SEREModel(in_dim, n_classes, c.hidden_dim, c.embed_dim, c.context, c.dropout, c.tau,
                          c.tau_a, c.pooling, c.highlight_window, c.highlight_edges)
 
+    def _per_member(self, per_view: Sequence[Any]) -> list[Any]:
+        """``per_view`` (one item per view) as one item per member: member i reads view i mod n."""
+        return [per_view[i % len(per_view)] for i in range(self.config.ensemble)]
+
     def _build(self, in_dims: Sequence[int], n_classes: int) -> SEREModel | EnsembleModel:
-        """The network for views of sizes ``in_dims``: member i reads view i mod ``len(in_dims)``."""
-        return assemble([self._build_member(in_dims[i % len(in_dims)], n_classes)
-                         for i in range(self.config.ensemble)])
+        """The network for views of sizes ``in_dims``."""
+        return assemble([self._build_member(d, n_classes) for d in self._per_member(in_dims)])
 
     # --- inference -----------------------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -155,8 +158,7 @@ class SERE:
         """Each clip's network input: its members' views side by side (as ``EnsembleModel`` splits them)."""
         if not clips:
             return []
-        views = self.preprocessor_.transform(clips)
-        mine = [views[i % len(views)] for i in range(self.config.ensemble)]
+        mine = self._per_member(self.preprocessor_.transform(clips))
         return [np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0] for parts in zip(*mine)]
 
     def _forward_arrays(self, arrays: list[np.ndarray], chunk: int) -> dict[str, list]:
@@ -329,7 +331,6 @@ MAX_META_BYTES = 1_000_000
 MAX_WEIGHTS_BYTES = 512_000_000
 _MAX_CLASSES = 100
 _MAX_DIM = 1_000_000
-_MAX_VIEWS = 16
 
 
 def _read_regular(path: Path, most: int) -> bytes:
@@ -390,9 +391,9 @@ def _read_meta(directory: Path) -> dict[str, Any]:
 
     if meta["format_version"] < 3:
         count("in_dim", _MAX_DIM)
-    elif not (isinstance(meta.get("in_dims"), list) and 1 <= len(meta["in_dims"]) <= _MAX_VIEWS
+    elif not (isinstance(meta.get("in_dims"), list) and 1 <= len(meta["in_dims"]) <= MAX_VIEWS
               and all(_whole(d, 1, _MAX_DIM) for d in meta["in_dims"])):
-        raise bad("in_dims", f"must list 1 to {_MAX_VIEWS} sizes, each a whole number from 1 to {_MAX_DIM}")
+        raise bad("in_dims", f"must list 1 to {MAX_VIEWS} sizes, each a whole number from 1 to {_MAX_DIM}")
     count("n_features_in", _MAX_DIM)
     rate = meta.get("frame_rate")
     if not (isinstance(rate, (int, float)) and not isinstance(rate, bool) and 1 <= rate <= 100_000):

@@ -93,7 +93,6 @@ class Preprocessor:
         self.config = config
         self.frame_rate: float | None = None
         self.stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self.width: int | None = None  # columns after selection
         # per view: the PCA mean [W] and components [k, W] of its columns, or None (no PCA)
         self.projections: list[tuple[np.ndarray, np.ndarray] | None] = []
 
@@ -113,8 +112,13 @@ class Preprocessor:
 
     @property
     def view_columns(self) -> tuple[tuple[int, int], ...]:
-        """Each view's range of the selected columns."""
+        """Each view's range of the selected columns (after :meth:`fit`)."""
         return self.config.views or ((0, self.width),)
+
+    @property
+    def width(self) -> int:
+        """The number of selected columns (after :meth:`fit`)."""
+        return int(self.stats[GLOBAL][0].shape[0])
 
     # --- fit / transform --------------------------------------------------------------------------
     def fit(self, clips: Sequence[ClipFeatures]) -> Preprocessor:
@@ -134,7 +138,6 @@ class Preprocessor:
             if key.startswith("spk:") and n < cfg.min_speaker_frames:
                 continue  # too few frames: this speaker falls back to its language
             self.stats[key] = (m, s)
-        self.width = int(mean.shape[0])
         if any(stop > self.width for _, stop in self.view_columns):
             raise ConfigError(f"the views {list(self.view_columns)} reach past the {self.width} columns of "
                               "these features: they come from another encoder read-out")
@@ -224,7 +227,6 @@ class Preprocessor:
         pre.frame_rate = meta["frame_rate"]
         pre.stats = {key: (arrays[f"norm.{i}.mean"], arrays[f"norm.{i}.std"])
                      for i, key in enumerate(meta["groups"])}
-        pre.width = int(pre.stats[GLOBAL][0].shape[0])
         pre.projections = [(arrays[f"view.{v}.mean"], arrays[f"view.{v}.components"])
                            if f"view.{v}.components" in arrays else None for v in range(len(pre.view_columns))]
         return pre
